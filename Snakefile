@@ -1,0 +1,37 @@
+# mnist-pipeline: download -> parse -> prepare -> train -> evaluate -> report.
+# `snakemake --cores 4` builds everything for the configured dataset and experiments;
+# see README.md for the stages and workflow/schemas/config.schema.yaml for every key.
+
+from snakemake.utils import min_version
+
+min_version("9.11")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+# Stops the run, before any job starts, with a message naming each bad key.
+CONFIG = validated_config(config)
+EXPERIMENTS = experiments(CONFIG)
+
+
+wildcard_constraints:
+    dataset=re.escape(CONFIG["dataset"]),
+    experiment="|".join(map(re.escape, EXPERIMENTS)),
+
+
+include: "workflow/rules/download.smk"
+include: "workflow/rules/parse.smk"
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        final_outputs(CONFIG, EXPERIMENTS),
+    default_target: True

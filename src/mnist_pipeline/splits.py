@@ -1,0 +1,104 @@
+"""From parsed IDX arrays to normalized train/val/test splits.
+
+The validation rows are drawn from the training set, stratified by class, with a seeded
+generator; the normalization statistics are computed on the remaining training rows only,
+so nothing about the validation or test images leaks into the model's inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.parsed import ParsedDataset
+from mnist_pipeline.tables import write_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """x_normalized = (pixel / 255 - mean) / std, with mean and std of the training split."""
+
+    mean: float
+    std: float
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        """images: uint8 (n, 28, 28) or (n, 784) -> float32 (n, 784), C-contiguous."""
+        # A 256-entry lookup table does the scaling once per byte value, not once per pixel,
+        # and keeps every step in float32.
+        table = ((np.arange(256, dtype=np.float32) / np.float32(255) - np.float32(self.mean)) / np.float32(self.std)).astype(np.float32)
+        return table[np.asarray(images, dtype=np.uint8).reshape(len(images), -1)]
+
+    def as_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "std": self.std, "scale": 255.0}
+
+
+def fit_normalization(images: np.ndarray) -> Normalization:
+    """Mean and std of pixel/255 over uint8 `images`, from a byte histogram (exact, one pass)."""
+    counts = np.bincount(np.asarray(images, dtype=np.uint8).reshape(-1), minlength=256).astype(np.float64)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    total = counts.sum()
+    mean = float(counts @ values / total)
+    std = float(np.sqrt(counts @ (values - mean) ** 2 / total))
+    if std == 0.0:
+        raise ConfigError("training images are all one value; cannot normalize (std = 0)")
+    # Round-trip through float32 so the stored statistics are exactly the ones applied.
+    return Normalization(mean=float(np.float32(mean)), std=float(np.float32(std)))
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val), each sorted, with round(val_fraction * count) of each class in val.
+
+    Deterministic for a given (labels, val_fraction, seed) on every platform: numpy's PCG64
+    stream is stable across versions for `permutation`.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"config key 'prepare.val_fraction': {val_fraction!r} must lie strictly between 0 and 1")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    val_parts = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        n_val = int(round(val_fraction * len(members)))
+        if n_val >= len(members):
+            raise ConfigError(
+                f"config key 'prepare.val_fraction': {val_fraction} leaves no training sample of class {cls} "
+                f"({len(members)} samples)"
+            )
+        val_parts.append(rng.permutation(members)[:n_val])
+    val = np.sort(np.concatenate(val_parts)) if val_parts else np.empty(0, dtype=np.int64)
+    mask = np.ones(len(labels), dtype=bool)
+    mask[val] = False
+    return np.flatnonzero(mask), val
+
+
+def prepare_splits(parsed: ParsedDataset, *, val_fraction: float, seed: int, outputs: Mapping[str, str | Path]) -> Normalization:
+    """Write the train, val and test Parquet splits (keys of `outputs`) and return the normalization."""
+    train_idx, val_idx = stratified_split(parsed.train_labels, val_fraction, seed)
+    train_images = np.asarray(parsed.train_images)[train_idx]
+    norm = fit_normalization(train_images)
+    info = parsed.info
+    common = {
+        "dataset": info["dataset"],
+        "classes": info["classes"],
+        "normalization": norm.as_dict(),
+        "source": info.get("source"),
+        "source_files": info.get("files", {}),
+        "split": {"val_fraction": val_fraction, "seed": seed},
+    }
+    splits = {
+        "train": (train_idx, train_images, np.asarray(parsed.train_labels)[train_idx], "train-images-idx3-ubyte"),
+        "val": (val_idx, np.asarray(parsed.train_images)[val_idx], np.asarray(parsed.train_labels)[val_idx], "train-images-idx3-ubyte"),
+        "test": (np.arange(len(parsed.test_labels)), parsed.test_images, parsed.test_labels, "t10k-images-idx3-ubyte"),
+    }
+    for name, (ids, images, labels, stem) in splits.items():
+        write_split(outputs[name], ids, labels, norm.apply(images), {**common, "name": name, "ids_index": stem})
+        log.info("%s: %d rows -> %s", name, len(ids), outputs[name])
+    log.info("normalization from %d training images: mean %.6f, std %.6f", len(train_idx), norm.mean, norm.std)
+    return norm

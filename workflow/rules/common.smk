@@ -1,0 +1,50 @@
+# Helpers shared by the rule files: config validation, the package code each stage runs,
+# and the per-stage settings passed as `params`. No rules here.
+
+import re
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+import mnist_pipeline
+from mnist_pipeline.codedeps import package_modules_used
+from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
+from mnist_pipeline.errors import ConfigError
+
+SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
+PACKAGE = Path(mnist_pipeline.__file__).parent
+
+
+def validated_config(config):
+    try:
+        return resolve_config(config, SCHEMA)
+    except ConfigError as error:
+        raise WorkflowError(str(error)) from None
+
+
+def experiments(config):
+    return experiment_settings(config, SCHEMA)
+
+
+def package_code(script):
+    """The package modules `script` imports, as inputs: Snakemake does not track imported
+    code, so listing it is what makes an edit to a module rerun the stages that use it."""
+    return [str(path) for path in package_modules_used(workflow.source_path(script), PACKAGE)]
+
+
+def local_source_files(wildcards):
+    """A local `source` directory's IDX files, so that replacing them reruns the download."""
+    source = CONFIG["source"]
+    if source is None or ("://" in source and not source.startswith("file://")):
+        return []
+    directory = Path(source.removeprefix("file://"))
+    if not directory.is_dir():
+        return []
+    return sorted(str(p) for p in directory.iterdir() if re.match(r"(train|t10k)-(images|labels)-idx[13]-ubyte(\.gz)?$", p.name))
+
+
+def final_outputs(config, experiments):
+    base = f"results/{config['dataset']}"
+    per_experiment = [f"{base}/{name}/{leaf}" for name in experiments for leaf in ("model.npz", "metrics.json")]
+    return per_experiment + [f"{base}/report.html", f"{base}/report.md"]
+

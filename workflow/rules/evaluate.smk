@@ -1,0 +1,20 @@
+rule evaluate:
+    input:
+        model="results/{dataset}/{experiment}/model.npz",
+        history="results/{dataset}/{experiment}/history.json",
+        test="results/{dataset}/prepared/test.parquet",
+        val="results/{dataset}/prepared/val.parquet",
+        code=package_code("../scripts/evaluate.py"),
+    output:
+        metrics="results/{dataset}/{experiment}/metrics.json",
+        predictions="results/{dataset}/{experiment}/predictions.parquet",
+    log:
+        "results/{dataset}/logs/evaluate/{experiment}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/evaluate/{experiment}.tsv"
+    threads: 2
+    resources:
+        mem_mb=1024,
+        runtime=10,
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,22 @@
+rule parse:
+    input:
+        raw="results/{dataset}/raw",
+        code=package_code("../scripts/parse.py"),
+    output:
+        train_images="results/{dataset}/parsed/train-images.npy",
+        train_labels="results/{dataset}/parsed/train-labels.npy",
+        test_images="results/{dataset}/parsed/test-images.npy",
+        test_labels="results/{dataset}/parsed/test-labels.npy",
+        info="results/{dataset}/parsed/dataset.json",
+    params:
+        dataset=lambda wildcards: CONFIG["dataset"],
+    log:
+        "results/{dataset}/logs/parse.log",
+    benchmark:
+        "results/{dataset}/benchmarks/parse.tsv"
+    threads: 1
+    resources:
+        mem_mb=1024,
+        runtime=10,
+    script:
+        "../scripts/parse.py"

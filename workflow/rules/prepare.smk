@@ -1,0 +1,24 @@
+rule prepare:
+    input:
+        train_images="results/{dataset}/parsed/train-images.npy",
+        train_labels="results/{dataset}/parsed/train-labels.npy",
+        test_images="results/{dataset}/parsed/test-images.npy",
+        test_labels="results/{dataset}/parsed/test-labels.npy",
+        info="results/{dataset}/parsed/dataset.json",
+        code=package_code("../scripts/prepare.py"),
+    output:
+        train="results/{dataset}/prepared/train.parquet",
+        val="results/{dataset}/prepared/val.parquet",
+        test="results/{dataset}/prepared/test.parquet",
+    params:
+        prepare=lambda wildcards: CONFIG["prepare"],
+    log:
+        "results/{dataset}/logs/prepare.log",
+    benchmark:
+        "results/{dataset}/benchmarks/prepare.tsv"
+    threads: 1
+    resources:
+        mem_mb=2048,
+        runtime=10,
+    script:
+        "../scripts/prepare.py"

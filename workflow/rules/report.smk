@@ -1,0 +1,29 @@
+localrules:
+    report,
+
+
+rule report:
+    input:
+        metrics=expand("results/{{dataset}}/{experiment}/metrics.json", experiment=EXPERIMENTS),
+        history=expand("results/{{dataset}}/{experiment}/history.json", experiment=EXPERIMENTS),
+        predictions=expand("results/{{dataset}}/{experiment}/predictions.parquet", experiment=EXPERIMENTS),
+        test_images="results/{dataset}/parsed/test-images.npy",
+        info="results/{dataset}/parsed/dataset.json",
+        code=package_code("../scripts/report.py"),
+    output:
+        html="results/{dataset}/report.html",
+        md="results/{dataset}/report.md",
+        figures=directory("results/{dataset}/figures"),
+    params:
+        config=lambda wildcards: CONFIG,
+        experiments=lambda wildcards: EXPERIMENTS,
+    log:
+        "results/{dataset}/logs/report.log",
+    benchmark:
+        "results/{dataset}/benchmarks/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=1024,
+        runtime=10,
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,20 @@
+rule train:
+    input:
+        train="results/{dataset}/prepared/train.parquet",
+        val="results/{dataset}/prepared/val.parquet",
+        code=package_code("../scripts/train.py"),
+    output:
+        model="results/{dataset}/{experiment}/model.npz",
+        history="results/{dataset}/{experiment}/history.json",
+    params:
+        settings=lambda wildcards: EXPERIMENTS[wildcards.experiment],
+    log:
+        "results/{dataset}/logs/train/{experiment}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/train/{experiment}.tsv"
+    threads: 2
+    resources:
+        mem_mb=1536,
+        runtime=60,
+    script:
+        "../scripts/train.py"

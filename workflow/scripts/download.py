@@ -1,0 +1,15 @@
+"""Fetch the four IDX files of the configured dataset into results/{dataset}/raw/, verified."""
+
+from mnist_pipeline.logs import log_to
+
+log_to(snakemake.log[0])
+
+from mnist_pipeline.download import fetch_dataset
+
+settings = snakemake.params["fetch"]
+fetch_dataset(
+    settings["dataset"],
+    settings["source"],
+    snakemake.output[0],
+    checksums=settings["checksums"],
+)

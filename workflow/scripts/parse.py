@@ -1,0 +1,9 @@
+"""Parse and validate the raw IDX files into cached .npy arrays and a dataset description."""
+
+from mnist_pipeline.logs import log_to
+
+log_to(snakemake.log[0])
+
+from mnist_pipeline.parsed import parse_raw_dataset
+
+parse_raw_dataset(snakemake.input["raw"], snakemake.params["dataset"], dict(snakemake.output.items()))

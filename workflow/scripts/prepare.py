@@ -1,0 +1,16 @@
+"""Split off a stratified validation set, normalize with training statistics, write Parquet."""
+
+from mnist_pipeline.logs import log_to
+
+log_to(snakemake.log[0])
+
+from mnist_pipeline.parsed import load_parsed
+from mnist_pipeline.splits import prepare_splits
+
+settings = snakemake.params["prepare"]
+prepare_splits(
+    load_parsed(snakemake.input),
+    val_fraction=settings["val_fraction"],
+    seed=settings["seed"],
+    outputs={split: snakemake.output[split] for split in ("train", "val", "test")},
+)

@@ -1,0 +1,30 @@
+"""Build the accuracy report of every experiment: report.html (self-contained) and report.md."""
+
+from mnist_pipeline.logs import log_to
+
+log_to(snakemake.log[0])
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from mnist_pipeline.fileio import read_json
+from mnist_pipeline.report import build_report
+from mnist_pipeline.report.provenance import collect_provenance
+
+config, settings = snakemake.params["config"], snakemake.params["experiments"]
+info = read_json(snakemake.input["info"])
+experiments = [
+    {"name": name, "settings": settings[name], "metrics": read_json(metrics), "history": read_json(history)["epochs"],
+     "predictions": pq.read_table(predictions)}
+    for name, metrics, history, predictions in zip(settings, snakemake.input["metrics"], snakemake.input["history"], snakemake.input["predictions"])
+]
+build_report(
+    dataset=config["dataset"],
+    experiments=experiments,
+    defaults=config["train"],
+    test_images=np.load(snakemake.input["test_images"], mmap_mode="r"),
+    provenance=collect_provenance(config=config, dataset_info=info),
+    out_html=snakemake.output["html"],
+    out_md=snakemake.output["md"],
+    figures_dir=snakemake.output["figures"],
+)
