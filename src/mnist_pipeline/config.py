@@ -35,6 +35,7 @@ def resolve_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict
     _validate(resolved, schema)
     _fill_defaults(resolved, schema, schema)
     _validate(resolved, schema)
+    _check_dataset_source(resolved)
     return canonical(resolved)
 
 
@@ -52,6 +53,16 @@ def canonical(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [canonical(item) for item in value]
     return value
+
+
+def _check_dataset_source(config: Mapping[str, Any]) -> None:
+    from mnist_pipeline.datasets import KNOWN_DATASETS
+
+    if config["dataset"] not in KNOWN_DATASETS and config["source"] is None:
+        raise ConfigError(
+            f"config key 'source': dataset {config['dataset']!r} is not a known dataset "
+            f"({', '.join(sorted(KNOWN_DATASETS))}), so `source` must name a directory or URL holding its four IDX files"
+        )
 
 
 def _resolve_ref(node: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_pipeline.config import canonical, experiment_settings, load_schema, resolve_config
+from mnist_pipeline.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+
+
+def shipped_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_shipped_config_is_valid_and_has_one_baseline_experiment():
+    config = resolve_config(shipped_config(), SCHEMA)
+    assert list(config["experiments"]) == ["baseline"]
+    assert config["dataset"] == "mnist" and config["source"] is None
+    # Every schema default is filled in, so a stage never guesses.
+    assert set(config["train"]) == set(SCHEMA["$defs"]["train_keys"])
+
+
+def test_same_value_written_another_way_gives_identical_settings():
+    plain = shipped_config()
+    other = shipped_config()
+    other["prepare"]["val_fraction"] = "1e-1"  # what YAML 1.1 makes of `1e-1`
+    other["train"]["epochs"] = float(other["train"]["epochs"])
+    other["train"]["learning_rate"] = "1e-3"
+    other["train"] = dict(reversed(list(other["train"].items())))
+    a, b = resolve_config(plain, SCHEMA), resolve_config(other, SCHEMA)
+    assert repr(a) == repr(b)
+    assert repr(experiment_settings(a, SCHEMA)) == repr(experiment_settings(b, SCHEMA))
+
+
+def test_experiment_overrides_only_the_keys_it_names():
+    config = shipped_config()
+    config["train"]["epochs"] = 7
+    config["experiments"] = {"wide": {"hidden": [512]}, "baseline": {}}
+    settings = experiment_settings(resolve_config(config, SCHEMA), SCHEMA)
+    assert settings["wide"]["hidden"] == [512] and settings["wide"]["epochs"] == 7
+    assert settings["baseline"]["hidden"] == [256, 128]
+
+
+@pytest.mark.parametrize(
+    "path, value, words",
+    [
+        (("train", "optimizr"), "adam", ["train", "optimizr", "known keys"]),
+        (("train", "learning_rate"), -1, ["train.learning_rate", "-1"]),
+        (("train", "optimizer"), "rmsprop", ["train.optimizer", "'rmsprop'", "'adam'"]),
+        (("prepare", "val_fraction"), 1.5, ["prepare.val_fraction", "1.5"]),
+        (("experiments", "raw"), {}, ["experiments", "raw"]),
+        (("experiments", "wide"), {"epochs": 0}, ["experiments.wide.epochs", "0"]),
+        (("dataset",), "../etc", ["dataset", "../etc"]),
+    ],
+)
+def test_bad_key_or_value_is_named(path, value, words):
+    config = shipped_config()
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as info:
+        resolve_config(config, SCHEMA)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_unknown_dataset_needs_a_source():
+    config = shipped_config()
+    config["dataset"] = "my-digits"
+    with pytest.raises(ConfigError, match="source"):
+        resolve_config(config, SCHEMA)
+    config["source"] = "/data/my-digits"
+    assert resolve_config(config, SCHEMA)["dataset"] == "my-digits"
+
+
+def test_canonical_sorts_keys_at_every_depth():
+    assert list(canonical({"b": {"d": 1, "c": 2}, "a": [{"z": 0, "y": 1}]})) == ["a", "b"]
+    assert list(canonical({"b": {"d": 1, "c": 2}})["b"]) == ["c", "d"]
+    assert list(canonical({"a": [{"z": 0, "y": 1}]})["a"][0]) == ["y", "z"]

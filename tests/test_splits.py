@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.parsed import ParsedDataset
+from mnist_pipeline.splits import fit_normalization, prepare_splits, stratified_split
+from mnist_pipeline.tables import read_split
+
+
+def test_stratified_split_keeps_class_proportions_and_is_seeded():
+    labels = np.repeat(np.arange(10), [100, 50, 80, 100, 100, 100, 100, 100, 100, 30])
+    train, val = stratified_split(labels, 0.1, seed=3)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(labels)
+    counts = np.bincount(labels[val], minlength=10)
+    assert counts.tolist() == [10, 5, 8, 10, 10, 10, 10, 10, 10, 3]
+    again_train, again_val = stratified_split(labels, 0.1, seed=3)
+    assert np.array_equal(val, again_val) and np.array_equal(train, again_train)
+    assert not np.array_equal(val, stratified_split(labels, 0.1, seed=4)[1])
+
+
+def test_split_that_would_empty_a_class_is_refused():
+    with pytest.raises(ConfigError, match="prepare.val_fraction"):
+        stratified_split(np.array([0, 0, 1]), 0.6, seed=0)
+
+
+def test_normalization_matches_numpy_and_maps_train_to_zero_mean_unit_std():
+    images = np.random.default_rng(0).integers(0, 256, size=(200, 28, 28), dtype=np.uint8)
+    norm = fit_normalization(images)
+    scaled = images.astype(np.float64) / 255
+    assert norm.mean == pytest.approx(scaled.mean(), rel=1e-6) and norm.std == pytest.approx(scaled.std(), rel=1e-6)
+    x = norm.apply(images)
+    assert x.dtype == np.float32 and x.shape == (200, 784) and x.flags.c_contiguous
+    assert abs(float(x.mean())) < 1e-4 and float(x.std()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_prepare_uses_training_rows_only_for_statistics(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(10), 20)
+    train_images = rng.integers(0, 100, size=(200, 28, 28), dtype=np.uint8)
+    # Test images are much brighter: if they leaked into the statistics the mean would move.
+    test_images = np.full((30, 28, 28), 255, np.uint8)
+    parsed = ParsedDataset(train_images, labels, test_images, labels[:30], {"dataset": "t", "classes": [str(i) for i in range(10)], "files": {}})
+    outputs = {name: tmp_path / f"{name}.parquet" for name in ("train", "val", "test")}
+    norm = prepare_splits(parsed, val_fraction=0.25, seed=0, outputs=outputs)
+    train, val, test = (read_split(outputs[name]) for name in ("train", "val", "test"))
+    assert len(train) == 150 and len(val) == 50 and len(test) == 30
+    assert norm.mean == pytest.approx(train_images[train.ids].mean() / 255, rel=1e-5)
+    assert np.array_equal(np.sort(np.concatenate([train.ids, val.ids])), np.arange(200))
+    assert np.array_equal(train.pixels, norm.apply(train_images[train.ids]))
+    assert train.metadata["split"] == {"val_fraction": 0.25, "seed": 0}
