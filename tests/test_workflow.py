@@ -1,0 +1,153 @@
+"""The whole workflow, run for real by Snakemake on a tiny synthetic IDX dataset.
+
+Each test works in a private copy of the workflow, so results/ and .snakemake/ of the
+repository are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import mnist_pipeline
+from conftest import REPO, copy_workflow
+
+pytestmark = pytest.mark.slow
+
+TEST_CONFIG = REPO / "tests/workflow/synthetic.yaml"
+PACKAGE = Path(mnist_pipeline.__file__).parent
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"), *args]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule -> job count of a dry run, read from Snakemake's 'Job stats' table."""
+    out = snakemake(workdir, "--dry-run", *args)
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if match is None:
+            break
+        jobs[match.group(1)] = int(match.group(2))
+    jobs.pop("total", None)
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, synthetic_dir):
+    """A workflow copy that has run to completion once on the synthetic dataset."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    snakemake(workdir, "--configfile", str(TEST_CONFIG), "--config", f"source={synthetic_dir}")
+    return workdir, ("--configfile", str(TEST_CONFIG), "--config", f"source={synthetic_dir}")
+
+
+def test_first_run_writes_every_contract_output(finished_run):
+    workdir, _ = finished_run
+    results = workdir / "results/synthetic"
+    raw = sorted(p.name for p in (results / "raw").iterdir() if p.name.endswith(".gz"))
+    assert raw == sorted(f"{s}.gz" for s in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+    assert any((results / "parsed").iterdir())
+    for split, rows in (("train", 480), ("val", 120), ("test", 200)):
+        table = pq.read_table(results / "prepared" / f"{split}.parquet")
+        assert {"id", "label", "pixels"} <= set(table.column_names) and len(table) == rows
+        assert len(table.column("pixels")[0]) == 784
+    for experiment in ("baseline", "narrow"):
+        assert (results / experiment / "model.npz").stat().st_size > 0
+        metrics = json.loads((results / experiment / "metrics.json").read_text())
+        for key in ("test_accuracy", "val_accuracy", "per_class", "confusion_matrix", "epochs_run", "train_seconds", "n_parameters"):
+            assert key in metrics, key
+        assert 0.0 <= metrics["val_accuracy"] <= 1.0
+        # The synthetic classes are separable: a trained network must get nearly all right.
+        assert metrics["test_accuracy"] >= 0.9
+        cm = np.array(metrics["confusion_matrix"])
+        assert cm.shape == (10, 10) and cm.sum() == 200
+        assert metrics["epochs_run"] == 3
+    assert json.loads((results / "baseline/metrics.json").read_text())["n_parameters"] == 784 * 32 + 32 + 32 * 10 + 10
+    html = (results / "report.html").read_text()
+    assert "<html" in html.lower() and "http://" not in re.sub(r'xmlns="http://www.w3.org/[^"]*"', "", html)
+    leaderboard = [line for line in (results / "report.md").read_text().splitlines() if line.startswith("|")]
+    assert sum(line.split("|")[1].strip().strip("*`") in ("baseline", "narrow") for line in leaderboard) == 2
+    for log in ("download", "parse", "prepare", "report"):
+        assert (results / "logs" / f"{log}.log").is_file()
+
+
+def test_second_run_schedules_nothing(finished_run):
+    workdir, config = finished_run
+    assert planned_jobs(workdir, *config) == {}
+
+
+def test_train_value_change_reruns_only_training_onward(finished_run):
+    workdir, config = finished_run
+    assert planned_jobs(workdir, *config, "train={epochs: 4}") == {"train": 2, "evaluate": 2, "report": 1, "all": 1}
+
+
+def test_experiment_override_reruns_only_that_experiment(finished_run):
+    workdir, config = finished_run
+    changed = planned_jobs(workdir, *config, "experiments={baseline: {}, narrow: {hidden: [8]}}")
+    assert changed == {"train": 1, "evaluate": 1, "report": 1, "all": 1}
+
+
+def test_prepare_value_change_reruns_prepare_onward_not_download_or_parse(finished_run):
+    workdir, config = finished_run
+    jobs = planned_jobs(workdir, *config, "prepare={val_fraction: 0.25, seed: 1}")
+    assert jobs == {"prepare": 1, "train": 2, "evaluate": 2, "report": 1, "all": 1}
+
+
+def test_same_values_written_another_way_is_no_change(finished_run):
+    workdir, config = finished_run
+    assert planned_jobs(workdir, *config, "prepare={seed: 1, val_fraction: 2e-1}") == {}
+
+
+def test_editing_a_package_module_reruns_the_stages_that_import_it(finished_run):
+    workdir, config = finished_run
+    module = PACKAGE / "metrics.py"
+    before = module.stat()
+    try:
+        os.utime(module, (before.st_atime + 3600, before.st_mtime + 3600))
+        assert planned_jobs(workdir, *config) == {"evaluate": 2, "report": 1, "all": 1}
+    finally:
+        os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_editing_a_stage_script_reruns_that_stage_onward(finished_run):
+    workdir, config = finished_run
+    script = workdir / "workflow/scripts/prepare.py"
+    original = script.read_text()
+    try:
+        script.write_text(original + "\n# an edit\n")
+        assert planned_jobs(workdir, *config) == {"prepare": 1, "train": 2, "evaluate": 2, "report": 1, "all": 1}
+    finally:
+        script.write_text(original)
+
+
+def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, synthetic_dir):
+    workdir = copy_workflow(tmp_path / "wf")
+    result = snakemake(workdir, "--configfile", str(TEST_CONFIG), "--config", f"source={synthetic_dir}", "train={learning_rate: -0.5}", check=False)
+    assert result.returncode != 0
+    assert "train.learning_rate" in result.stdout + result.stderr
+    assert not (workdir / "results").exists()
+
+
+def test_lint_is_clean():
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
