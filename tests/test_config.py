@@ -80,3 +80,42 @@ def test_canonical_sorts_keys_at_every_depth():
     assert list(canonical({"b": {"d": 1, "c": 2}, "a": [{"z": 0, "y": 1}]})) == ["a", "b"]
     assert list(canonical({"b": {"d": 1, "c": 2}})["b"]) == ["c", "d"]
     assert list(canonical({"a": [{"z": 0, "y": 1}]})["a"][0]) == ["y", "z"]
+
+
+def test_sweep_expands_grid_times_seeds_with_names_from_values():
+    config = shipped_config()
+    config["sweep"] = {"grid": {"learning_rate": [0.001, "3e-3"], "hidden": [[128], [256, 128]]}, "seeds": [0, 1]}
+    resolved = resolve_config(config, SCHEMA)
+    names = [name for name in resolved["experiments"] if name != "baseline"]
+    assert len(names) == 8
+    assert "sweep_hidden-256x128_learning_rate-0.003_seed-1" in names
+    settings = experiment_settings(resolved, SCHEMA)["sweep_hidden-256x128_learning_rate-0.003_seed-1"]
+    assert settings["hidden"] == [256, 128] and settings["learning_rate"] == 0.003 and settings["seed"] == 1
+    # Listing the grid keys in another order names the same experiments.
+    config["sweep"]["grid"] = dict(reversed(list(config["sweep"]["grid"].items())))
+    assert list(resolve_config(config, SCHEMA)["experiments"]) == list(resolved["experiments"])
+
+
+def test_sweep_list_combines_with_grid():
+    config = shipped_config()
+    config["sweep"] = {"prefix": "opt", "grid": {"epochs": [5]}, "list": [{"optimizer": "sgd", "learning_rate": 0.1}, {"optimizer": "adam"}]}
+    names = set(resolve_config(config, SCHEMA)["experiments"]) - {"baseline"}
+    assert names == {"opt_epochs-5_learning_rate-0.1_optimizer-sgd", "opt_epochs-5_optimizer-adam"}
+
+
+@pytest.mark.parametrize(
+    "sweep, words",
+    [
+        ({"grid": {"lr": [0.1]}}, ["sweep.grid.lr", "not a `train` key"]),
+        ({"grid": {"learning_rate": [0.1, -1]}}, ["sweep.grid.learning_rate[1]", "-1"]),
+        ({"grid": {"optimizer": ["adam", "lion"]}}, ["sweep.grid.optimizer[1]", "'lion'"]),
+        ({"list": [{"epochz": 3}]}, ["sweep.list.0", "epochz"]),
+    ],
+)
+def test_bad_sweep_is_named(sweep, words):
+    config = shipped_config()
+    config["sweep"] = sweep
+    with pytest.raises(ConfigError) as info:
+        resolve_config(config, SCHEMA)
+    for word in words:
+        assert word in str(info.value)

@@ -10,6 +10,7 @@ the user wrote them (`0.1`, `1e-1`, `"1e-1"` from a YAML 1.1 parser, `20.0` for 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +37,8 @@ def resolve_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict
     _fill_defaults(resolved, schema, schema)
     _validate(resolved, schema)
     _check_dataset_source(resolved)
+    _expand_sweep(resolved, schema)
+    _validate(resolved, schema)
     return canonical(resolved)
 
 
@@ -53,6 +56,57 @@ def canonical(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [canonical(item) for item in value]
     return value
+
+
+def sweep_points(sweep: Mapping[str, Any] | None) -> dict[str, dict]:
+    """Generated experiment name -> its overrides of `train`, for a `sweep` section.
+
+    Grid keys vary in sorted order, so the names and their order do not depend on how the
+    config file lists the keys; each name spells out the values that make it differ.
+    """
+    if not sweep:
+        return {}
+    grid = sweep.get("grid") or {}
+    keys = sorted(grid)
+    points = [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
+    if sweep.get("list"):
+        points = [{**point, **extra} for point in points for extra in sweep["list"]]
+    if sweep.get("seeds"):
+        points = [{**point, "seed": seed} for point in points for seed in sweep["seeds"]]
+    named: dict[str, dict] = {}
+    for point in points:
+        name = "_".join([sweep.get("prefix", "sweep"), *(f"{key}-{_spell(point[key])}" for key in sorted(point))])
+        named.setdefault(name, point)
+    return named
+
+
+def _spell(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "x".join(_spell(item) for item in value)
+    if value is None:
+        return "none"
+    return str(value)
+
+
+def _expand_sweep(config: dict, schema: Mapping[str, Any]) -> None:
+    sweep = config.get("sweep")
+    if not sweep:
+        return
+    train_keys = schema["$defs"]["train_keys"]
+    for key, values in (sweep.get("grid") or {}).items():
+        if key not in train_keys:
+            raise ConfigError(f"config key 'sweep.grid.{key}': not a `train` key; known keys: {', '.join(sorted(train_keys))}")
+        for i, value in enumerate(values):
+            values[i] = _coerce(value, train_keys[key], schema)
+            errors = list(jsonschema.Draft202012Validator(train_keys[key]).iter_errors(values[i]))
+            if errors:
+                raise ConfigError(f"config key 'sweep.grid.{key}[{i}]': {_explain(errors[0])}")
+    for name, point in sweep_points(sweep).items():
+        if name in config["experiments"]:
+            raise ConfigError(f"config key 'sweep': generated experiment {name!r} is also listed under `experiments`")
+        config["experiments"][name] = point
 
 
 def _check_dataset_source(config: Mapping[str, Any]) -> None:
