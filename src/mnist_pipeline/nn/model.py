@@ -1,0 +1,282 @@
+"""The network as a sequence of layers, its architecture as JSON, and its `.npz` file format.
+
+All parameters live in one flat vector (`flat_params`, gradients in `flat_grads`) that the
+layers' `params` arrays are views into; the optimiser, gradient clipping and early-stopping
+snapshots each work on that one vector. Weights under weight decay come first, `n_decay` of them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_pipeline.errors import ConfigError, ModelFormatError
+from mnist_pipeline.nn.activations import ACTIVATIONS
+from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
+from mnist_pipeline.nn.init import get_initialiser
+from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout, Flatten, Layer, Reshape
+from mnist_pipeline.nn.losses import softmax, softmax_cross_entropy
+
+FORMAT = "mnist-pipeline-model"
+FORMAT_VERSION = 1
+HEADER = "header"
+LAYER_TYPES: dict[str, type[Layer]] = {
+    cls.kind: cls for cls in (Dense, Dropout, BatchNorm, Reshape, Flatten, Conv2D, MaxPool2D, *ACTIVATIONS.values())
+}
+_PARAMETRIC = (Dense, BatchNorm, Conv2D)
+
+
+def architecture(settings: dict, n_inputs: int, n_classes: int) -> dict:
+    """The JSON-able architecture the training settings describe.
+
+    mlp: [dense, (batch norm), activation, (dropout)] per hidden size, then a dense output.
+    cnn: the flat input as a square one-channel image, [3x3 conv, (batch norm), activation,
+    2x2 max pool] per conv channel count, flatten, then the mlp part.
+    """
+    layers: list[dict] = []
+    width = n_inputs
+    if settings["model"] == "cnn":
+        side = math.isqrt(n_inputs)
+        if side * side != n_inputs:
+            raise ConfigError(f"model: cnn needs square one-channel images; got {n_inputs} pixels per image")
+        layers.append({"type": "reshape", "shape": [side, side, 1]})
+        channels = 1
+        for out_channels in settings["conv_channels"]:
+            if side < 2:
+                image = math.isqrt(n_inputs)
+                raise ConfigError(
+                    f"conv_channels: {len(settings['conv_channels'])} blocks halve a {image}x{image} image "
+                    f"below one pixel; expected at most {int(math.log2(image))} blocks"
+                )
+            layers.append({"type": "conv2d", "in_channels": channels, "out_channels": out_channels, "kernel_size": 3})
+            layers += _normalised_activation(settings, out_channels)
+            layers.append({"type": "max_pool"})
+            side, channels = side // 2, out_channels
+        layers.append({"type": "flatten"})
+        width = side * side * channels
+    for size in settings["hidden"]:
+        layers.append({"type": "dense", "n_in": width, "n_out": size})
+        layers += _normalised_activation(settings, size)
+        if settings["dropout"]:
+            layers.append({"type": "dropout", "rate": float(settings["dropout"])})
+        width = size
+    layers.append({"type": "dense", "n_in": width, "n_out": n_classes})
+    return {"model": settings["model"], "n_inputs": n_inputs, "n_classes": n_classes, "layers": layers}
+
+
+def _normalised_activation(settings: dict, width: int) -> list[dict]:
+    norm = [{"type": "batch_norm", "n_features": width, "momentum": 0.9, "eps": 1e-5}] if settings["batch_norm"] else []
+    return norm + [{"type": settings["activation"]}]
+
+
+def build_layer(spec: dict, dtype=np.float32) -> Layer:
+    """A layer from its spec (see Layer.spec); ValueError for an unknown type or bad arguments."""
+    kind = spec.get("type")
+    if kind not in LAYER_TYPES:
+        raise ValueError(f"unknown layer type {kind!r}; expected one of {sorted(LAYER_TYPES)}")
+    cls = LAYER_TYPES[kind]
+    kwargs = {key: value for key, value in spec.items() if key != "type"}
+    if issubclass(cls, _PARAMETRIC):
+        kwargs["dtype"] = dtype
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"layer {kind!r}: bad arguments {kwargs}: {exc}") from None
+
+
+class Model:
+    """A stack of layers. forward(x (n, n_inputs)) -> logits (n, n_classes)."""
+
+    def __init__(self, architecture: dict, dtype=np.float32) -> None:
+        self.architecture = architecture
+        self.layers = [build_layer(spec, dtype) for spec in architecture["layers"]]
+        shape: tuple[int, ...] = (int(architecture["n_inputs"]),)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        if shape != (int(architecture["n_classes"]),):
+            raise ValueError(f"the layers end in shape {shape}, expected ({architecture['n_classes']},)")
+        # Layers before the first with parameters (a reshape) need no backward pass at all.
+        self._first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
+        self._gather(dtype)
+
+    def _gather(self, dtype) -> None:
+        """Move every parameter, gradient and buffer into flat vectors the layers keep views of."""
+        params = [(layer, name) for layer in self.layers for name in layer.params]
+        # Stable sort: decayed weights first, each group in layer order.
+        params.sort(key=lambda entry: entry[1] not in entry[0].decay)
+        self.n_decay = sum(layer.params[name].size for layer, name in params if name in layer.decay)
+        self.flat_params = _flatten(params, "params", dtype)
+        self.flat_grads = _flatten(params, "grads", dtype)
+        buffers = [(layer, name) for layer in self.layers for name in layer.buffers]
+        self.flat_buffers = _flatten(buffers, "buffers", dtype)
+
+    @property
+    def n_parameters(self) -> int:
+        return int(self.flat_params.size)
+
+    @property
+    def eval_batch_size(self) -> int:
+        """Rows per inference chunk: convolutions keep n*H*W*9*C patch matrices, so fewer of them."""
+        return 256 if any(isinstance(layer, Conv2D) for layer in self.layers) else 1024
+
+    def initialize(self, init: str, rng: np.random.Generator) -> None:
+        initialiser = get_initialiser(init)
+        for layer in self.layers:
+            layer.initialize(initialiser, rng)
+
+    def set_dropout_rng(self, rng: np.random.Generator) -> None:
+        for layer in self.layers:
+            if isinstance(layer, Dropout):
+                layer.rng = rng
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """Logits (n, n_classes), in a buffer of the last layer: valid until the next forward."""
+        for layer in self.layers:
+            x = layer.forward(x, train)
+        return x
+
+    def backward(self, dlogits: np.ndarray) -> None:
+        """Fill flat_grads from the gradient of the loss with respect to the last forward's logits."""
+        d = dlogits
+        for i in range(len(self.layers) - 1, self._first - 1, -1):
+            d = self.layers[i].backward(d, need_dx=i > self._first)
+
+    def predict_proba(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Class probabilities (n, n_classes) float32, computed in chunks of batch_size rows."""
+        x = np.asarray(x, dtype=self.flat_params.dtype)
+        out = np.empty((len(x), self.architecture["n_classes"]), self.flat_params.dtype)
+        step = batch_size or self.eval_batch_size
+        for start in range(0, len(x), step):
+            logits = self.forward(x[start : start + step], train=False)
+            out[start : start + step] = softmax(logits)
+        return out
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None) -> tuple[float, float]:
+        """(mean cross-entropy, accuracy) over x (n, n_inputs), y (n,), without label smoothing."""
+        total_loss, correct = 0.0, 0
+        step = batch_size or self.eval_batch_size
+        for start in range(0, len(x), step):
+            logits = self.forward(x[start : start + step], train=False)
+            labels = y[start : start + step]
+            correct += int(np.count_nonzero(logits.argmax(axis=1) == labels))
+            total_loss += softmax_cross_entropy(logits, labels, gradient=False) * len(labels)
+        return total_loss / len(x), correct / len(x)
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.flat_params.copy(), self.flat_buffers.copy()
+
+    def restore(self, state: tuple[np.ndarray, np.ndarray]) -> None:
+        self.flat_params[...], self.flat_buffers[...] = state
+
+    def named_arrays(self) -> dict[str, np.ndarray]:
+        """'layer{i}.{name}' -> parameter or buffer array (views into the flat vectors)."""
+        return {
+            f"layer{i}.{name}": array
+            for i, layer in enumerate(self.layers)
+            for name, array in (*layer.params.items(), *layer.buffers.items())
+        }
+
+
+def _flatten(entries: list[tuple[Layer, str]], attribute: str, dtype) -> np.ndarray:
+    flat = np.empty(sum(getattr(layer, attribute)[name].size for layer, name in entries), dtype)
+    offset = 0
+    for layer, name in entries:
+        arrays = getattr(layer, attribute)
+        array = arrays[name]
+        view = flat[offset : offset + array.size].reshape(array.shape)
+        view[...] = array
+        arrays[name] = view
+        offset += array.size
+    return flat
+
+
+@dataclass
+class LoadedModel:
+    model: Model
+    normalization: dict
+    classes: list[str]
+    metadata: dict
+
+
+def save_model(path, model: Model, *, normalization: dict, classes: list, metadata: dict) -> None:
+    """Write the model as one `.npz`: a JSON header entry and one float32 array per parameter.
+
+    Byte-deterministic: entries in a fixed order with a fixed timestamp, stored uncompressed
+    (np.savez would stamp the current time into every entry). Atomic: a temporary file in the
+    same directory is renamed over `path` only once complete.
+    """
+    path = Path(path)
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": model.architecture,
+        "normalization": normalization,
+        "classes": [str(c) for c in classes],
+        "metadata": metadata,
+    }
+    entries = {HEADER: np.array(json.dumps(header, sort_keys=True)), **model.named_arrays()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
+            for name, array in entries.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                data = io.BytesIO()
+                np.lib.format.write_array(data, array, allow_pickle=False)
+                archive.writestr(info, data.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_model(path) -> LoadedModel:
+    """Read a file save_model wrote. ModelFormatError (naming the file) for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile) or HEADER not in archive.files:
+                raise ModelFormatError(f"{path}: not a model file (an .npz written by mnist-pipeline has a header entry)")
+            header = json.loads(str(archive[HEADER][()]))
+            arrays = {name: archive[name] for name in archive.files if name != HEADER}
+    except ModelFormatError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ModelFormatError(f"{path}: not a model file (expected an .npz written by mnist-pipeline): {exc}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ModelFormatError(f"{path}: not a model file (its header does not say format {FORMAT!r})")
+    version = header.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise ModelFormatError(f"{path}: format_version {version!r} is not a version number")
+    if version > FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{path}: model format version {version} is newer than this mnist-pipeline reads "
+            f"(up to {FORMAT_VERSION}); upgrade mnist-pipeline to load it"
+        )
+    try:
+        model = Model(header["architecture"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: the architecture in the header cannot be built: {exc}") from None
+    expected = model.named_arrays()
+    if set(arrays) != set(expected):
+        raise ModelFormatError(
+            f"{path}: arrays {sorted(arrays)} do not match the architecture, which needs {sorted(expected)}"
+        )
+    for name, target in expected.items():
+        array = arrays[name]
+        if array.shape != target.shape or array.dtype != target.dtype:
+            raise ModelFormatError(
+                f"{path}: array {name} is {array.dtype}{list(array.shape)}, expected {target.dtype}{list(target.shape)}"
+            )
+        target[...] = array
+    return LoadedModel(model, header.get("normalization", {}), header.get("classes", []), header.get("metadata", {}))

@@ -1,0 +1,165 @@
+"""Minibatch training: the epoch loop, validation, early stopping and the divergence guard."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from mnist_pipeline.errors import TrainingDivergedError
+from mnist_pipeline.nn.losses import softmax_cross_entropy
+from mnist_pipeline.nn.model import Model, architecture
+from mnist_pipeline.nn.optim import clip_grad_norm, make_optimizer
+from mnist_pipeline.nn.schedules import make_schedule
+from mnist_pipeline.nn.settings import check_settings
+
+
+@dataclass
+class TrainResult:
+    model: Model
+    #: one dict per epoch: epoch, train_loss, train_accuracy, val_loss, val_accuracy, learning_rate, seconds
+    history: list[dict] = field(default_factory=list)
+    epochs_run: int = 0
+    #: the epoch whose weights `model` holds (the best by validation loss under early stopping, else the last)
+    best_epoch: int = 0
+    train_seconds: float = 0.0
+
+
+class Trainer:
+    """A freshly initialised model with its optimiser and schedule, trained one epoch at a time.
+
+    The seed is split into independent streams for initialisation, shuffling and dropout, so
+    changing, say, the dropout rate leaves the initial weights and batch order as they were.
+    """
+
+    def __init__(self, settings: dict, n_inputs: int, n_classes: int, n_train: int) -> None:
+        check_settings(settings)
+        self.settings = settings
+        init_seed, shuffle_seed, dropout_seed = np.random.SeedSequence(settings["seed"]).spawn(3)
+        self.model = Model(architecture(settings, n_inputs, n_classes))
+        self.model.initialize(settings["init"], np.random.default_rng(init_seed))
+        self.model.set_dropout_rng(np.random.default_rng(dropout_seed))
+        self.shuffle_rng = np.random.default_rng(shuffle_seed)
+        self.optimizer = make_optimizer(settings, self.model.n_decay)
+        self.batch_size = min(int(settings["batch_size"]), n_train)
+        self.steps_per_epoch = math.ceil(n_train / self.batch_size)
+        self.schedule = make_schedule(settings, self.steps_per_epoch)
+        self.step = 0
+        # Every minibatch is gathered into these, so an epoch allocates nothing per batch.
+        self._xb = np.empty((self.batch_size, n_inputs), np.float32)
+        self._yb = np.empty(self.batch_size, np.intp)
+
+    def run_epoch(self, x: np.ndarray, y: np.ndarray, epoch: int) -> dict:
+        """One shuffled pass over x (n, n_inputs) float32, y (n,) intp.
+
+        Returns train_loss (mean over examples, label smoothing included), train_accuracy
+        (of the predictions made while training) and learning_rate (of the last step).
+        Raises TrainingDivergedError at the first batch whose loss is nan or inf.
+        """
+        model, optimizer, n = self.model, self.optimizer, len(x)
+        smoothing, clip = float(self.settings["label_smoothing"]), self.settings["grad_clip"]
+        order = self.shuffle_rng.permutation(n)
+        total_loss, correct, lr = 0.0, 0, 0.0
+        for batch, start in enumerate(range(0, n, self.batch_size)):
+            index = order[start : start + self.batch_size]
+            xb, yb = self._xb[: len(index)], self._yb[: len(index)]
+            # mode="clip" skips the bounds check that would make take() buffer its output.
+            np.take(x, index, axis=0, out=xb, mode="clip")
+            np.take(y, index, out=yb, mode="clip")
+            lr = self.schedule.rate(self.step)
+            # Overflow in a diverging run is reported below, with where and what to change.
+            with np.errstate(over="ignore", invalid="ignore"):
+                logits = model.forward(xb, train=True)
+                correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+                loss = softmax_cross_entropy(logits, yb, smoothing)
+            if not math.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"training diverged: the loss is {loss} at epoch {epoch}, batch {batch + 1} of "
+                    f"{self.steps_per_epoch}, with learning rate {lr:.3g}; lower learning_rate, "
+                    f"set grad_clip (e.g. 1.0) or add warmup_epochs"
+                )
+            total_loss += loss * len(index)
+            model.backward(logits)
+            if clip is not None:
+                clip_grad_norm(model.flat_grads, clip)
+            optimizer.step(model.flat_params, model.flat_grads, lr)
+            self.step += 1
+        return {"train_loss": total_loss / n, "train_accuracy": correct / n, "learning_rate": lr}
+
+
+def fit(
+    settings: dict,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    n_classes: int = 10,
+    threads: int | None = None,
+    log: logging.Logger | None = None,
+) -> TrainResult:
+    """Train the network `settings` describes; x float32 (n, n_inputs) normalised, y int (n,).
+
+    Validation loss and accuracy are measured after every epoch. With early_stopping = k > 0,
+    training stops after k epochs without a lower validation loss and the best weights are
+    restored. `threads` caps the BLAS thread pool for the duration of the call.
+    """
+    log = log or logging.getLogger(__name__)
+    x_train, y_train = _checked(x_train, y_train, n_classes, "train")
+    x_val, y_val = _checked(x_val, y_val, n_classes, "val")
+    if x_val.shape[1] != x_train.shape[1]:
+        raise ValueError(f"x_val has {x_val.shape[1]} features per row, x_train {x_train.shape[1]}")
+    limits = threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext()
+    with limits:
+        trainer = Trainer(settings, x_train.shape[1], n_classes, len(x_train))
+        model, epochs, patience = trainer.model, int(settings["epochs"]), int(settings["early_stopping"])
+        result = TrainResult(model)
+        best_loss, best_state = math.inf, None
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            stats = trainer.run_epoch(x_train, y_train, epoch)
+            val_loss, val_accuracy = model.evaluate(x_val, y_val)
+            if not math.isfinite(val_loss):
+                raise TrainingDivergedError(
+                    f"training diverged: the validation loss is {val_loss} after epoch {epoch}; "
+                    f"lower learning_rate or set grad_clip"
+                )
+            seconds = time.perf_counter() - start
+            result.history.append(
+                {"epoch": epoch, **stats, "val_loss": val_loss, "val_accuracy": val_accuracy, "seconds": seconds}
+            )
+            result.epochs_run, result.train_seconds = epoch, result.train_seconds + seconds
+            log.info(
+                "epoch %d/%d: train loss %.4f accuracy %.4f, val loss %.4f accuracy %.4f, lr %.3g, %.1f s",
+                epoch, epochs, stats["train_loss"], stats["train_accuracy"], val_loss, val_accuracy,
+                stats["learning_rate"], seconds,
+            )
+            if val_loss < best_loss:
+                best_loss, result.best_epoch = val_loss, epoch
+                if patience:
+                    best_state = model.snapshot()
+            elif patience and epoch - result.best_epoch >= patience:
+                log.info("early stopping: no lower validation loss for %d epochs", patience)
+                break
+        if patience and best_state is not None:
+            model.restore(best_state)
+            log.info("restored the weights of epoch %d (validation loss %.4f)", result.best_epoch, best_loss)
+        else:
+            result.best_epoch = result.epochs_run
+    return result
+
+
+def _checked(x: np.ndarray, y: np.ndarray, n_classes: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """x as C-contiguous float32 (no copy when it already is), y as intp; ValueError if they do not fit."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.asarray(y)
+    if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"x_{name} {x.shape} and y_{name} {y.shape}: expected (n, features) and (n,) with n > 0")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"y_{name}: expected integer labels in [0, {n_classes}), got {y.dtype} in [{y.min()}, {y.max()}]")
+    return x, y.astype(np.intp, copy=False)

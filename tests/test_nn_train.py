@@ -1,0 +1,169 @@
+"""fit(): learning, early stopping, the divergence guard, determinism, settings and threads."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from threadpoolctl import threadpool_info
+
+from mnist_pipeline.errors import ConfigError, TrainingDivergedError
+from mnist_pipeline.nn import train as train_module
+from mnist_pipeline.nn.model import save_model
+from mnist_pipeline.nn.settings import KEYS, check_settings
+from mnist_pipeline.nn.train import fit
+
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def settings(**overrides):
+    """The schema's defaults for every train key, with overrides."""
+    keys = yaml.safe_load(SCHEMA.read_text())["$defs"]["train_keys"]
+    return {**{key: spec["default"] for key, spec in keys.items()}, **overrides}
+
+
+def blobs(n, n_classes=4, n_features=12, seed=0, spread=1.0):
+    """Gaussian blobs around well separated centres (fixed by the class, not the seed)."""
+    centres = np.random.default_rng(100).standard_normal((n_classes, n_features)) * 3
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n)
+    x = centres[y] + spread * rng.standard_normal((n, n_features))
+    return x.astype(np.float32), y
+
+
+def quadrant_images(n, seed):
+    """8x8 images with a bright 2x2 spot somewhere in the quadrant that is the label."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.normal(0, 0.3, (n, 8, 8)).astype(np.float32)
+    for i, label in enumerate(y):
+        r, c = 4 * (label // 2) + rng.integers(0, 3), 4 * (label % 2) + rng.integers(0, 3)
+        x[i, r : r + 2, c : c + 2] += 2.0
+    return x.reshape(n, 64), y
+
+
+def test_schema_and_settings_agree_on_the_keys():
+    assert set(settings()) == set(KEYS)
+    check_settings(settings())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam", "adamw"])
+def test_mlp_learns_a_separable_problem(optimizer):
+    x, y = blobs(1200)
+    xv, yv = blobs(300, seed=1)
+    lr = 0.003 if optimizer.startswith("adam") else 0.05
+    result = fit(settings(hidden=[32], epochs=6, batch_size=32, optimizer=optimizer, learning_rate=lr,
+                          weight_decay=1e-4), x, y, xv, yv, n_classes=4)
+    assert result.history[-1]["val_accuracy"] >= 0.99
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    accuracy = np.mean(result.model.predict_proba(xv).argmax(axis=1) == yv)
+    assert accuracy == result.history[-1]["val_accuracy"]
+
+
+def test_every_layer_kind_and_schedule_trains():
+    x, y = blobs(1000)
+    xv, yv = blobs(200, seed=1)
+    for extra in (
+        {"activation": "tanh", "init": "glorot", "batch_norm": True, "schedule": "cosine", "warmup_epochs": 1},
+        {"activation": "leaky_relu", "dropout": 0.2, "schedule": "step", "step_epochs": 3, "grad_clip": 1.0,
+         "learning_rate": 0.01},
+        {"activation": "sigmoid", "label_smoothing": 0.1, "learning_rate": 0.01},
+    ):
+        result = fit(settings(hidden=[24, 16], epochs=5, batch_size=50, **extra), x, y, xv, yv, n_classes=4)
+        assert result.history[-1]["val_accuracy"] >= 0.97, extra
+
+
+def test_cnn_learns_where_the_spot_is():
+    x, y = quadrant_images(600, seed=0)
+    xv, yv = quadrant_images(200, seed=1)
+    result = fit(settings(model="cnn", conv_channels=[4, 8], hidden=[16], epochs=8, batch_size=32,
+                          learning_rate=0.005, batch_norm=True), x, y, xv, yv, n_classes=4)
+    assert result.history[-1]["val_accuracy"] >= 0.97
+
+
+def test_history_and_progress_lines(caplog):
+    x, y = blobs(300)
+    with caplog.at_level(logging.INFO, logger="test_nn_train"):
+        result = fit(settings(hidden=[8], epochs=3), x, y, x[:50], y[:50], n_classes=4,
+                     log=logging.getLogger("test_nn_train"))
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert set(result.history[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                                      "learning_rate", "seconds"}
+    assert result.epochs_run == 3 and result.best_epoch == 3
+    assert result.train_seconds == pytest.approx(sum(h["seconds"] for h in result.history))
+    assert [r.message.split(":")[0] for r in caplog.records] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+
+
+def test_early_stopping_restores_the_best_weights():
+    # Random labels: the network can only memorise, so validation loss soon rises.
+    rng = np.random.default_rng(0)
+    x, xv = rng.standard_normal((200, 10)).astype(np.float32), rng.standard_normal((200, 10)).astype(np.float32)
+    y, yv = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
+    result = fit(settings(hidden=[64], epochs=40, learning_rate=0.01, early_stopping=2, batch_size=20),
+                 x, y, xv, yv, n_classes=3)
+    val_losses = [h["val_loss"] for h in result.history]
+    assert result.epochs_run < 40
+    assert result.epochs_run == result.best_epoch + 2
+    assert result.best_epoch == 1 + int(np.argmin(val_losses))
+    assert result.model.evaluate(xv, yv)[0] == pytest.approx(min(val_losses), rel=1e-6)
+
+
+def test_a_diverging_run_stops_with_where_and_what_to_change():
+    x, y = blobs(500)
+    with pytest.raises(TrainingDivergedError, match=r"epoch 1, batch \d+ of 16.*lower learning_rate"):
+        fit(settings(hidden=[16], optimizer="sgd", learning_rate=1e6, epochs=3, batch_size=32), x, y * 1, x, y,
+            n_classes=4)
+
+
+def trained_model_bytes(tmp_path, name, **overrides):
+    x, y = blobs(400)
+    result = fit(settings(hidden=[16, 8], epochs=2, batch_norm=True, dropout=0.3, **overrides), x, y, x[:100],
+                 y[:100], n_classes=4)
+    path = tmp_path / name
+    save_model(path, result.model, normalization={"mean": 0.0, "std": 1.0}, classes=list("abcd"), metadata={})
+    return path.read_bytes()
+
+
+def test_same_settings_and_seed_give_a_byte_identical_model_file(tmp_path):
+    first = trained_model_bytes(tmp_path, "a.npz")
+    assert trained_model_bytes(tmp_path, "b.npz") == first
+    assert trained_model_bytes(tmp_path, "c.npz", seed=1) != first
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("optimizer", "rmsprop"), ("learning_rate", 0), ("epochs", 0), ("hidden", [0]), ("batch_norm", "yes"),
+     ("betas", [0.9]), ("grad_clip", -1.0), ("dropout", 1.0), ("model", "rnn"), ("seed", -1)],
+)
+def test_a_bad_setting_names_its_key(key, value):
+    x, y = blobs(50)
+    with pytest.raises(ConfigError, match=f"^{key}: "):
+        fit(settings(**{key: value}), x, y, x, y, n_classes=4)
+
+
+def test_a_missing_setting_is_named():
+    bad = settings()
+    del bad["label_smoothing"]
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        check_settings(bad)
+
+
+def test_labels_outside_the_classes_are_refused():
+    x, y = blobs(50)
+    with pytest.raises(ValueError, match="y_train"):
+        fit(settings(), x, y + 4, x, y, n_classes=4)
+
+
+def test_blas_threads_follow_the_threads_argument(monkeypatch):
+    seen = []
+    original = train_module.Trainer.run_epoch
+
+    def recording(self, *args):
+        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        return original(self, *args)
+
+    monkeypatch.setattr(train_module.Trainer, "run_epoch", recording)
+    x, y = blobs(100)
+    fit(settings(hidden=[4], epochs=1), x, y, x, y, n_classes=4, threads=1)
+    assert seen == [{1}]
