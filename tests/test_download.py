@@ -310,6 +310,13 @@ def test_local_directory_or_file_url(tmp_path, tiny_dir, tiny, as_url):
         assert fetched.stat().st_ino == original.stat().st_ino  # hard link, same filesystem
 
 
+def test_a_relative_directory_whose_name_looks_like_a_scheme(tmp_path, tiny_dir, monkeypatch):
+    shutil.copytree(tiny_dir, tmp_path / "set:2")
+    monkeypatch.chdir(tmp_path)
+    manifest = fetch_dataset("custom", "set:2", "raw", None, **FAST)
+    assert manifest["files"]["train-images-idx3-ubyte"]["origin"] == "set:2/train-images-idx3-ubyte.gz"
+
+
 def test_local_copy_is_made_when_hard_links_fail(tmp_path, tiny_dir, tiny, monkeypatch):
     def no_link(src, dst):
         raise OSError(errno.EXDEV, "Invalid cross-device link")

@@ -130,10 +130,11 @@ def _resolve_sources(dataset: str, spec: DatasetSpec | None, source: str | None)
         if parts.netloc not in ("", "localhost"):
             raise ConfigError(f"source: {source!r} names host {parts.netloc!r}; a file:// URL must be on this machine")
         return (_Source(label=source, directory=Path(urllib.request.url2pathname(parts.path))),)
-    if parts.scheme and len(parts.scheme) > 1:  # one letter is a Windows drive, not a scheme
-        raise ConfigError(f"source: {source!r} has unsupported scheme {parts.scheme!r}; expected a directory, file://, http:// or https://")
     if not source:
         raise ConfigError("source: an empty string is not a directory; use null for the dataset's own mirrors")
+    # "x:" may be a scheme or a relative directory name; one letter is a Windows drive.
+    if len(parts.scheme) > 1 and not Path(source).exists():
+        raise ConfigError(f"source: {source!r} has unsupported scheme {parts.scheme!r}; expected a directory, file://, http:// or https://")
     return (_Source(label=source, directory=Path(source).expanduser()),)
 
 
@@ -310,10 +311,11 @@ class _Fetcher:
         raise _SourceFailed("missing", "; ".join(absent))
 
     def _download(self, url: str, part: Path) -> None:
-        attempts = self.retries + 1
+        attempts = max(self.retries, 0) + 1
         validator: list[str] = []  # ETag or Last-Modified of the first answer, for If-Range
+        problem: _Transient | None = None
         for attempt in range(attempts):
-            if attempt:
+            if problem is not None:
                 delay = self.backoff * 2 ** (attempt - 1)
                 log.warning("%s: %s; attempt %d of %d in %.1f s", url, problem, attempt + 1, attempts, delay)
                 time.sleep(delay)
