@@ -57,3 +57,16 @@ def test_normalization_mismatch_is_refused(tmp_path):
     split.require_normalization({"mean": 0.1, "std": 0.3}, "m.npz")
     with pytest.raises(TableSchemaError, match="m.npz expects"):
         split.require_normalization({"mean": 0.2, "std": 0.3}, "m.npz")
+
+
+def test_written_files_get_the_umask_mode_not_a_private_one(tmp_path):
+    import os
+
+    from mnist_pipeline.fileio import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644

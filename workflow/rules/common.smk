@@ -1,5 +1,5 @@
-# Helpers shared by the rule files: config validation, the package code each stage runs,
-# and the per-stage settings passed as `params`. No rules here.
+# Helpers shared by the rule files (config validation, the package code each stage runs);
+# functions only, never a rule, as the snakemake-workflows catalog keeps them.
 
 import re
 from pathlib import Path

@@ -18,5 +18,7 @@ rule download:
     resources:
         mem_mb=256,
         runtime=30,
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/download.py"

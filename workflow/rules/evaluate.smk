@@ -16,5 +16,7 @@ rule evaluate:
     resources:
         mem_mb=1024,
         runtime=10,
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/evaluate.py"

@@ -18,5 +18,7 @@ rule parse:
     resources:
         mem_mb=1024,
         runtime=10,
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/parse.py"

@@ -20,5 +20,7 @@ rule prepare:
     resources:
         mem_mb=2048,
         runtime=10,
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/prepare.py"

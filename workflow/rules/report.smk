@@ -25,5 +25,7 @@ rule report:
     resources:
         mem_mb=1024,
         runtime=10,
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/report.py"

@@ -16,5 +16,7 @@ rule train:
     resources:
         mem_mb=1536,
         runtime=60,
+    conda:
+        "../envs/pipeline.yaml"
     script:
         "../scripts/train.py"
