@@ -1,8 +1,9 @@
 """Element-wise activations, computed in place.
 
 In a network an activation's input is always the previous layer's own output buffer, so
-overwriting it saves a pass over memory and a buffer per layer. Each backward pass needs only
-the activation's output (kept by reference), and overwrites `dout` with the input gradient.
+overwriting it saves a pass over memory and a buffer per layer. Backward needs only the
+activation's output (kept by reference) or its slope, and overwrites `dout` with the input
+gradient.
 Callers that want to keep `x` must pass a copy.
 """
 
@@ -13,41 +14,49 @@ import numpy as np
 from mnist_pipeline.nn.layers import Layer
 
 
-class ReLU(Layer):
-    kind = "relu"
+class _PiecewiseLinear(Layer):
+    """y = x * slope(x); the slope is kept, since it is also dy/dx."""
+
+    def _slope(self, x: np.ndarray, out: np.ndarray) -> None:
+        raise NotImplementedError
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        self._y = np.maximum(x, 0, out=x)
+        # Multiplying by a 0/1 float mask is several times faster than np.maximum(x, 0) in
+        # NumPy 2.4, and the mask is exactly what backward needs (np.copyto with where= is
+        # slower still, by an order of magnitude).
+        self._dydx = self._buffer("slope", x.shape, x.dtype)
+        self._slope(x, self._dydx)
+        x *= self._dydx
         return x
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        # y > 0 exactly where x > 0, so the output is enough to know where the gradient passes.
-        np.copyto(dout, 0, where=self._y <= 0)
+        dout *= self._dydx
         return dout
 
 
-class LeakyReLU(Layer):
+class ReLU(_PiecewiseLinear):
+    kind = "relu"
+
+    def _slope(self, x: np.ndarray, out: np.ndarray) -> None:
+        np.greater(x, 0, out=out)
+
+
+class LeakyReLU(_PiecewiseLinear):
     """x for x > 0, alpha * x otherwise."""
 
     kind = "leaky_relu"
 
     def __init__(self, alpha: float = 0.01) -> None:
         super().__init__()
-        if not alpha > 0:
-            raise ValueError(f"leaky_relu alpha {alpha!r}: expected > 0 (the sign of y must tell that of x)")
         self.alpha = float(alpha)
 
     def spec(self) -> dict:
         return {"type": self.kind, "alpha": self.alpha}
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        np.multiply(x, self.alpha, out=x, where=x < 0)
-        self._y = x
-        return x
-
-    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        np.multiply(dout, self.alpha, out=dout, where=self._y < 0)
-        return dout
+    def _slope(self, x: np.ndarray, out: np.ndarray) -> None:
+        np.greater(x, 0, out=out)
+        out *= 1 - self.alpha
+        out += self.alpha
 
 
 class Tanh(Layer):

@@ -68,7 +68,7 @@ class Conv2D(Layer):
         n, H, W, C = x.shape
         dtype = self.params["W"].dtype
         # im2col: patches[b, r, c, i, j, :] = x[b, r + i - p, c + j - p, :], zero off the image.
-        patches = self._buffer("patches", (n, H, W, self.k, self.k, C), dtype, zero=True)
+        patches = self._buffer("patches", (n, H, W, self.k, self.k, C), dtype, fill=0)
         for i, j, rows_out, cols_out, rows_in, cols_in in self._taps(H, W):
             patches[:, rows_out, cols_out, i, j, :] = x[:, rows_in, cols_in, :]
         out = self._buffer("out", (n, H, W, self.out_channels), dtype)
@@ -82,7 +82,7 @@ class Conv2D(Layer):
         n, H, W = patches.shape[:3]
         d2 = np.ascontiguousarray(dout).reshape(n * H * W, self.out_channels)
         np.matmul(patches.reshape(n * H * W, -1).T, d2, out=self.grads["W"].reshape(-1, self.out_channels))
-        np.sum(d2, axis=0, out=self.grads["b"])
+        self._sum_rows(d2, self.grads["b"])
         if not need_dx:
             return None
         dpatches = self._buffer("dpatches", patches.shape, d2.dtype)
@@ -145,7 +145,7 @@ class MaxPool2D(Layer):
         if not need_dx:
             return None
         # Zeroed once: odd edge rows/cols are never written, every window cell is written each time.
-        dx = self._buffer("dx", self._in_shape, dout.dtype, zero=True)
+        dx = self._buffer("dx", self._in_shape, dout.dtype, fill=0)
         hit = self._scratch["better"]
         windows = _windows(dx)
         for t, (a, b) in enumerate(_CORNERS):

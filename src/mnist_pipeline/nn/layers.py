@@ -47,13 +47,17 @@ class Layer:
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         raise NotImplementedError
 
-    def _buffer(self, name: str, shape: tuple[int, ...], dtype, zero: bool = False) -> np.ndarray:
-        """A scratch array kept between calls; reallocated only when the shape or dtype changes."""
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype, fill: float | None = None) -> np.ndarray:
+        """A scratch array kept between calls; reallocated (and filled) only when the shape or dtype changes."""
         buf = self._scratch.get(name)
         if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+            buf = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
             self._scratch[name] = buf
         return buf
+
+    def _sum_rows(self, a: np.ndarray, out: np.ndarray) -> None:
+        """out (m,) = a (n, m) summed over rows, as ones (n,) @ a: BLAS does it 2-3x faster than np.sum."""
+        np.matmul(self._buffer("ones", (a.shape[0],), a.dtype, fill=1), a, out=out)
 
     def _add_param(self, name: str, shape: tuple[int, ...], dtype) -> None:
         self.params[name] = np.zeros(shape, dtype)
@@ -93,7 +97,7 @@ class Dense(Layer):
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         # x.T is a transposed view: BLAS reads it with its transpose flag, nothing is copied.
         np.matmul(self._x.T, dout, out=self.grads["W"])
-        np.sum(dout, axis=0, out=self.grads["b"])
+        self._sum_rows(dout, self.grads["b"])
         if not need_dx:
             return None
         dx = self._buffer("dx", self._x.shape, dout.dtype)
@@ -196,10 +200,10 @@ class BatchNorm(Layer):
         d2 = dout.reshape(-1, self.n_features)
         xhat = self._scratch["xhat"]
         dgamma, dbeta = self.grads["gamma"], self.grads["beta"]
-        np.sum(d2, axis=0, out=dbeta)
+        self._sum_rows(d2, dbeta)
         dx = self._buffer("dx", d2.shape, d2.dtype)
         np.multiply(d2, xhat, out=dx)
-        np.sum(dx, axis=0, out=dgamma)
+        self._sum_rows(dx, dgamma)
         if not need_dx:
             return None
         if self._train:

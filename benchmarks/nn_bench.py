@@ -1,0 +1,80 @@
+"""Shared by the network's benchmarks: the data, full training settings, FLOP counts, GEMM rate.
+
+Not a benchmark itself; the scripts beside it import it (`python benchmarks/<script>.py`
+puts this folder on sys.path).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
+from mnist_pipeline.download import locate_idx
+from mnist_pipeline.idx import read_idx
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_scaled(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """x_train, y_train, x_test, y_test with pixels / 255 in float32, as the torch peer scales them."""
+
+    def images(stem: str) -> np.ndarray:
+        x = read_idx(locate_idx(data_dir, stem)).reshape(-1, 784).astype(np.float32)
+        x /= 255  # in place: one 188 MB copy of the training images, not two
+        return x
+
+    def labels(stem: str) -> np.ndarray:
+        return read_idx(locate_idx(data_dir, stem)).astype(np.intp)
+
+    return (images("train-images-idx3-ubyte"), labels("train-labels-idx1-ubyte"),
+            images("t10k-images-idx3-ubyte"), labels("t10k-labels-idx1-ubyte"))
+
+
+def train_settings(**overrides) -> dict:
+    """Every train key, filled from the schema's defaults the way the workflow fills them."""
+    schema = load_schema(SCHEMA)
+    return experiment_settings(resolve_config({"train": overrides}, schema), schema)["baseline"]
+
+
+def training_flops_per_example(architecture: dict) -> int:
+    """GEMM FLOPs of one training example: forward, weight gradients, and input gradients for
+    every layer but the first (whose input gradient is never computed). Element-wise work is
+    not counted: it is memory-bound and small beside the products."""
+    side = None
+    products = []  # (multiply-adds per example) of each dense/conv layer, in order
+    for layer in architecture["layers"]:
+        if layer["type"] == "reshape":
+            side = layer["shape"][0]
+        elif layer["type"] == "max_pool":
+            side //= 2
+        elif layer["type"] == "dense":
+            products.append(layer["n_in"] * layer["n_out"])
+        elif layer["type"] == "conv2d":
+            k = layer["kernel_size"]
+            products.append(side * side * k * k * layer["in_channels"] * layer["out_channels"])
+    return 2 * (3 * sum(products) - products[0])
+
+
+def gemm_seconds(m: int, k: int, n: int, repeat: int = 20) -> float:
+    """Median seconds of one float32 (m, k) @ (k, n) product into a preallocated output."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    out = np.empty((m, n), np.float32)
+    np.matmul(a, b, out=out)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def gemm_rate(size: int = 2048, repeat: int = 20) -> float:
+    """The machine's float32 GEMM rate (FLOP/s) on large square products: the ceiling."""
+    return 2 * size**3 / gemm_seconds(size, size, size, repeat)

@@ -1,0 +1,79 @@
+"""Where an epoch of the MLP trainer spends its time: per layer, loss, optimiser, batch gathering.
+
+    python benchmarks/profile_epoch.py DATA_DIR [--hidden 256 128] [--batch 128] [--threads 2] [--epochs 3]
+
+Wraps every layer's forward and backward, the loss, the optimiser step and np.take with
+timers, runs --epochs epochs of SGD with momentum (lr 0.05, like train_speed.py), and prints,
+for the last epoch, one JSON line per part: seconds, share of the epoch, and for the GEMM
+layers the rate they reach. What the parts do not cover is Python overhead of the loop itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nn_bench import load_scaled, train_settings  # noqa: E402
+
+from mnist_pipeline.nn import train as train_module  # noqa: E402
+from mnist_pipeline.nn.train import Trainer  # noqa: E402
+
+TOTALS: dict[str, float] = defaultdict(float)
+
+
+def timed(name: str, function):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            TOTALS[name] += time.perf_counter() - start
+
+    return wrapper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 128])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--model", default="mlp")
+    args = parser.parse_args()
+    limits = threadpool_limits(args.threads, user_api="blas") if args.threads else contextlib.nullcontext()
+    with limits:
+        x, y, _, _ = load_scaled(args.data_dir)
+        settings = train_settings(model=args.model, hidden=args.hidden, batch_size=args.batch, optimizer="momentum",
+                                  learning_rate=0.05 if args.model == "mlp" else 0.01, epochs=args.epochs)
+        trainer = Trainer(settings, x.shape[1], 10, len(x))
+        for i, layer in enumerate(trainer.model.layers):
+            layer.forward = timed(f"{i:02d} {layer.kind} forward", layer.forward)
+            layer.backward = timed(f"{i:02d} {layer.kind} backward", layer.backward)
+        trainer.optimizer.step = timed("optimizer step", trainer.optimizer.step)
+        train_module.softmax_cross_entropy = timed("softmax cross-entropy", train_module.softmax_cross_entropy)
+        # Only the trainer calls np.take in this process, so timing it globally times the gathering.
+        np.take = timed("gather batch (np.take)", np.take)
+        for epoch in range(1, args.epochs + 1):
+            TOTALS.clear()
+            start = time.perf_counter()
+            trainer.run_epoch(x, y, epoch)
+            epoch_s = time.perf_counter() - start
+    for name, seconds in sorted(TOTALS.items()):
+        print(json.dumps({"part": name, "seconds": round(seconds, 4), "share": round(seconds / epoch_s, 3)}))
+    rest = epoch_s - sum(TOTALS.values())
+    print(json.dumps({"part": "rest (loop, argmax, schedule)", "seconds": round(rest, 4), "share": round(rest / epoch_s, 3)}))
+    print(json.dumps({"epoch_s": round(epoch_s, 4)}))
+
+
+if __name__ == "__main__":
+    main()
