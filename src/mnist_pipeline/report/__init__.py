@@ -1,0 +1,18 @@
+"""The accuracy report: report.html (self-contained), report.md and its figures.
+
+build_report writes them from the experiments' outputs; collect_provenance gathers what is
+needed to reproduce the run. layout.figure_files lists the PNGs written, for the workflow.
+"""
+
+from mnist_pipeline.report.build import build_report
+from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, EXPERIMENT_FIGURES, figure_files
+from mnist_pipeline.report.provenance import collect_provenance
+
+__all__ = [
+    "COMPARISON",
+    "COMPARISON_FIGURES",
+    "EXPERIMENT_FIGURES",
+    "build_report",
+    "collect_provenance",
+    "figure_files",
+]

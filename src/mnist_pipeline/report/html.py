@@ -1,0 +1,186 @@
+"""report.html: one self-contained page, images embedded, no script, no network."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from typing import Any
+
+import mnist_pipeline
+from mnist_pipeline.report import summary as s
+from mnist_pipeline.report.figures import Png
+from mnist_pipeline.report.layout import COMPARISON, FIGURE_TEXT, GALLERY_TEXT, Figures
+from mnist_pipeline.report.style import CSS
+
+
+class Raw(str):
+    """Text that is already HTML and must not be escaped again."""
+
+
+def _img(png: Png, alt: str, cls: str | None = None) -> str:
+    data = base64.b64encode(png.data).decode("ascii")
+    cls_attr = f' class="{cls}"' if cls else ""
+    return f'<img{cls_attr} src="data:image/png;base64,{data}" width="{png.width}" height="{png.height}" alt="{escape(alt)}">'
+
+
+def _figure(png: Png, name: str) -> str:
+    alt, caption = FIGURE_TEXT[name]
+    return f"<figure>{_img(png, alt)}<figcaption>{escape(caption)}</figcaption></figure>"
+
+
+def _table(columns: Sequence[str], rows: Iterable[Sequence[str]], *, text_cols: Sequence[int] = (0,),
+           row_classes: Sequence[str] | None = None, cell_classes: Mapping[tuple[int, int], str] | None = None) -> str:
+    """A table in a horizontally scrolling box, so that wide tables never widen a phone's page."""
+    head = "".join(f'<th scope="col"{" class=text" if i in text_cols else ""}>{escape(c)}</th>' for i, c in enumerate(columns))
+    body = []
+    for r, row in enumerate(rows):
+        cells = []
+        for i, value in enumerate(row):
+            classes = []
+            if i in text_cols:
+                classes.append("text")
+            if cell_classes and (r, i) in cell_classes:
+                classes.append(cell_classes[(r, i)])
+            attr = f' class="{" ".join(classes)}"' if classes else ""
+            cells.append(f"<td{attr}>{value if isinstance(value, Raw) else escape(value)}</td>")
+        row_attr = f' class="{row_classes[r]}"' if row_classes and row_classes[r] else ""
+        body.append(f"<tr{row_attr}>{''.join(cells)}</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _anchor(name: str) -> str:
+    return f"exp-{name}"
+
+
+def _leaderboard(view: s.ReportView, figures: Figures) -> str:
+    rows, row_classes, cell_classes = [], [], {}
+    for r, exp in enumerate(view.experiments):
+        row = s.leaderboard_row(exp)
+        row[0] = Raw(f'<a href="#{escape(_anchor(exp.name))}">{escape(exp.name)}</a>')
+        # The intervals go on a second, smaller line so the table fits a laptop screen unscrolled.
+        m = exp.metrics
+        row[1] = Raw(f"{escape(s.pct(m.get('test_accuracy')))}<br><small>{escape(s.ci_pct(m.get('test_accuracy_ci95')))}</small>")
+        if exp.vs_best is not None:
+            diff, lo, hi = exp.vs_best
+            row[2] = Raw(f"{s.points(diff)}<br><small>[{s.points(lo)}, {s.points(hi)}]</small>")
+        rows.append(row)
+        row_classes.append("best" if exp.rank == 1 else "")
+        if s.within_noise(exp):
+            cell_classes[(r, s.VS_BEST_COLUMN)] = "tie"
+        cell_classes[(r, len(row) - 1)] = "wrap"
+    parts = [
+        '<section id="leaderboard"><h2>Leaderboard</h2>',
+        _table(s.LEADERBOARD_COLUMNS, rows, text_cols=(0, len(s.LEADERBOARD_COLUMNS) - 1),
+               row_classes=row_classes, cell_classes=cell_classes),
+        f'<p class="note">{escape(s.LEADERBOARD_NOTE)}</p>',
+        "<details><summary>How to read these numbers</summary><dl class=\"facts\">",
+        "".join(f"<dt>{escape(term)}</dt><dd>{escape(meaning)}</dd>" for term, meaning in s.GLOSSARY),
+        "</dl></details>",
+    ]
+    if COMPARISON in figures:
+        parts.append('<div class="panels">')
+        parts.extend(_figure(png, name) for name, png in figures[COMPARISON].items())
+        parts.append("</div>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _tile(png: Png, sample: s.Sample, classes: Sequence[str], *, show_true: bool) -> str:
+    alt = f"test image {sample.id}: {classes[sample.label]}, predicted {classes[sample.predicted]}"
+    lines = [f'<span class="true">{escape(classes[sample.label])}</span><br>'] if show_true else []
+    if show_true:
+        lines.append(f'<span class="pred">→ {escape(classes[sample.predicted])}</span><br>')
+    lines.append(f'<span class="meta">{s.pct(sample.probability, 1)} · #{sample.id}</span>')
+    return f"<li>{_img(png, alt)}{''.join(lines)}</li>"
+
+
+def _settings_line(exp: s.ExperimentView) -> str:
+    text = f"Differs from the defaults: <code>{escape(s.differs_text(exp))}</code>." if exp.differs else "Default settings."
+    if exp.rank > 1:
+        text += f" Versus the best: {escape(s.vs_best(exp))} percentage points (paired 95% interval)."
+    return text
+
+
+def _experiment(exp: s.ExperimentView, view: s.ReportView, figures: Figures, tiles: Mapping[int, Png]) -> str:
+    classes = view.classes
+    own = figures[exp.name]
+    stats = "".join(f"<div><dt>{escape(k)}</dt><dd>{escape(v)}</dd></div>" for k, v in s.key_numbers(exp))
+    parts = [
+        f'<section id="{escape(_anchor(exp.name))}" class="experiment">',
+        f'<h2><span class="rank">#{exp.rank}</span>{escape(exp.name)}</h2>',
+        f"<p>{_settings_line(exp)}</p>",
+        f'<dl class="stats">{stats}</dl>',
+        '<div class="panels">',
+        "".join(_figure(own[name], name) for name in ("loss", "accuracy", "confusion_matrix", "per_class", "reliability")),
+        "</div>",
+        f"<h3>{escape(GALLERY_TEXT['mistakes'][0])}</h3><p class=\"note\">{escape(GALLERY_TEXT['mistakes'][1])}</p>",
+    ]
+    if exp.mistakes:
+        parts.append('<ol class="gallery">')
+        parts.extend(_tile(tiles[m.id], m, classes, show_true=True) for m in exp.mistakes)
+        parts.append("</ol>")
+    else:
+        parts.append("<p>No mistakes on the test set.</p>")
+    parts.append(f"<h3>{escape(GALLERY_TEXT['confused_pairs'][0])}</h3><p class=\"note\">{escape(GALLERY_TEXT['confused_pairs'][1])}</p>")
+    for pair in exp.pairs:
+        parts.append(
+            f'<div class="pair"><p><b>{escape(classes[pair.true])}</b> taken for <b>{escape(classes[pair.predicted])}</b>: '
+            f"{pair.count:,} times ({s.pct(pair.share, 1)} of {escape(classes[pair.true])})</p><ol class=\"gallery\">"
+        )
+        parts.extend(_tile(tiles[m.id], m, classes, show_true=False) for m in pair.examples)
+        parts.append("</ol></div>")
+    parts.append("<details><summary>Scores per class</summary>")
+    parts.append(_table(s.PER_CLASS_COLUMNS, s.per_class_rows(exp, classes)))
+    parts.append("</details><details><summary>All training settings</summary>")
+    parts.append(_table(("Setting", "Value"), [(k, s.value_text(v)) for k, v in sorted(exp.settings.items())], text_cols=(0, 1)))
+    parts.append("</details></section>")
+    return "".join(parts)
+
+
+def _facts(items: Iterable[tuple[str, str]]) -> str:
+    return '<dl class="facts">' + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items) + "</dl>"
+
+
+def _provenance(prov: Mapping[str, Any]) -> str:
+    parts = ['<section id="provenance"><h2>Provenance</h2>', _facts(s.provenance_facts(prov))]
+    columns, rows = s.file_rows(prov.get("files") or {})
+    if rows:
+        parts.append("<h3>Data files</h3>")
+        hash_cols = {(r, i) for r in range(len(rows)) for i, c in enumerate(columns) if "sha" in c.lower() or "md5" in c.lower()}
+        parts.append(_table(columns, rows, text_cols=tuple(range(len(columns))), cell_classes={rc: "hash" for rc in hash_cols}))
+    parts.append("<h3>Software</h3>")
+    parts.append(_table(("Package", "Version"), sorted((prov.get("packages") or {}).items()), text_cols=(0, 1)))
+    parts.append("<h3>Machine</h3>")
+    parts.append(_facts(s.machine_facts(prov.get("machine") or {})))
+    parts.append("<h3>Configuration</h3>")
+    parts.append(f"<pre>{escape(json.dumps(prov.get('config') or {}, indent=2, sort_keys=True))}</pre>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def render_html(view: s.ReportView, figures: Figures, tiles: Mapping[int, Png]) -> str:
+    """The whole page. `figures`: group (experiment name or COMPARISON) -> figure name -> PNG;
+    `tiles`: test image id -> its PNG, for the galleries."""
+    nav = " ".join(f'<a href="#{escape(_anchor(e.name))}">{escape(e.name)}</a>' for e in view.experiments)
+    title = f"Classifier report: {view.dataset}"
+    return "".join([
+        "<!DOCTYPE html>\n",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{escape(title)}</title>",
+        # An empty icon stops the browser asking the file system for /favicon.ico.
+        '<link rel="icon" href="data:,">',
+        f"<style>{CSS}</style></head><body>",
+        f"<header><h1>{escape(title)}</h1><p class=\"lede\">{escape(s.headline(view))}</p>",
+        f'<nav><a href="#leaderboard">Leaderboard</a> {nav} <a href="#provenance">Provenance</a></nav></header>',
+        "<main>",
+        _leaderboard(view, figures),
+        "".join(_experiment(e, view, figures, tiles) for e in view.experiments),
+        _provenance(view.provenance),
+        "</main>",
+        f"<footer>Written by mnist-pipeline {escape(mnist_pipeline.__version__)} from the run's own outputs: "
+        "the same outputs give the same file.</footer>",
+        "</body></html>\n",
+    ])

@@ -1,0 +1,296 @@
+"""build_report on small synthetic experiments: content, validity, determinism, captions."""
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import html5lib
+import matplotlib
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_pipeline.errors import TableSchemaError
+from mnist_pipeline.metrics import evaluate, predictions_table
+from mnist_pipeline.report import (
+    COMPARISON,
+    COMPARISON_FIGURES,
+    EXPERIMENT_FIGURES,
+    build_report,
+    collect_provenance,
+    figure_files,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CAPTIONS = REPO / "workflow" / "report"
+# Names with characters that HTML and Markdown tables must escape.
+CLASSES = ["zero", "T-shirt/top", "a|b <c> & d", "three", "four", "five", "six", "seven", "eight", "nine"]
+DEFAULTS = {"hidden": [256, 128], "epochs": 4, "optimizer": "adam", "learning_rate": 0.001, "seed": 0}
+# name -> (overrides of DEFAULTS, how strongly the logits favour the true class)
+RUNS = {"base": ({}, 2.0), "strong": ({"hidden": [512, 256], "learning_rate": 0.01}, 3.5),
+        "weak": ({"optimizer": "sgd", "epochs": 6}, 0.8)}
+
+
+def make_experiments(n=300, runs=RUNS, seed=0):
+    """(experiments, test_images) shaped like the workflow's report inputs, metrics as JSON reads back."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n + 40, 28, 28)).astype(np.uint8)
+    y = rng.integers(0, 10, n)
+    ids = rng.permutation(n + 40)[:n]  # ids index the images, in no particular order
+    experiments = []
+    for i, (name, (overrides, strength)) in enumerate(runs.items()):
+        logits = rng.normal(size=(n, 10)) + strength * np.eye(10)[y]
+        proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        settings = {**DEFAULTS, **overrides}
+        epochs = settings["epochs"]
+        history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.1 / e + 0.01 * e, "train_accuracy": 0.5 + 0.05 * e,
+                    "val_accuracy": 0.45 + 0.05 * e, "learning_rate": settings["learning_rate"], "seconds": 1.5}
+                   for e in range(1, epochs + 1)]
+        metrics = evaluate(y, proba.astype(np.float32), classes=CLASSES)
+        metrics.update(val_accuracy=history[-1]["val_accuracy"], epochs_run=epochs, train_seconds=1.5 * epochs,
+                       n_parameters=1000 * (i + 1))
+        table = predictions_table(ids, y, proba)
+        if i == 1:  # the other accepted form, rows shuffled: the report must align by id
+            order = rng.permutation(n)
+            table = {c: table[c].to_numpy()[order] for c in table.column_names}
+        experiments.append({"name": name, "metrics": json.loads(json.dumps(metrics, sort_keys=True)),
+                            "history": history, "settings": settings, "predictions": table})
+    return experiments, images
+
+
+PROVENANCE = {
+    "dataset": "tiny", "source": "/data/tiny", "date": "2025-03-04T05:06:07Z",
+    "files": {"t10k-images-idx3-ubyte": {"file": "t10k-images-idx3-ubyte.gz", "bytes": 1648877,
+                                         "content_sha256": "ab" * 32, "verified_by": "content_sha256"}},
+    "code": {"package_version": "0.1.0", "git_commit": "c0ffee", "git_dirty": False},
+    "config": {"dataset": "tiny", "train": DEFAULTS}, "packages": {"numpy": "2.0"}, "machine": {"cpu_count": 2},
+}
+
+
+def build(out: Path, experiments, images, provenance=PROVENANCE) -> dict:
+    paths = {"html": out / "report.html", "md": out / "report.md", "figures": out / "figures"}
+    build_report(dataset="tiny", experiments=experiments, defaults=DEFAULTS, test_images=images,
+                 provenance=provenance, out_html=paths["html"], out_md=paths["md"], figures_dir=paths["figures"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    experiments, images = make_experiments()
+    paths = build(tmp_path_factory.mktemp("report"), experiments, images)
+    return {**paths, "experiments": experiments, "images": images,
+            "html_text": paths["html"].read_text(encoding="utf-8"), "md_text": paths["md"].read_text(encoding="utf-8")}
+
+
+def leaderboard(md: str) -> list[list[str]]:
+    """Cells of the Markdown leaderboard's body rows, honouring escaped pipes."""
+    lines = md.split("## Leaderboard", 1)[1].strip().splitlines()
+    block = lines[: next(i for i, line in enumerate(lines) if not line.startswith("|"))]
+    return [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in block[2:]]
+
+
+def test_markdown_leaderboard_has_one_row_per_experiment_best_first(report):
+    rows = leaderboard(report["md_text"])
+    by_accuracy = sorted(report["experiments"], key=lambda e: -e["metrics"]["test_accuracy"])
+    assert [r[0] for r in rows] == [e["name"] for e in by_accuracy] == ["strong", "base", "weak"]
+    assert rows[0][2] == "best"
+    best = by_accuracy[0]["metrics"]
+    assert rows[0][1] == f"{100 * best['test_accuracy']:.2f}% ({100 * best['test_accuracy_ci95'][0]:.2f}–" \
+                         f"{100 * best['test_accuracy_ci95'][1]:.2f}%)"
+    assert rows[0][-1] == "hidden=[512, 256], learning_rate=0.01"
+    assert rows[1][-1] == "none"
+    assert rows[2][6] == "6"  # epochs
+    assert re.fullmatch(r"-\d+\.\d\d \[-\d+\.\d\d, [+-]\d+\.\d\d\]", rows[2][2])
+
+
+def test_markdown_escapes_table_cells_and_links_existing_pngs(report):
+    md = report["md_text"]
+    per_class_row = next(line for line in md.splitlines() if line.startswith("| a\\|b"))
+    assert len(re.split(r"(?<!\\)\|", per_class_row)) == 8  # 6 cells, none split by the name's pipe
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert links and all(not Path(link).is_absolute() for link in links)
+    for link in links:
+        assert (report["md"].parent / link).is_file(), link
+
+
+def test_every_figure_is_written_and_listed(report):
+    written = sorted(p.relative_to(report["figures"]).as_posix() for p in report["figures"].rglob("*"))
+    written = [w for w in written if w.endswith(".png")]
+    assert written == sorted(figure_files([e["name"] for e in report["experiments"]]))
+    for path in report["figures"].rglob("*.png"):
+        with Image.open(path) as image:
+            image.load()
+            assert image.width > 100 and image.height > 100
+
+
+def test_html_is_valid_and_self_contained(report):
+    text = report["html_text"]
+    parser = html5lib.HTMLParser(strict=True, namespaceHTMLElements=False)
+    doc = parser.parse(text)  # raises on any parse error
+    assert doc.find(".//title").text == "Classifier report: tiny"
+    images = doc.findall(".//img")
+    assert len(images) > 3 * 5
+    for img in images:
+        src = img.get("src")
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True))) as decoded:
+            decoded.load()
+            assert (decoded.width, decoded.height) == (int(img.get("width")), int(img.get("height")))
+        assert img.get("alt")
+    assert not doc.findall(".//script")
+    for element in doc.iter():
+        for attr in ("src", "href"):
+            value = element.get(attr) or ""
+            assert value.startswith(("data:", "#")) or not value, value
+    assert "http://" not in text and "https://" not in text and "url(" not in text
+
+
+def test_html_embeds_the_same_pngs_as_the_files(report):
+    text = report["html_text"]
+    for name in ("loss", "accuracy", "confusion_matrix", "per_class", "reliability"):
+        data = (report["figures"] / "base" / f"{name}.png").read_bytes()
+        assert base64.b64encode(data).decode() in text, name
+
+
+def test_html_content(report):
+    text = report["html_text"]
+    assert "a|b &lt;c&gt; &amp; d" in text and "<c>" not in text
+    for name in ("base", "strong", "weak"):
+        assert f'id="exp-{name}"' in text
+    assert text.index('id="exp-strong"') < text.index('id="exp-base"') < text.index('id="exp-weak"')
+    assert "Best: strong" in text
+    for needle in ("c0ffee", "ab" * 32, "1,648,877", "Content SHA-256", "2025-03-04T05:06:07Z", "/data/tiny",
+                   "Most confident mistakes",
+                   "Most confused class pairs", "Provenance"):
+        assert needle in text, needle
+
+
+def test_same_inputs_give_the_same_bytes(report, tmp_path):
+    experiments, images = make_experiments()
+    again = build(tmp_path, experiments, images)
+    assert again["html"].read_bytes() == report["html"].read_bytes()
+    assert again["md"].read_bytes() == report["md"].read_bytes()
+    for path in report["figures"].rglob("*.png"):
+        assert (again["figures"] / path.relative_to(report["figures"])).read_bytes() == path.read_bytes(), path
+
+
+def test_no_temporary_files_are_left(report):
+    leftovers = [p for p in report["html"].parent.rglob("*") if p.name.startswith(".") or p.suffix == ".part"]
+    assert leftovers == []
+
+
+def test_matplotlib_settings_are_left_as_found(tmp_path):
+    experiments, images = make_experiments(n=60, runs={"only": ({}, 2.0)})
+    with matplotlib.rc_context({"font.size": 31.0, "lines.linewidth": 7.0}):
+        build(tmp_path, experiments, images)
+        assert matplotlib.rcParams["font.size"] == 31.0 and matplotlib.rcParams["lines.linewidth"] == 7.0
+
+
+def test_a_single_perfect_experiment_without_history(tmp_path):
+    experiments, images = make_experiments(n=80, runs={"only": ({}, 60.0)})
+    experiments[0]["history"] = []
+    assert experiments[0]["metrics"]["test_accuracy"] == 1.0
+    paths = build(tmp_path, experiments, images)
+    md = paths["md"].read_text(encoding="utf-8")
+    assert [r[0] for r in leaderboard(md)] == ["only"]
+    assert "No mistakes on the test set." in md and "most frequent mistake" not in md
+    assert not (paths["figures"] / COMPARISON).exists()
+    html5lib.HTMLParser(strict=True).parse(paths["html"].read_text(encoding="utf-8"))
+
+
+def test_bad_inputs_are_refused_with_the_experiment_named(tmp_path):
+    experiments, images = make_experiments(n=60, runs={"only": ({}, 2.0)})
+    with pytest.raises(TableSchemaError, match="'only'.*40 test images|'only'.*ids"):
+        build(tmp_path, experiments, images[:40])
+    experiments[0]["predictions"] = experiments[0]["predictions"].drop_columns(["label"])
+    with pytest.raises(TableSchemaError, match="'only'.*'label'"):
+        build(tmp_path, experiments, images)
+    with pytest.raises(ValueError, match="at least one"):
+        build(tmp_path, [], images)
+
+
+def test_collect_provenance_reads_this_checkout():
+    info = {"dataset": "fashion-mnist", "source": "/usr/share/datasets/fashion-mnist", "n_train": 60000,
+            "n_test": 10000, "classes": ["a", "b"], "files": {"x": {"content_sha256": "00" * 32}}}
+    prov = collect_provenance(config={"dataset": "fashion-mnist"}, dataset_info=info, date="2025-01-01",
+                              repo_dir=REPO)
+    assert prov["files"] == info["files"] and prov["date"] == "2025-01-01" and prov["n_test"] == 10000
+    assert prov["packages"]["numpy"] == np.__version__ and prov["packages"]["python"]
+    assert prov["machine"]["cpu_count"] >= 1
+    if shutil.which("git") and (REPO / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{40}", prov["code"]["git_commit"])
+        assert isinstance(prov["code"]["git_dirty"], bool)
+    json.dumps(prov)
+    outside = collect_provenance(config={"dataset": "d"}, dataset_info={}, repo_dir="/")
+    assert outside["code"]["git_commit"] is None and outside["dataset"] == "d" and outside["date"] is None
+
+
+def _render_caption(name: str, **wildcards) -> str:
+    """A caption as Snakemake's report renders it: Jinja (its settings), then docutils."""
+    from docutils.core import publish_parts
+    from jinja2 import Environment
+
+    class Snakemake:
+        config = {"dataset": "fashion-mnist"}
+
+    Snakemake.wildcards = type("W", (), wildcards)
+    text = Environment(trim_blocks=True, lstrip_blocks=True).from_string((CAPTIONS / name).read_text()).render(
+        snakemake=Snakemake)
+    return publish_parts(text, writer="html", settings_overrides={"report_level": 2, "halt_level": 2})["body"]
+
+
+def test_captions_render_for_every_figure():
+    bodies = {}
+    for figure in EXPERIMENT_FIGURES + COMPARISON_FIGURES:
+        experiment = COMPARISON if figure in COMPARISON_FIGURES else "baseline"
+        bodies[figure] = _render_caption("figures.rst", figure=figure, experiment=experiment)
+        assert "of the report" not in bodies[figure], figure  # the fallback for unknown figures
+    assert len(set(bodies.values())) == len(bodies)
+    assert re.search(r"baseline</tt>\.\s+Training", bodies["loss"])  # two sentences, not run together
+    for name in ("metrics.rst", "predictions.rst", "history.rst", "report_html.rst", "report_md.rst", "workflow.rst"):
+        body = _render_caption(name, experiment="baseline")
+        assert len(body) > 100 and "system-message" not in body, name
+
+
+SNAKEFILE = """
+configfile: "config.yaml"
+report: "report/workflow.rst"
+
+rule all:
+    input: "out/report.html", "out/figures", "out/base/metrics.json"
+
+rule evaluate:
+    output: report("out/{experiment}/metrics.json", caption="report/metrics.rst", category="Evaluation")
+    shell: "echo '{{}}' > {output}"
+
+rule report:
+    output:
+        html=report("out/report.html", caption="report/report_html.rst", category="Report"),
+        figures=report(directory("out/figures"), patterns=["{experiment}/{figure}.png"],
+                       caption="report/figures.rst", category="Figures", subcategory="{experiment}"),
+    run:
+        import shutil
+        shutil.copytree(config["figures"], output.figures)
+        shutil.copy(config["html"], output.html)
+"""
+
+
+@pytest.mark.slow
+def test_snakemake_report_uses_the_captions(report, tmp_path):
+    shutil.copytree(CAPTIONS, tmp_path / "report")
+    (tmp_path / "Snakefile").write_text(SNAKEFILE)
+    (tmp_path / "config.yaml").write_text(json.dumps(
+        {"dataset": "tiny", "figures": str(report["figures"]), "html": str(report["html"])}))
+    smk = [sys.executable, "-m", "snakemake", "--directory", str(tmp_path), "--snakefile", str(tmp_path / "Snakefile")]
+    subprocess.run(smk + ["--cores", "1", "--quiet"], check=True, capture_output=True, timeout=180)
+    done = subprocess.run(smk + ["--report", str(tmp_path / "smk.html")], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = (tmp_path / "smk.html").read_text(encoding="utf-8")
+    assert "Training and validation cross-entropy" in page
+    assert "All experiments compared" in page
+    assert "self-contained page" in page and "Test-set metrics of experiment" in page
