@@ -1,0 +1,250 @@
+"""New images to the network's input: read PNG/JPEG/IDX/.npy and convert them the way MNIST was made.
+
+MNIST (LeCun et al.) is a light digit on a dark background, size-normalised to fit a 20x20 box
+with its aspect ratio kept (anti-aliased, hence grey levels), then placed in a 28x28 field so that
+its centre of mass lies at the field's centre. A photo or a drawing from a browser canvas is dark on
+light, off-centre and of any size; `to_mnist` undoes all three. An image that is already 28x28 is
+taken to be in the dataset's own format and left as it is (apart from inverting a dark-on-light
+one), because re-framing a Fashion-MNIST picture, which fills its frame, would shrink it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.idx import DTYPES, GZIP_MAGIC, decompress, parse_idx
+from mnist_pipeline.splits import Normalization
+
+SIDE = 28
+# Ink below this fraction of the brightest stroke counts as background: it removes JPEG noise
+# and paper texture, which would otherwise stretch the bounding box to the whole photo.
+INK_THRESHOLD = 0.1
+NPY_MAGIC = b"\x93NUMPY"
+CENTER_MODES = ("auto", "always", "never")
+
+
+class ImageInputError(PipelineError, ValueError):
+    """An input file is not an image or array we can classify."""
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a digit is placed in the 28x28 field: the side of the box its longer side is scaled
+    to (pixels), and whether its centre of mass (else its bounding box) goes to the centre."""
+
+    box: int = 20
+    by_mass: bool = True
+
+
+MNIST_FRAMING = Framing()
+# Zalando's conversion for Fashion-MNIST: the longest edge resized to 28, the item centred.
+FRAMINGS = {"fashion-mnist": Framing(box=SIDE, by_mass=False)}
+
+
+def framing_for(dataset: str | None) -> Framing:
+    """The framing of the dataset a model was trained on; MNIST's for any other."""
+    return FRAMINGS.get(dataset or "", MNIST_FRAMING)
+
+
+def needs_inversion(gray: np.ndarray) -> bool:
+    """True when the image is dark on light: its one-pixel border is light on average."""
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]]) if min(gray.shape) > 1 else gray.ravel()
+    return float(border.mean()) > 127.5
+
+
+def ink(gray: np.ndarray) -> np.ndarray:
+    """Light-on-dark ink of a grayscale image uint8 (h, w), as float32 in [0, 255].
+
+    Inverted if dark on light; the background level (median of the border) is subtracted
+    and the contrast stretched so that the darkest stroke becomes 255, as in MNIST.
+    """
+    values = gray.astype(np.float32)
+    if needs_inversion(gray):
+        values = 255 - values
+    border = np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])
+    background, top = float(np.median(border)), float(values.max())
+    if top - background < 16:
+        raise ImageInputError("no digit found: the image is blank (all pixels have about the same value)")
+    strokes = np.clip((values - background) * (255 / (top - background)), 0, 255)
+    strokes[strokes < INK_THRESHOLD * 255] = 0
+    return strokes
+
+
+def to_mnist(gray: np.ndarray, framing: Framing = MNIST_FRAMING) -> np.ndarray:
+    """A grayscale image uint8 (h, w) of any size as an MNIST-style image uint8 (28, 28)."""
+    strokes = ink(np.asarray(gray, dtype=np.uint8))
+    rows, cols = np.flatnonzero(strokes.any(axis=1)), np.flatnonzero(strokes.any(axis=0))
+    crop = strokes[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    height, width = crop.shape
+    scale = framing.box / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # Lanczos on the 8-bit image: anti-aliased like MNIST's, and Pillow clips the ringing.
+    digit = np.asarray(Image.fromarray(crop.round().astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+    if framing.by_mass and digit.sum() > 0:
+        ys, xs = np.indices(digit.shape)
+        centre = ((ys * digit).sum() / digit.sum(), (xs * digit).sum() / digit.sum())
+        target = SIDE / 2
+    else:
+        centre = ((digit.shape[0] - 1) / 2, (digit.shape[1] - 1) / 2)
+        target = (SIDE - 1) / 2
+    top, left = (int(np.floor(target - c + 0.5)) for c in centre)
+    return _paste(digit, top, left).round().astype(np.uint8)
+
+
+def _paste(digit: np.ndarray, top: int, left: int) -> np.ndarray:
+    """digit placed with its corner at (top, left) of a black 28x28 field, cut at the edges."""
+    field = np.zeros((SIDE, SIDE), np.float32)
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + digit.shape[0], SIDE), min(left + digit.shape[1], SIDE)
+    if y1 > y0 and x1 > x0:
+        field[y0:y1, x0:x1] = digit[y0 - top : y1 - top, x0 - left : x1 - left]
+    return field
+
+
+def as_dataset_image(gray: np.ndarray, framing: Framing = MNIST_FRAMING, center: str = "auto") -> np.ndarray:
+    """uint8 (28, 28) for one grayscale image uint8 (h, w).
+
+    center: "auto" re-frames only images that are not 28x28; "always" re-frames every image;
+    "never" only inverts (and resizes to 28x28 if needed).
+    """
+    if center not in CENTER_MODES:
+        raise ValueError(f"center must be one of {', '.join(CENTER_MODES)}, got {center!r}")
+    gray = np.asarray(gray, dtype=np.uint8)
+    if center == "always" or (center == "auto" and gray.shape != (SIDE, SIDE)):
+        return to_mnist(gray, framing)
+    if gray.shape != (SIDE, SIDE):
+        gray = np.asarray(Image.fromarray(gray).resize((SIDE, SIDE), Image.Resampling.LANCZOS))
+    return 255 - gray if needs_inversion(gray) else gray.copy()
+
+
+def decode_image(data: bytes, source: str = "<image>") -> np.ndarray:
+    """Grayscale uint8 (h, w) of an image file's bytes in any format Pillow reads (see to_gray)."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except UnidentifiedImageError:
+        raise ImageInputError(f"{source}: not a PNG, JPEG, IDX or .npy file (it starts with {data[:8]!r})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageInputError(f"{source}: damaged image file ({exc})") from None
+    try:
+        # Phone photos are stored sideways with an EXIF note to rotate them.
+        return to_gray(ImageOps.exif_transpose(image))
+    except ImageInputError as exc:
+        raise ImageInputError(f"{source}: {exc}") from None
+
+
+def to_gray(image: Image.Image) -> np.ndarray:
+    """Grayscale uint8 (h, w) of a Pillow image of any mode.
+
+    Transparent pixels are laid on whichever of black or white the visible strokes stand out
+    against, so a drawing exported with a transparent background keeps its ink. 16-bit and
+    float images are scaled to their full range.
+    """
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 1.0 if image.mode == "F" and values.max() <= 1 else (255.0 if values.max() <= 255 else 65535.0)
+        return np.clip(values * (255 / peak), 0, 255).round().astype(np.uint8)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255
+        if not alpha.any():
+            raise ImageInputError("the image is fully transparent: nothing is drawn")
+        luminance = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float32)
+        background = 255.0 if float((luminance * alpha).sum() / alpha.sum()) < 127.5 else 0.0
+        return (luminance * alpha + background * (1 - alpha)).round().astype(np.uint8)
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def array_images(array: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
+    """Images of an IDX/.npy array as uint8, and whether the array holds a stack of them.
+
+    Accepted: (784,), (n, 784), (h, w), (n, h, w); integers in [0, 255], booleans, or floats
+    in [0, 1] or [0, 255]. Returns uint8 (n, h, w) and False for a single image.
+    """
+    array = np.asarray(array)
+    if array.ndim == 1 and array.size == SIDE * SIDE:
+        array = array.reshape(SIDE, SIDE)
+    elif array.ndim == 2 and array.shape[1] == SIDE * SIDE and array.shape[0] != SIDE * SIDE:
+        array = array.reshape(-1, SIDE, SIDE)
+    if array.ndim not in (2, 3) or 0 in array.shape:
+        raise ImageInputError(
+            f"{source}: array of shape {array.shape} is not an image or a stack of images;"
+            f" expected (h, w), (n, h, w), ({SIDE * SIDE},) or (n, {SIDE * SIDE})"
+        )
+    stacked = array.ndim == 3
+    return _to_bytes(array, source).reshape(-1, *array.shape[-2:]), stacked
+
+
+def _to_bytes(array: np.ndarray, source: str) -> np.ndarray:
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype.kind not in "iuf":
+        raise ImageInputError(f"{source}: array of dtype {array.dtype} holds no pixel values (expected integers or floats)")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ImageInputError(f"{source}: array holds NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 255:
+        raise ImageInputError(
+            f"{source}: pixel values range over [{low:g}, {high:g}], expected raw pixels in [0, 255]"
+            " (or [0, 1] for floats); already-normalised arrays cannot be classified"
+        )
+    if array.dtype.kind == "f" and high <= 1:
+        array = array * 255
+    return np.asarray(np.round(array), dtype=np.uint8) if array.dtype.kind == "f" else array.astype(np.uint8)
+
+
+def read_array(data: bytes, source: str) -> np.ndarray:
+    """The array in .npy or IDX (gzipped or not) bytes; ImageInputError/IdxFormatError naming `source`."""
+    if data.startswith(NPY_MAGIC):
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ImageInputError(f"{source}: damaged .npy file ({exc})") from None
+    return parse_idx(decompress(data, source), source)
+
+
+def looks_like_array(data: bytes) -> bool:
+    """True for .npy, gzip (our only compressed input is IDX) and IDX magic numbers."""
+    if data.startswith((NPY_MAGIC, GZIP_MAGIC)):
+        return True
+    return len(data) >= 4 and data[0] == 0 and data[1] == 0 and data[2] in DTYPES and 1 <= data[3] <= 4
+
+
+@dataclass(frozen=True)
+class InputImages:
+    """The images of one input file: uint8 (n, 28, 28), and indexed=True when the file holds a
+    stack (IDX/.npy with an image axis), so each image is reported with its index."""
+
+    path: str
+    images: np.ndarray
+    indexed: bool
+
+
+def load_images(path: str | os.PathLike, framing: Framing = MNIST_FRAMING, center: str = "auto") -> InputImages:
+    """Read one input file (format told by its content, not its name) as dataset-format images.
+
+    Raises ImageInputError or IdxFormatError naming the file; OSError if it cannot be read.
+    """
+    source = os.fspath(path)
+    data = Path(path).read_bytes()
+    if looks_like_array(data):
+        grays, indexed = array_images(read_array(data, source), source)
+    else:
+        grays, indexed = decode_image(data, source)[None], False
+    try:
+        images = np.stack([as_dataset_image(gray, framing, center) for gray in grays])
+    except ImageInputError as exc:
+        raise ImageInputError(f"{source}: {exc}") from None
+    return InputImages(source, images, indexed)
+
+
+def model_inputs(images: np.ndarray, normalization: dict) -> np.ndarray:
+    """Network input float32 (n, 784) of uint8 images (n, 28, 28), normalised like the training data."""
+    return Normalization(mean=float(normalization["mean"]), std=float(normalization["std"])).apply(images)
