@@ -1,0 +1,234 @@
+"""`mnist-pipeline predict` and `info` on models trained on real Fashion-MNIST.
+
+The model is trained here (a few thousand images, 2 epochs, about a second) with the package's
+own training and evaluation code, and laid out the way the workflow lays out results/, so that
+the command and the app see exactly what a pipeline run would give them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from mnist_pipeline.cli import classify_files, main, streamlit_command
+from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
+from mnist_pipeline.datasets import class_names
+from mnist_pipeline.fileio import save_array, write_json
+from mnist_pipeline.idx import read_idx, write_idx
+from mnist_pipeline.metrics import evaluate, predictions_table
+from mnist_pipeline.nn.model import load_model, save_model
+from mnist_pipeline.nn.train import fit
+from mnist_pipeline.splits import fit_normalization
+from mnist_pipeline.tables import write_table
+
+N_TRAIN, N_VAL, N_TEST = 5000, 1000, 2000
+
+
+def train_experiment(results: Path, name: str, overrides: dict, data: dict) -> Path:
+    """results/fashion-mnist/{name}/ with model.npz, history.json, metrics.json, predictions.parquet."""
+    schema = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+    config = resolve_config({"dataset": "fashion-mnist", "source": "/", "train": {"hidden": [64], "epochs": 2, **overrides}}, schema)
+    settings = experiment_settings(config, schema)["baseline"]
+    norm, classes = data["norm"], class_names("fashion-mnist", 10)
+    result = fit(settings, norm.apply(data["x_train"]), data["y_train"], norm.apply(data["x_val"]), data["y_val"], n_classes=10)
+    directory = results / "fashion-mnist" / name
+    directory.mkdir(parents=True)
+    save_model(directory / "model.npz", result.model, normalization=norm.as_dict(), classes=classes,
+               metadata={"dataset": "fashion-mnist", "experiment": name, "settings": settings,
+                         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch})
+    write_json(directory / "history.json", {"epochs": result.history, "epochs_run": result.epochs_run,
+                                            "best_epoch": result.best_epoch, "train_seconds": result.train_seconds})
+    proba = result.model.predict_proba(norm.apply(data["x_test"]))
+    metrics = evaluate(data["y_test"], proba, classes=classes, n_bootstrap=100)
+    metrics.update(val_accuracy=result.history[-1]["val_accuracy"], epochs_run=result.epochs_run,
+                   train_seconds=result.train_seconds, n_parameters=result.model.n_parameters)
+    write_json(directory / "metrics.json", metrics)
+    write_table(predictions_table(np.arange(len(data["y_test"])), data["y_test"], proba), directory / "predictions.parquet")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def fashion_test(fashion_dir):
+    """The first N_TEST real Fashion-MNIST test images uint8 (n, 28, 28) and labels int64 (n,)."""
+    images = read_idx(fashion_dir / "t10k-images-idx3-ubyte.gz")[:N_TEST]
+    labels = read_idx(fashion_dir / "t10k-labels-idx1-ubyte.gz")[:N_TEST].astype(np.int64)
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def trained_results(tmp_path_factory, fashion_dir, fashion_test) -> Path:
+    """A results/ tree as the workflow writes it: two fashion-mnist experiments and the parsed test images.
+
+    test_app imports this fixture too, and pytest then sets it up once per module: the tree is
+    built once per session at a fixed place and found there the second time.
+    """
+    results = tmp_path_factory.getbasetemp() / "trained-results"
+    if results.is_dir():
+        return results
+    images = read_idx(fashion_dir / "train-images-idx3-ubyte.gz")[: N_TRAIN + N_VAL]
+    labels = read_idx(fashion_dir / "train-labels-idx1-ubyte.gz")[: N_TRAIN + N_VAL].astype(np.int64)
+    data = {
+        "x_train": images[:N_TRAIN], "y_train": labels[:N_TRAIN], "x_val": images[N_TRAIN:], "y_val": labels[N_TRAIN:],
+        "x_test": fashion_test[0], "y_test": fashion_test[1], "norm": fit_normalization(images[:N_TRAIN]),
+    }
+    building = tmp_path_factory.mktemp("building") / "results"
+    train_experiment(building, "baseline", {}, data)
+    train_experiment(building, "sgd", {"optimizer": "sgd", "learning_rate": 0.05}, data)
+    save_array(building / "fashion-mnist" / "parsed" / "test-images.npy", fashion_test[0])
+    building.rename(results)  # complete or absent: a failed build is not reused
+    return results
+
+
+@pytest.fixture(scope="session")
+def model_path(trained_results) -> Path:
+    return trained_results / "fashion-mnist" / "baseline" / "model.npz"
+
+
+def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it."""
+    return subprocess.run(["mnist-pipeline", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def reference_labels(model_path: Path, images: np.ndarray) -> np.ndarray:
+    """What the model predicts for dataset images fed to it directly, without the command."""
+    from mnist_pipeline.preprocess import model_inputs
+
+    loaded = load_model(model_path)
+    return loaded.model.predict_proba(model_inputs(images, loaded.normalization)).argmax(axis=1)
+
+
+def test_predict_png_round_trip_matches_direct_prediction(tmp_path, model_path, fashion_test):
+    images, labels = fashion_test
+    picks = list(range(12))
+    files = []
+    for i in picks:
+        Image.fromarray(images[i]).save(tmp_path / f"test-{i}.png")
+        files.append(tmp_path / f"test-{i}.png")
+    out = run_cli("predict", model_path, *files, "--json")
+    assert out.returncode == 0, out.stderr
+    records = json.loads(out.stdout)
+    expected = reference_labels(model_path, images[picks])
+    assert [r["file"] for r in records] == [str(f) for f in files]
+    assert [r["label"] for r in records] == expected.tolist()
+    classes = class_names("fashion-mnist", 10)
+    for record in records:
+        assert record["index"] is None and record["class"] == classes[record["label"]]
+        assert 0.1 <= record["probability"] <= 1.0
+    # A 2-epoch model on 5000 images is far from perfect, but far above chance (10%).
+    assert np.mean(expected == labels[picks]) >= 0.5
+
+
+def test_predict_text_top_k_idx_npy_and_a_bad_file(tmp_path, model_path, fashion_test):
+    images, _ = fashion_test
+    write_idx(tmp_path / "five-idx3-ubyte.gz", images[:5])
+    np.save(tmp_path / "three.npy", images[5:8])
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.fromarray(images[8]).convert("RGB").save(tmp_path / "one.jpg", quality=95)
+    out = run_cli("predict", model_path, tmp_path / "five-idx3-ubyte.gz", tmp_path / "notes.png", tmp_path / "three.npy",
+                  tmp_path / "one.jpg", "--top", "3")
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        *(f"{tmp_path}/five-idx3-ubyte.gz[{i}]" for i in range(5)), *(f"{tmp_path}/three.npy[{i}]" for i in range(3)), f"{tmp_path}/one.jpg"
+    ]
+    expected = reference_labels(model_path, images[:8])
+    classes = class_names("fashion-mnist", 10)
+    for line, label in zip(lines, expected):
+        ranked = line.split(": ", 1)[1].split(" | ")
+        assert len(ranked) == 3 and ranked[0].startswith(classes[label] + " ")
+        percents = [float(entry.rsplit(" ", 1)[1].rstrip("%")) for entry in ranked]
+        assert percents == sorted(percents, reverse=True)
+    assert "notes.png: not a PNG, JPEG, IDX or .npy file" in out.stderr
+
+
+def test_predict_json_indexes_stacks_and_reports_errors_in_place(tmp_path, model_path, fashion_test):
+    images, _ = fashion_test
+    np.save(tmp_path / "stack.npy", images[:3])
+    np.save(tmp_path / "flat.npy", images[3].reshape(784).astype(np.float32) / 255)
+    np.save(tmp_path / "normalized.npy", (images[4].astype(np.float32) - 73) / 90)
+    out = run_cli("predict", model_path, tmp_path / "stack.npy", tmp_path / "missing.png", tmp_path / "flat.npy",
+                  tmp_path / "normalized.npy", "--json", "--top", "2")
+    assert out.returncode == 1
+    records = json.loads(out.stdout)
+    assert [(Path(r["file"]).name, r["index"]) for r in records] == [
+        ("stack.npy", 0), ("stack.npy", 1), ("stack.npy", 2), ("missing.png", None), ("flat.npy", None), ("normalized.npy", None)
+    ]
+    expected = reference_labels(model_path, images[:4])
+    assert [records[i]["label"] for i in (0, 1, 2, 4)] == expected.tolist()
+    assert all(len(records[i]["top"]) == 2 for i in (0, 1, 2, 4))
+    assert records[3]["label"] is None and "No such file" in records[3]["error"]
+    assert records[5]["probability"] is None and "expected raw pixels in [0, 255]" in records[5]["error"]
+    assert "missing.png" in out.stderr and "normalized.npy" in out.stderr
+
+
+def test_predict_large_inverted_photo_like_image(tmp_path, model_path, fashion_test):
+    """A dark-on-light, off-centre, 10x larger JPEG is brought back to the dataset's format."""
+    images, _ = fashion_test
+    i = 1
+    big = Image.fromarray(255 - images[i]).resize((280, 280), Image.Resampling.BICUBIC)
+    page = Image.new("L", (640, 480), 250)
+    page.paste(big, (330, 40))
+    page.convert("RGB").save(tmp_path / "photo.jpg", quality=90)
+    records = classify_files(load_model(model_path), [tmp_path / "photo.jpg"])
+    assert records[0]["label"] == reference_labels(model_path, images[i : i + 1])[0]
+
+
+def test_predict_bad_model_and_bad_arguments(tmp_path, model_path):
+    (tmp_path / "model.npz").write_bytes(b"PK\x03\x04 broken")
+    Image.new("L", (28, 28)).save(tmp_path / "x.png")
+    out = run_cli("predict", tmp_path / "model.npz", tmp_path / "x.png")
+    assert out.returncode == 2 and "model.npz" in out.stderr and "not a model file" in out.stderr
+    out = run_cli("predict", model_path, tmp_path / "x.png", "--top", "0")
+    assert out.returncode == 2 and "--top" in out.stderr
+    out = run_cli("predict", model_path)
+    assert out.returncode == 2 and "FILE" in out.stderr
+
+
+def test_blank_image_is_an_error_not_a_guess(tmp_path, model_path):
+    Image.new("RGB", (100, 60), "white").save(tmp_path / "blank.png")
+    out = run_cli("predict", model_path, tmp_path / "blank.png")
+    assert out.returncode == 1 and out.stdout == ""
+    assert "blank.png" in out.stderr and "blank" in out.stderr
+
+
+def test_info_text_and_json(model_path):
+    out = run_cli("info", model_path)
+    assert out.returncode == 0, out.stderr
+    assert "fashion-mnist" in out.stdout and "baseline" in out.stdout
+    assert "dense 784->64, relu, dense 64->10" in out.stdout
+    assert "test accuracy" in out.stdout and "Ankle boot: precision" in out.stdout
+    info = json.loads(run_cli("info", model_path, "--json").stdout)
+    metrics = json.loads((model_path.parent / "metrics.json").read_text())
+    assert info["metrics"]["test_accuracy"] == metrics["test_accuracy"]
+    assert info["n_parameters"] == 784 * 64 + 64 + 64 * 10 + 10
+    assert info["settings"]["hidden"] == [64] and info["epochs_run"] == 2
+    assert info["train_seconds"] > 0
+
+
+def test_info_without_metrics(tmp_path, model_path):
+    lone = tmp_path / "lone.npz"
+    lone.write_bytes(model_path.read_bytes())
+    assert main(["info", str(lone), "--json"]) == 0
+    out = run_cli("info", lone)
+    assert out.returncode == 0 and "none found" in out.stdout
+
+
+def test_app_command_line():
+    command = streamlit_command("results", port=8599, headless=True)
+    assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert Path(command[4]).is_file() and command[4].endswith("streamlit_app.py")
+    assert command[command.index("--server.port") + 1] == "8599"
+    assert command[-3:] == ["--", "--results", os.fspath(Path("results").resolve())]
+
+
+def test_app_command_refuses_a_missing_results_directory(tmp_path):
+    out = run_cli("app", "--results", tmp_path / "nowhere")
+    assert out.returncode == 2 and "nowhere" in out.stderr and "snakemake" in out.stderr
