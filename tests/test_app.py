@@ -1,0 +1,252 @@
+"""The browser app: its data functions on a real results/ tree, the page through Streamlit's own
+AppTest, and (slow) the served app in headless Chromium with a digit drawn on the canvas."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from streamlit.testing.v1 import AppTest
+
+from mnist_pipeline.app import RESULTS_ENV, data
+from mnist_pipeline.cli import classify_files
+from mnist_pipeline.nn.model import load_model
+from test_cli import fashion_test, model_path, trained_results  # noqa: F401  (shared fixtures)
+
+APP = Path(data.__file__).with_name("streamlit_app.py")
+
+
+# --- data functions, no Streamlit ---------------------------------------------------------
+
+
+def test_results_dir_precedence(tmp_path):
+    assert data.results_dir(["--results", "a"], {RESULTS_ENV: "b"}) == Path("a")
+    assert data.results_dir(["-x", "--other"], {RESULTS_ENV: "b"}) == Path("b")
+    assert data.results_dir([], {}) == Path("results")
+    # pytest's own flags, as AppTest leaves them in sys.argv, are not mistaken for ours.
+    assert data.results_dir(["-q", "--res", "x"], {}) == Path("results")
+
+
+def test_find_experiments(trained_results, tmp_path):
+    found = data.find_experiments(trained_results)
+    assert [(e.dataset, e.name) for e in found] == [("fashion-mnist", "baseline"), ("fashion-mnist", "sgd")]
+    assert found[0].label == "fashion-mnist / baseline" and found[0].stamp("model.npz") > 0
+    # A run still training (no model yet) and other folders are not models.
+    (tmp_path / "mnist" / "running").mkdir(parents=True)
+    (tmp_path / "mnist" / "parsed").mkdir()
+    assert data.find_experiments(tmp_path) == [] and data.find_experiments(tmp_path / "missing") == []
+
+
+def test_summary_and_learning_curves(trained_results):
+    experiments = data.find_experiments(trained_results)
+    metrics = json.loads((experiments[1].path("metrics.json")).read_text())
+    row = data.summary_row(experiments[1])
+    assert row["experiment"] == "sgd" and row["test_accuracy"] == metrics["test_accuracy"]
+    assert row["n_parameters"] == metrics["n_parameters"]
+    curves = data.learning_curves(experiments, "val_loss")
+    history = json.loads(experiments[0].path("history.json").read_text())
+    assert curves["baseline"] == ([1, 2], [row["val_loss"] for row in history["epochs"]])
+    assert set(curves) == {"baseline", "sgd"}
+    with pytest.raises(ValueError, match="metric"):
+        data.learning_curves(experiments, "bogus")
+
+
+def test_mistakes_agree_with_the_metrics(trained_results, fashion_test):
+    experiment = data.find_experiments(trained_results)[0]
+    predictions = data.load_predictions(experiment)
+    metrics = json.loads(experiment.path("metrics.json").read_text())
+    cm = np.array(metrics["confusion_matrix"])
+    pairs = data.confusion_pairs(predictions)
+    assert sum(count for _, _, count in pairs) == cm.sum() - np.trace(cm)
+    assert all(cm[t, p] == count for t, p, count in pairs)
+    counts = [count for _, _, count in pairs]
+    assert counts == sorted(counts, reverse=True)
+    true, predicted, count = pairs[0]
+    wrong = data.mistakes(predictions, true, predicted)
+    assert len(wrong) == count and len(data.mistakes(predictions, true, predicted, limit=3)) == min(3, count)
+    assert [m.p_predicted for m in wrong] == sorted((m.p_predicted for m in wrong), reverse=True)
+    labels = fashion_test[1]
+    assert all(labels[m.id] == true for m in wrong)
+    images = data.test_images(trained_results, "fashion-mnist")
+    # The ids index the parsed test images: the model really predicts `predicted` for them.
+    loaded = load_model(experiment.path("model.npz"))
+    for m in wrong[:5]:
+        _, proba = data.classify(loaded, np.asarray(images[m.id]))
+        assert int(np.argmax(proba)) == predicted and proba[predicted] == pytest.approx(m.p_predicted, abs=1e-6)
+    assert data.test_images(trained_results, "mnist") is None
+
+
+def test_experiment_not_evaluated_yet(tmp_path, model_path):  # noqa: F811
+    directory = tmp_path / "fashion-mnist" / "new"
+    directory.mkdir(parents=True)
+    (directory / "model.npz").write_bytes(model_path.read_bytes())
+    experiment = data.find_experiments(tmp_path)[0]
+    assert data.load_predictions(experiment) is None
+    assert data.summary_row(experiment)["test_accuracy"] is None
+    assert data.learning_curves([experiment], "val_accuracy") == {}
+
+
+def test_classify_matches_the_command(tmp_path, model_path, fashion_test):  # noqa: F811
+    loaded = load_model(model_path)
+    photo = Image.fromarray(255 - fashion_test[0][7]).resize((300, 300)).convert("RGB")
+    photo.save(tmp_path / "photo.png")
+    seen, proba = data.classify(loaded, photo)
+    assert seen.shape == (28, 28) and proba.shape == (10,) and proba.sum() == pytest.approx(1, abs=1e-5)
+    record = classify_files(loaded, [tmp_path / "photo.png"])[0]
+    assert record["label"] == int(np.argmax(proba))
+    assert data.enlarge(seen, 3).shape == (84, 84)
+
+
+# --- the page, through Streamlit's AppTest -----------------------------------------------
+
+
+def app_test(results: Path, monkeypatch):
+    monkeypatch.setenv(RESULTS_ENV, str(results))
+    return AppTest.from_file(str(APP), default_timeout=60)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_app_classifies_an_uploaded_image_with_the_chosen_model(trained_results, fashion_test, monkeypatch):
+    at = app_test(trained_results, monkeypatch).run()
+    assert not at.exception
+    assert at.selectbox(key="model").options == ["fashion-mnist / baseline", "fashion-mnist / sgd"]
+    at.selectbox(key="model").select_index(1).run()
+    sgd_metrics = json.loads((trained_results / "fashion-mnist/sgd/metrics.json").read_text())
+    assert at.sidebar.metric[0].value == f"{sgd_metrics['test_accuracy']:.2%}"
+
+    at.radio(key="source").set_value("Upload an image").run()
+    # A large, dark-on-light, off-centre picture of a real test item.
+    item = Image.fromarray(255 - fashion_test[0][2]).resize((224, 224), Image.Resampling.BICUBIC)
+    page = Image.new("L", (400, 300), 255)
+    page.paste(item, (150, 40))
+    at.file_uploader(key="upload").set_value(("trousers.png", png_bytes(page), "image/png")).run()
+    assert not at.exception and not at.error
+    loaded = load_model(trained_results / "fashion-mnist/sgd/model.npz")
+    _, proba = data.classify(loaded, page)
+    expected = loaded.classes[int(np.argmax(proba))]
+    assert at.main.metric[0].label == "Prediction" and at.main.metric[0].value == expected
+    assert f"{proba.max():.1%}" in at.caption[0].value
+
+
+def test_app_mistakes_and_curves_tabs(trained_results, monkeypatch):
+    at = app_test(trained_results, monkeypatch).run()
+    metrics = json.loads((trained_results / "fashion-mnist/baseline/metrics.json").read_text())
+    top = metrics["top_confusions"][0]
+    first = at.selectbox(key="pair").options[0]
+    assert first.startswith(f"{top['true']} -> {top['predicted']}  ({top['count']} image")
+    at.selectbox(key="pair").select_index(1).run()
+    assert not at.exception
+    assert any("most confident mistakes" in caption.value for caption in at.caption)
+    at.multiselect(key="compare").unselect("sgd").run()
+    at.selectbox(key="metric").select("train_loss").run()
+    assert not at.exception
+    board = at.dataframe[0].value
+    assert list(board["experiment"]) == ["baseline", "sgd"]
+
+
+def test_app_reports_a_bad_upload_and_an_empty_results_dir(trained_results, tmp_path, monkeypatch):
+    at = app_test(trained_results, monkeypatch).run()
+    at.radio(key="source").set_value("Upload an image").run()
+    at.file_uploader(key="upload").set_value(("notes.png", b"not an image at all", "image/png")).run()
+    assert not at.exception and "notes.png: not a PNG" in at.error[0].value
+    at.file_uploader(key="upload").set_value(("blank.png", png_bytes(Image.new("RGB", (50, 50), "white")), "image/png")).run()
+    assert not at.exception and "blank" in at.warning[0].value
+    empty = app_test(tmp_path, monkeypatch).run()
+    assert not empty.exception and "No trained model" in empty.warning[0].value
+
+
+# --- the served app in a real browser -----------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served_app(trained_results, tmp_path):
+    """`mnist-pipeline app` serving the results on a free port, stopped after the test."""
+    port, log = free_port(), tmp_path / "app.log"
+    with open(log, "w") as output:
+        server = subprocess.Popen(
+            ["mnist-pipeline", "app", "--results", str(trained_results), "--port", str(port), "--headless"],
+            stdout=output, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(url + "_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, f"the app did not start:\n{log.read_text()}"
+            time.sleep(0.3)
+        yield url
+    finally:
+        # The launcher execs Streamlit, so this stops the server itself.
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def wait_until(condition, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+CANVAS_RECT = """(() => {
+  const canvases = [];
+  const walk = root => { for (const el of root.querySelectorAll('*')) {
+      if (el.tagName === 'CANVAS') canvases.push(el); if (el.shadowRoot) walk(el.shadowRoot); } };
+  walk(document);
+  const r = canvases.map(c => c.getBoundingClientRect()).filter(r => r.width >= 200).pop();
+  return r ? [r.x, r.y, r.width, r.height] : null;
+})()"""
+
+
+@pytest.mark.slow
+def test_drawing_on_the_canvas_in_a_browser(served_app, tmp_path):
+    from test_report_browser import Browser, chromium
+
+    browser = Browser(chromium(), tmp_path / "profile")
+    try:
+        browser.open(served_app, 1400, 1000)
+        x, y, w, h = wait_until(lambda: browser.evaluate(CANVAS_RECT), what="the drawing canvas")
+        stroke = [(x + 0.25 * w, y + 0.2 * h), (x + 0.75 * w, y + 0.2 * h), (x + 0.45 * w, y + 0.85 * h)]
+
+        def mouse(kind: str, px: float, py: float) -> None:
+            browser.call("Input.dispatchMouseEvent", session=True, type=kind, x=px, y=py, button="left",
+                         buttons=0 if kind == "mouseReleased" else 1, clickCount=1)
+
+        mouse("mousePressed", *stroke[0])
+        for (ax, ay), (bx, by) in zip(stroke, stroke[1:]):
+            for step in range(1, 16):
+                mouse("mouseMoved", ax + (bx - ax) * step / 15, ay + (by - ay) * step / 15)
+        mouse("mouseReleased", *stroke[-1])
+        text = wait_until(lambda: (t := browser.evaluate("document.body.innerText")) and "what the network sees" in t and t,
+                          what="a prediction of the drawing")
+        assert "Prediction" in text and "probability" in text
+        assert not [e for e in browser.errors() if "uncaught" in e]
+    finally:
+        browser.close()
