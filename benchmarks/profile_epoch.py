@@ -1,6 +1,7 @@
 """Where an epoch of the MLP trainer spends its time: per layer, loss, optimiser, batch gathering.
 
-    python benchmarks/profile_epoch.py DATA_DIR [--hidden 256 128] [--batch 128] [--threads 2] [--epochs 3]
+    python benchmarks/profile_epoch.py DATA_DIR [--model mlp|cnn] [--hidden 256 128] [--batch 128]
+        [--threads 2] [--epochs 3] [--limit N]
 
 Wraps every layer's forward and backward, the loss, the optimiser step and np.take with
 timers, runs --epochs epochs of SGD with momentum (lr 0.05, like train_speed.py), and prints,
@@ -48,11 +49,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--model", default="mlp")
+    parser.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
+    parser.add_argument("--limit", type=int, default=0, help="train on the first LIMIT images only")
     args = parser.parse_args()
     limits = threadpool_limits(args.threads, user_api="blas") if args.threads else contextlib.nullcontext()
     with limits:
         x, y, _, _ = load_scaled(args.data_dir)
+        if args.limit:
+            x, y = x[: args.limit], y[: args.limit]
         settings = train_settings(model=args.model, hidden=args.hidden, batch_size=args.batch, optimizer="momentum",
                                   learning_rate=0.05 if args.model == "mlp" else 0.01, epochs=args.epochs)
         trainer = Trainer(settings, x.shape[1], 10, len(x))

@@ -34,7 +34,7 @@ def test_mlp_architecture():
 
 def test_cnn_architecture():
     arch = architecture(shape_settings(model="cnn", hidden=[128]), 784, 10)
-    assert kinds(arch) == ["reshape"] + ["conv2d", "relu", "max_pool"] * 2 + ["flatten", "dense", "relu", "dense"]
+    assert kinds(arch) == ["reshape"] + ["conv2d", "max_pool", "relu"] * 2 + ["flatten", "dense", "relu", "dense"]
     assert arch["layers"][-3] == {"type": "dense", "n_in": 7 * 7 * 64, "n_out": 128}
 
 

@@ -1,0 +1,76 @@
+"""Test accuracy, training time and peak memory of fit() on the real data, prepared as the workflow prepares it.
+
+    python benchmarks/train_accuracy.py DATA_DIR [--threads 2] [--set KEY=VALUE ...]
+
+The training images are split 90/10 (stratified, seed 0) and normalised with the training
+split's mean and std, as the prepare stage does; the settings are the schema's defaults with
+each --set KEY=VALUE (VALUE in YAML, e.g. --set model=cnn --set "hidden=[128]") applied.
+Prints fit()'s progress on stderr and one JSON line: the settings that differ from the
+defaults, test accuracy, best validation accuracy, epochs run, training seconds, and the
+peak resident memory of the whole process (ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nn_bench import train_settings  # noqa: E402
+
+from mnist_pipeline.download import locate_idx  # noqa: E402
+from mnist_pipeline.idx import read_idx  # noqa: E402
+from mnist_pipeline.nn.train import fit  # noqa: E402
+from mnist_pipeline.splits import fit_normalization, stratified_split  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    settings = train_settings(**overrides)
+
+    images = read_idx(locate_idx(args.data_dir, "train-images-idx3-ubyte"))
+    labels = read_idx(locate_idx(args.data_dir, "train-labels-idx1-ubyte")).astype(np.intp)
+    train_rows, val_rows = stratified_split(labels, 0.1, 0)
+    norm = fit_normalization(images[train_rows])
+    x_train, x_val = norm.apply(images[train_rows]), norm.apply(images[val_rows])
+    y_train, y_val = labels[train_rows], labels[val_rows]
+    x_test = norm.apply(read_idx(locate_idx(args.data_dir, "t10k-images-idx3-ubyte")))
+    y_test = read_idx(locate_idx(args.data_dir, "t10k-labels-idx1-ubyte")).astype(np.intp)
+    del images
+
+    start = time.perf_counter()
+    result = fit(settings, x_train, y_train, x_val, y_val, threads=args.threads)
+    seconds = time.perf_counter() - start
+    accuracy = float(np.mean(result.model.predict_proba(x_test).argmax(axis=1) == y_test))
+    print(json.dumps({
+        "settings": overrides,
+        "test_accuracy": round(accuracy, 4),
+        "best_val_accuracy": round(max(h["val_accuracy"] for h in result.history), 4),
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.train_seconds, 1),
+        "fit_wall_seconds": round(seconds, 1),
+        "n_parameters": result.model.n_parameters,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
