@@ -1,13 +1,16 @@
 """Time the report stage: build_report for 3 experiments on a 10,000-image test set.
 
     python benchmarks/report_speed.py [DATA_DIR] [--out DIR] [--experiments 3] [--repeat 3]
+    python benchmarks/report_speed.py --results results/fashion-mnist [--out DIR]
 
 DATA_DIR holds the Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist). The
 experiments are synthetic but shaped like real ones: the probabilities come from a
 nearest-class-mean (cosine) model on the real images, sharpened towards the true class, so accuracy,
 calibration and the confusions between similar classes look like a trained MLP's. Each
 repeat writes the Parquet predictions, reads them back and builds the report, as the
-workflow's report job does. Prints one JSON line per repeat and a summary line.
+workflow's report job does. With --results, the experiments are instead the real outputs of
+a workflow run (every folder there with metrics.json, history.json and predictions.parquet).
+Prints one JSON line per repeat and a summary line.
 """
 
 from __future__ import annotations
@@ -88,34 +91,51 @@ def synthetic_experiment(name, overrides, shape, base_logits, y, rng, out_dir: P
     return {"name": name, "metrics": metrics, "history": history, "settings": settings, "predictions": path}
 
 
+def from_results(results: Path) -> tuple[list[dict], np.ndarray, dict]:
+    """A workflow run's experiments (settings unknown here, so shown as defaults), images, dataset.json."""
+    experiments = [
+        {"name": d.name, "metrics": json.loads((d / "metrics.json").read_text()),
+         "history": json.loads((d / "history.json").read_text())["epochs"], "settings": {},
+         "predictions": d / "predictions.parquet"}
+        for d in sorted(results.iterdir()) if (d / "predictions.parquet").is_file()
+    ]
+    info = json.loads((results / "parsed" / "dataset.json").read_text())
+    return experiments, np.load(results / "parsed" / "test-images.npy"), info
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data_dir", nargs="?", default="/usr/share/datasets/fashion-mnist", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="keep the report here (default: a temp dir)")
     parser.add_argument("--experiments", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--results", type=Path, default=None, help="a workflow's results/{dataset} folder")
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    images, y, base = load(args.data_dir, rng)
     out = args.out or Path(tempfile.mkdtemp(prefix="report-speed-"))
     out.mkdir(parents=True, exist_ok=True)
-    raw = [synthetic_experiment(n, o, s, base, y, rng, out) for n, o, s in VARIANTS[: args.experiments]]
-    provenance = collect_provenance(
-        config={"dataset": "fashion-mnist", "source": str(args.data_dir), "train": DEFAULTS},
-        dataset_info={"dataset": "fashion-mnist", "source": str(args.data_dir), "n_test": len(y), "classes": FASHION_CLASSES},
-        date="2025-01-01T00:00:00Z")
+    if args.results:
+        raw, images, info = from_results(args.results)
+        defaults = {}
+    else:
+        rng = np.random.default_rng(0)
+        images, y, base = load(args.data_dir, rng)
+        raw = [synthetic_experiment(n, o, s, base, y, rng, out) for n, o, s in VARIANTS[: args.experiments]]
+        info = {"dataset": "fashion-mnist", "source": str(args.data_dir), "n_test": len(y), "classes": FASHION_CLASSES}
+        defaults = DEFAULTS
+    provenance = collect_provenance(config={"dataset": info["dataset"], "train": defaults}, dataset_info=info,
+                                    date="2025-01-01T00:00:00Z")
     setup = time.perf_counter() - START
     times = []
     for repeat in range(args.repeat):
         t0 = time.perf_counter()
         experiments = [{**e, "predictions": pq.read_table(e["predictions"])} for e in raw]
-        build_report(dataset="fashion-mnist", experiments=experiments, defaults=DEFAULTS, test_images=images,
+        build_report(dataset=info["dataset"], experiments=experiments, defaults=defaults, test_images=images,
                      provenance=provenance, out_html=out / "report.html", out_md=out / "report.md",
                      figures_dir=out / "figures")
         times.append(time.perf_counter() - t0)
         print(json.dumps({"repeat": repeat, "seconds": round(times[-1], 3)}))
     print(json.dumps({
-        "experiments": len(raw), "test_items": int(len(y)), "import_and_setup_s": round(setup, 3),
+        "experiments": len(raw), "test_items": int(len(images)), "import_and_setup_s": round(setup, 3),
         "median_report_s": round(float(np.median(times)), 3),
         "html_kib": round((out / "report.html").stat().st_size / 1024, 1),
         "figures_kib": round(sum(p.stat().st_size for p in (out / "figures").rglob("*.png")) / 1024, 1),

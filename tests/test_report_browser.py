@@ -196,4 +196,5 @@ def test_report_renders_without_errors(browser, report_html, screen, tmp_path):
     pixels = np.asarray(shot.convert("L"), dtype=np.float64)
     assert shot.width == round(screen["width"] * screen.get("scale", 1.0))
     assert pixels.std() > 20, "the screenshot is nearly uniform"
-    assert (pixels < 128).mean() > 0.01, "almost nothing dark (text) on the screenshot"
+    # The top of the page is the title and headline: text only, so dark pixels there are glyphs.
+    assert (pixels[: len(pixels) // 7] < 128).mean() > 0.005, "no text drawn at the top of the page"

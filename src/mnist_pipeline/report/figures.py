@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap, PowerNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import Formatter, MaxNLocator
 from PIL import Image
 
 DPI = 120
@@ -82,7 +82,7 @@ def to_png(fig: Figure) -> Png:
     image = Image.fromarray(rgba[..., :3]).quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     buf = io.BytesIO()
     # No text chunks (matplotlib would write its version there), so bytes depend on pixels only.
-    image.save(buf, format="PNG", optimize=False, compress_level=9)
+    image.save(buf, format="PNG", compress_level=6)
     return Png(buf.getvalue(), image.width, image.height)
 
 
@@ -94,6 +94,16 @@ def tile_png(image: np.ndarray) -> Png:
     return Png(buf.getvalue(), pil.width, pil.height)
 
 
+class Percent(Formatter):
+    """Fractions as percentages with as many decimals as the tick spacing needs, and no more."""
+
+    def __call__(self, x, pos=None):
+        ticks = self.axis.get_majorticklocs() if self.axis is not None else []
+        step = 100 * float(np.min(np.diff(ticks))) if len(ticks) > 1 else 1.0
+        decimals = next((d for d in range(4) if abs(step * 10**d - round(step * 10**d)) < 1e-6), 4)
+        return f"{100 * x:.{decimals}f}%"
+
+
 def _column(history: Sequence[Mapping], key: str) -> np.ndarray:
     return np.array([np.nan if row.get(key) is None else float(row[key]) for row in history])
 
@@ -102,6 +112,11 @@ def _empty(ax, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#777777")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _epoch_axis(ax) -> None:
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _curve_panel(history: Sequence[Mapping], key: str, title: str) -> tuple[Figure, object, np.ndarray | None]:
@@ -119,9 +134,7 @@ def _curve_panel(history: Sequence[Mapping], key: str, title: str) -> tuple[Figu
         if np.isfinite(values).any():
             label = "training" if split == "train" else "validation"
             ax.plot(epochs, values, color=color, marker=marker, markersize=3, linewidth=1.6, label=label)
-    ax.set_xlabel("epoch")
-    if len(history) <= 12:
-        ax.set_xticks(epochs)
+    _epoch_axis(ax)
     return fig, ax, epochs
 
 
@@ -154,7 +167,7 @@ def accuracy_curves(history: Sequence[Mapping], test_accuracy: float | None) -> 
         return to_png(fig)
     if test_accuracy is not None:
         ax.axhline(test_accuracy, color=TEST_COLOR, linestyle="--", linewidth=1, label=f"test {test_accuracy:.2%}")
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.yaxis.set_major_formatter(Percent())
     ax.set_ylabel("accuracy")
     ax.legend(loc="lower right")
     return to_png(fig)
@@ -190,7 +203,7 @@ def confusion_heatmap(cm: np.ndarray, classes: Sequence[str]) -> Png:
     ax.set_ylabel("true")
     ax.grid(False)
     ax.set_title("Confusion matrix")
-    bar = fig.colorbar(image, ax=ax, shrink=0.8, format=PercentFormatter(1.0))
+    bar = fig.colorbar(image, ax=ax, shrink=0.8, format=Percent())
     bar.set_label("share of the true class predicted as this", fontsize=7)
     bar.ax.tick_params(labelsize=7)
     return to_png(fig)
@@ -207,7 +220,7 @@ def per_class_bars(precision: Sequence[float], recall: Sequence[float], classes:
     ax.set_yticks(y, classes)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.xaxis.set_major_formatter(Percent())
     ax.grid(axis="y", visible=False)
     ax.set_title("Precision and recall per class")
     fig.legend(loc="outside lower center", ncols=2)
@@ -238,7 +251,7 @@ def reliability_diagram(bins: Mapping[str, np.ndarray], ece: float) -> Png:
     bottom.set_ylabel("items")
     bottom.set_xlabel("confidence of the predicted class")
     bottom.set_xlim(0, 1)
-    bottom.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    bottom.xaxis.set_major_formatter(Percent())
     return to_png(fig)
 
 
@@ -256,7 +269,7 @@ def accuracy_intervals(names: Sequence[str], accuracy: Sequence[float], ci95: Se
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     ax.set_ylim(n - 0.5, -0.5)
-    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    ax.xaxis.set_major_formatter(Percent())
     ax.grid(axis="y", visible=False)
     ax.set_title("Test accuracy, 95% interval (band: the best's)")
     return to_png(fig)
@@ -271,8 +284,8 @@ def val_accuracy_overlay(names: Sequence[str], histories: Sequence[Sequence[Mapp
         values = _column(history, "val_accuracy")
         if np.isfinite(values).any():
             ax.plot(_column(history, "epoch"), values, color=colors[i % len(colors)], linewidth=1.5, label=name)
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    ax.set_xlabel("epoch")
+    ax.yaxis.set_major_formatter(Percent())
+    _epoch_axis(ax)
     ax.set_ylabel("validation accuracy")
     ax.set_title("Validation accuracy per epoch")
     if ax.lines:

@@ -11,7 +11,7 @@ from typing import Any
 import mnist_pipeline
 from mnist_pipeline.report import summary as s
 from mnist_pipeline.report.figures import Png
-from mnist_pipeline.report.layout import COMPARISON, FIGURE_TEXT, GALLERY_TEXT, Figures
+from mnist_pipeline.report.layout import COMPARISON, FIGURE_TEXT, GALLERY_TEXT, PANEL_FIGURES, Figures
 from mnist_pipeline.report.style import CSS
 
 
@@ -87,13 +87,21 @@ def _leaderboard(view: s.ReportView, figures: Figures) -> str:
     return "".join(parts)
 
 
-def _tile(png: Png, sample: s.Sample, classes: Sequence[str], *, show_true: bool) -> str:
-    alt = f"test image {sample.id}: {classes[sample.label]}, predicted {classes[sample.predicted]}"
-    lines = [f'<span class="true">{escape(classes[sample.label])}</span><br>'] if show_true else []
-    if show_true:
-        lines.append(f'<span class="pred">→ {escape(classes[sample.predicted])}</span><br>')
-    lines.append(f'<span class="meta">{s.pct(sample.probability, 1)} · #{sample.id}</span>')
-    return f"<li>{_img(png, alt)}{''.join(lines)}</li>"
+def _tile(png: Png, sample: s.Sample, classes: Sequence[str], *, with_labels: bool) -> str:
+    true, predicted = classes[sample.label], classes[sample.predicted]
+    caption = f'{escape(true)}<br><span class="pred">→ {escape(predicted)}</span><br>' if with_labels else ""
+    caption += f'<span class="meta">{s.pct(sample.probability, 1)} · #{sample.id}</span>'
+    return f"<li>{_img(png, f'test image {sample.id}: {true}, predicted {predicted}')}{caption}</li>"
+
+
+def _gallery(samples: Sequence[s.Sample], tiles: Mapping[int, Png], classes: Sequence[str], *, with_labels: bool) -> str:
+    items = "".join(_tile(tiles[m.id], m, classes, with_labels=with_labels) for m in samples)
+    return f'<ol class="gallery">{items}</ol>'
+
+
+def _heading(name: str) -> str:
+    title, note = GALLERY_TEXT[name]
+    return f'<h3>{escape(title)}</h3><p class="note">{escape(note)}</p>'
 
 
 def _settings_line(exp: s.ExperimentView) -> str:
@@ -113,24 +121,18 @@ def _experiment(exp: s.ExperimentView, view: s.ReportView, figures: Figures, til
         f"<p>{_settings_line(exp)}</p>",
         f'<dl class="stats">{stats}</dl>',
         '<div class="panels">',
-        "".join(_figure(own[name], name) for name in ("loss", "accuracy", "confusion_matrix", "per_class", "reliability")),
+        "".join(_figure(own[name], name) for name in PANEL_FIGURES),
         "</div>",
-        f"<h3>{escape(GALLERY_TEXT['mistakes'][0])}</h3><p class=\"note\">{escape(GALLERY_TEXT['mistakes'][1])}</p>",
+        _heading("mistakes"),
+        _gallery(exp.mistakes, tiles, classes, with_labels=True) if exp.mistakes else "<p>No mistakes on the test set.</p>",
     ]
-    if exp.mistakes:
-        parts.append('<ol class="gallery">')
-        parts.extend(_tile(tiles[m.id], m, classes, show_true=True) for m in exp.mistakes)
-        parts.append("</ol>")
-    else:
-        parts.append("<p>No mistakes on the test set.</p>")
-    parts.append(f"<h3>{escape(GALLERY_TEXT['confused_pairs'][0])}</h3><p class=\"note\">{escape(GALLERY_TEXT['confused_pairs'][1])}</p>")
+    if exp.pairs:
+        parts.append(_heading("confused_pairs"))
     for pair in exp.pairs:
-        parts.append(
-            f'<div class="pair"><p><b>{escape(classes[pair.true])}</b> taken for <b>{escape(classes[pair.predicted])}</b>: '
-            f"{pair.count:,} times ({s.pct(pair.share, 1)} of {escape(classes[pair.true])})</p><ol class=\"gallery\">"
-        )
-        parts.extend(_tile(tiles[m.id], m, classes, show_true=False) for m in pair.examples)
-        parts.append("</ol></div>")
+        true, predicted = escape(classes[pair.true]), escape(classes[pair.predicted])
+        parts.append(f'<div class="pair"><p><b>{true}</b> taken for <b>{predicted}</b>: {pair.count:,} times '
+                     f"({s.pct(pair.share, 1)} of {true})</p>")
+        parts.append(_gallery(pair.examples, tiles, classes, with_labels=False) + "</div>")
     parts.append("<details><summary>Scores per class</summary>")
     parts.append(_table(s.PER_CLASS_COLUMNS, s.per_class_rows(exp, classes)))
     parts.append("</details><details><summary>All training settings</summary>")

@@ -17,6 +17,8 @@ from mnist_pipeline.report.figures import Png
 COMPARISON = "_comparison"
 EXPERIMENT_FIGURES = ("loss", "accuracy", "confusion_matrix", "per_class", "reliability", "mistakes", "confused_pairs")
 COMPARISON_FIGURES = ("accuracy_intervals", "val_accuracy")
+# The experiment figures shown as panels; the two galleries are drawn from tiles in the HTML.
+PANEL_FIGURES = EXPERIMENT_FIGURES[:5]
 
 # group (experiment name or COMPARISON) -> figure name -> PNG
 Figures = dict[str, dict[str, Png]]

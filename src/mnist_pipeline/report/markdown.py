@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from mnist_pipeline.report import summary as s
-from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, FIGURE_TEXT
+from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, FIGURE_TEXT, PANEL_FIGURES
 
 # (group, figure name) -> the PNG's path relative to report.md
 LinkFn = Callable[[str, str], str]
@@ -37,16 +37,17 @@ def _experiment(exp: s.ExperimentView, view: s.ReportView, link: LinkFn) -> list
     if exp.rank > 1:
         lines[-1] += f" Versus the best: {s.vs_best(exp)} percentage points (paired 95% interval)."
     lines += [""] + [f"- **{k}**: {v}" for k, v in s.key_numbers(exp)] + [""]
-    for name in ("loss", "accuracy", "confusion_matrix", "per_class", "reliability"):
+    for name in PANEL_FIGURES:
         lines += _image(link, exp.name, name)
     lines += ["### Most confident mistakes", ""]
     lines += _image(link, exp.name, "mistakes") if exp.mistakes else ["No mistakes on the test set.", ""]
-    lines += ["### Most confused class pairs", ""]
-    lines += [
-        f"- {classes[p.true]} taken for {classes[p.predicted]}: {p.count:,} times ({s.pct(p.share, 1)} of {classes[p.true]})"
-        for p in exp.pairs
-    ]
-    lines += [""] + (_image(link, exp.name, "confused_pairs") if exp.pairs else [])
+    if exp.pairs:
+        lines += ["### Most confused class pairs", ""]
+        lines += [
+            f"- {classes[p.true]} taken for {classes[p.predicted]}: {p.count:,} times ({s.pct(p.share, 1)} of {classes[p.true]})"
+            for p in exp.pairs
+        ]
+        lines += [""] + _image(link, exp.name, "confused_pairs")
     lines += ["### Scores per class", ""] + _table(s.PER_CLASS_COLUMNS, s.per_class_rows(exp, classes))
     return lines
 
