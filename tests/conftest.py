@@ -63,9 +63,19 @@ def synthetic_dir(tmp_path_factory) -> Path:
 
 
 def copy_workflow(destination: Path) -> Path:
-    """A private copy of the workflow (Snakefile, config.yaml, workflow/) to run in a test."""
+    """A private copy of the workflow (Snakefile, config.yaml, workflow/) and of the package
+    (src/) to run in a test: run it with `workflow_env(destination)` so that its jobs import
+    the copied package, which a test may then edit without touching the repository."""
     destination.mkdir(parents=True, exist_ok=True)
     shutil.copy2(REPO / "Snakefile", destination / "Snakefile")
     shutil.copy2(REPO / "config.yaml", destination / "config.yaml")
-    shutil.copytree(REPO / "workflow", destination / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("workflow", "src"):
+        shutil.copytree(REPO / folder, destination / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     return destination
+
+
+def workflow_env(workdir: Path) -> dict[str, str]:
+    """Environment in which Snakemake and its jobs import the package copy in `workdir`."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workdir / "src"), env.get("PYTHONPATH")]))
+    return env
