@@ -203,6 +203,20 @@ def test_a_single_perfect_experiment_without_history(tmp_path):
     html5lib.HTMLParser(strict=True).parse(paths["html"].read_text(encoding="utf-8"))
 
 
+def test_a_custom_dataset_with_three_classes(tmp_path):
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 90)
+    proba = rng.dirichlet(np.ones(3), 90) * 0.5 + 0.5 * np.eye(3)[y]
+    metrics = evaluate(y, proba, classes=["cat", "dog", "eel"])
+    metrics.update(val_accuracy=0.7, epochs_run=1, train_seconds=0.5, n_parameters=99)
+    experiment = {"name": "tri", "metrics": metrics, "history": [], "settings": DEFAULTS,
+                  "predictions": predictions_table(np.arange(90), y, proba)}
+    paths = build(tmp_path, [experiment], rng.integers(0, 256, (90, 28, 28)).astype(np.uint8))
+    md = paths["md"].read_text(encoding="utf-8")
+    assert [line.split(" | ")[0] for line in md.splitlines() if line.startswith(("| cat", "| dog", "| eel"))] == \
+        ["| cat", "| dog", "| eel"]
+
+
 def test_bad_inputs_are_refused_with_the_experiment_named(tmp_path):
     experiments, images = make_experiments(n=60, runs={"only": ({}, 2.0)})
     with pytest.raises(TableSchemaError, match="'only'.*40 test images|'only'.*ids"):

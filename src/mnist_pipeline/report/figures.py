@@ -181,7 +181,8 @@ def confusion_heatmap(cm: np.ndarray, classes: Sequence[str]) -> Png:
     """
     cm = np.asarray(cm)
     k = len(classes)
-    fig = _figure((5.2, 4.6))
+    # Grows past 10 classes (custom datasets) so the cells and their labels stay readable.
+    fig = _figure((max(5.2, 2.4 + 0.28 * k), max(4.6, 1.8 + 0.28 * k)))
     ax = fig.add_subplot()
     rows = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)

@@ -45,6 +45,8 @@ class Pair:
 
 @dataclass
 class ExperimentView:
+    """One experiment as the report shows it: its inputs plus rank, comparisons and galleries."""
+
     name: str
     rank: int
     metrics: Mapping[str, Any]
@@ -63,6 +65,8 @@ class ExperimentView:
 
 @dataclass
 class ReportView:
+    """The whole report's content, experiments ranked best first."""
+
     dataset: str
     classes: list[str]
     experiments: list[ExperimentView]  # best first
