@@ -180,9 +180,14 @@ class BatchNorm(Layer):
         xhat = self._buffer("xhat", x2.shape, gamma.dtype)
         self._train, self._shape = train, x.shape
         if train:
-            mean = x2.mean(axis=0)
+            n = x2.shape[0]
+            mean = self._buffer("mean", (self.n_features,), gamma.dtype)
+            self._sum_rows(x2, mean)
+            mean /= n
             np.subtract(x2, mean, out=xhat)
-            var = np.mean(np.square(xhat, out=out), axis=0)
+            var = self._buffer("var", (self.n_features,), gamma.dtype)
+            self._sum_rows(np.square(xhat, out=out), var)
+            var /= n
             m = gamma.dtype.type(self.momentum)
             for name, batch_value in (("running_mean", mean), ("running_var", var)):
                 self.buffers[name] *= m
