@@ -35,3 +35,7 @@ class ModelFormatError(PipelineError, ValueError):
 
 class TrainingDivergedError(PipelineError, FloatingPointError):
     """The loss became NaN or infinite during training."""
+
+
+class ImageInputError(PipelineError, ValueError):
+    """An input file is not an image or array we can classify."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import ImageInputError
 from mnist_pipeline.idx import DTYPES, GZIP_MAGIC, decompress, parse_idx
 from mnist_pipeline.splits import Normalization
 
@@ -28,10 +28,6 @@ SIDE = 28
 INK_THRESHOLD = 0.1
 NPY_MAGIC = b"\x93NUMPY"
 CENTER_MODES = ("auto", "always", "never")
-
-
-class ImageInputError(PipelineError, ValueError):
-    """An input file is not an image or array we can classify."""
 
 
 @dataclass(frozen=True)

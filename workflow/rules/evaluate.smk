@@ -6,7 +6,12 @@ rule evaluate:
         val="results/{dataset}/prepared/val.parquet",
         code=package_code("../scripts/evaluate.py"),
     output:
-        metrics="results/{dataset}/{experiment}/metrics.json",
+        metrics=report(
+            "results/{dataset}/{experiment}/metrics.json",
+            caption="../report/metrics.rst",
+            category="Evaluation",
+            subcategory="{experiment}",
+        ),
         predictions="results/{dataset}/{experiment}/predictions.parquet",
     log:
         "results/{dataset}/logs/evaluate/{experiment}.log",

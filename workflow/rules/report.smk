@@ -11,9 +11,16 @@ rule report:
         info="results/{dataset}/parsed/dataset.json",
         code=package_code("../scripts/report.py"),
     output:
-        html="results/{dataset}/report.html",
-        md="results/{dataset}/report.md",
-        figures=directory("results/{dataset}/figures"),
+        html=report("results/{dataset}/report.html", caption="../report/report_html.rst", category="Report"),
+        md=report("results/{dataset}/report.md", caption="../report/report_md.rst", category="Report"),
+        figures=report(
+            directory("results/{dataset}/figures"),
+            patterns=["{experiment}/{figure}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "figure": "{figure}"},
+        ),
     params:
         config=lambda wildcards: CONFIG,
         experiments=lambda wildcards: EXPERIMENTS,

@@ -5,7 +5,12 @@ rule train:
         code=package_code("../scripts/train.py"),
     output:
         model="results/{dataset}/{experiment}/model.npz",
-        history="results/{dataset}/{experiment}/history.json",
+        history=report(
+            "results/{dataset}/{experiment}/history.json",
+            caption="../report/history.rst",
+            category="Training",
+            subcategory="{experiment}",
+        ),
     params:
         settings=lambda wildcards: EXPERIMENTS[wildcards.experiment],
     log:

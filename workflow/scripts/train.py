@@ -4,6 +4,8 @@ from mnist_pipeline.logs import log_to
 
 log_to(snakemake.log[0])
 
+from datetime import datetime, timezone
+
 from mnist_pipeline.fileio import write_json
 from mnist_pipeline.nn.model import save_model
 from mnist_pipeline.nn.train import fit
@@ -23,5 +25,6 @@ save_model(
 )
 write_json(
     snakemake.output["history"],
-    {"epochs": result.history, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "train_seconds": result.train_seconds},
+    {"epochs": result.history, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
+     "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")},
 )

@@ -146,7 +146,7 @@ def classify(loaded, image, center: str = "auto") -> tuple[np.ndarray, np.ndarra
     """(what the network sees: uint8 (28, 28), class probabilities float32 (k,)) for one image.
 
     `image` is a Pillow image of any mode and size, or a grayscale uint8 array (h, w).
-    Raises preprocess.ImageInputError when there is nothing to classify (blank, transparent).
+    Raises errors.ImageInputError when there is nothing to classify (blank, transparent).
     """
     gray = image if isinstance(image, np.ndarray) else to_gray(image)
     seen = as_dataset_image(gray, framing_for(loaded.metadata.get("dataset")), center)

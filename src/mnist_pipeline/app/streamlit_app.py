@@ -15,7 +15,8 @@ from mnist_pipeline.app import data
 from mnist_pipeline.cli import describe_layer
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.nn.model import load_model
-from mnist_pipeline.preprocess import ImageInputError, decode_image
+from mnist_pipeline.errors import ImageInputError
+from mnist_pipeline.preprocess import decode_image
 
 try:
     from streamlit_drawable_canvas import st_canvas
