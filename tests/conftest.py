@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mnist_pipeline.idx import write_idx
+from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
+from mnist_pipeline.datasets import class_names
+from mnist_pipeline.fileio import save_array, write_json
+from mnist_pipeline.idx import read_idx, write_idx
+from mnist_pipeline.metrics import evaluate, predictions_table
+from mnist_pipeline.nn.model import save_model
+from mnist_pipeline.nn.train import fit
+from mnist_pipeline.splits import fit_normalization
+from mnist_pipeline.tables import write_table
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
@@ -79,3 +90,86 @@ def workflow_env(workdir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workdir / "src"), env.get("PYTHONPATH")]))
     return env
+
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"), *args]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=workflow_env(workdir), timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule -> job count of a dry run, read from Snakemake's 'Job stats' table."""
+    out = snakemake(workdir, "--dry-run", *args)
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if match is None:
+            break
+        jobs[match.group(1)] = int(match.group(2))
+    jobs.pop("total", None)
+    return jobs
+
+
+# --- models trained on real data, laid out like results/ (for predict, info and the app) ----
+
+N_TRAIN, N_VAL, N_TEST = 5000, 1000, 2000
+
+
+def train_experiment(results: Path, name: str, overrides: dict, data: dict) -> Path:
+    """results/fashion-mnist/{name}/ with model.npz, history.json, metrics.json, predictions.parquet."""
+    schema = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+    config = resolve_config({"dataset": "fashion-mnist", "source": "/", "train": {"hidden": [64], "epochs": 2, **overrides}}, schema)
+    settings = experiment_settings(config, schema)["baseline"]
+    norm, classes = data["norm"], class_names("fashion-mnist", 10)
+    result = fit(settings, norm.apply(data["x_train"]), data["y_train"], norm.apply(data["x_val"]), data["y_val"], n_classes=10)
+    directory = results / "fashion-mnist" / name
+    directory.mkdir(parents=True)
+    save_model(directory / "model.npz", result.model, normalization=norm.as_dict(), classes=classes,
+               metadata={"dataset": "fashion-mnist", "experiment": name, "settings": settings,
+                         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch})
+    write_json(directory / "history.json", {"epochs": result.history, "epochs_run": result.epochs_run,
+                                            "best_epoch": result.best_epoch, "train_seconds": result.train_seconds})
+    proba = result.model.predict_proba(norm.apply(data["x_test"]))
+    metrics = evaluate(data["y_test"], proba, classes=classes, n_bootstrap=100)
+    metrics.update(val_accuracy=result.history[-1]["val_accuracy"], epochs_run=result.epochs_run,
+                   train_seconds=result.train_seconds, n_parameters=result.model.n_parameters)
+    write_json(directory / "metrics.json", metrics)
+    write_table(predictions_table(np.arange(len(data["y_test"])), data["y_test"], proba), directory / "predictions.parquet")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def fashion_test(fashion_dir):
+    """The first N_TEST real Fashion-MNIST test images uint8 (n, 28, 28) and labels int64 (n,)."""
+    images = read_idx(fashion_dir / "t10k-images-idx3-ubyte.gz")[:N_TEST]
+    labels = read_idx(fashion_dir / "t10k-labels-idx1-ubyte.gz")[:N_TEST].astype(np.int64)
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def trained_results(tmp_path_factory, fashion_dir, fashion_test) -> Path:
+    """A results/ tree as the workflow writes it: two fashion-mnist experiments and the parsed test images."""
+    images = read_idx(fashion_dir / "train-images-idx3-ubyte.gz")[: N_TRAIN + N_VAL]
+    labels = read_idx(fashion_dir / "train-labels-idx1-ubyte.gz")[: N_TRAIN + N_VAL].astype(np.int64)
+    data = {
+        "x_train": images[:N_TRAIN], "y_train": labels[:N_TRAIN], "x_val": images[N_TRAIN:], "y_val": labels[N_TRAIN:],
+        "x_test": fashion_test[0], "y_test": fashion_test[1], "norm": fit_normalization(images[:N_TRAIN]),
+    }
+    results = tmp_path_factory.mktemp("trained") / "results"
+    train_experiment(results, "baseline", {}, data)
+    train_experiment(results, "sgd", {"optimizer": "sgd", "learning_rate": 0.05}, data)
+    save_array(results / "fashion-mnist" / "parsed" / "test-images.npy", fashion_test[0])
+    return results
+
+
+@pytest.fixture(scope="session")
+def model_path(trained_results) -> Path:
+    return trained_results / "fashion-mnist" / "baseline" / "model.npz"

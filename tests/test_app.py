@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import Browser, chromium
 from PIL import Image
-
 from streamlit.testing.v1 import AppTest
 
 from mnist_pipeline.app import RESULTS_ENV, data
 from mnist_pipeline.cli import classify_files
 from mnist_pipeline.nn.model import load_model
-from test_cli import fashion_test, model_path, trained_results  # noqa: F401  (shared fixtures)
 
 APP = Path(data.__file__).with_name("streamlit_app.py")
 
@@ -227,8 +226,6 @@ CANVAS_RECT = """(() => {
 
 @pytest.mark.slow
 def test_drawing_on_the_canvas_in_a_browser(served_app, tmp_path):
-    from test_report_browser import Browser, chromium
-
     browser = Browser(chromium(), tmp_path / "profile")
     try:
         browser.open(served_app, 1400, 1000)

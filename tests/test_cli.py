@@ -14,82 +14,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from conftest import REPO
 from mnist_pipeline.cli import classify_files, main, streamlit_command
-from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
 from mnist_pipeline.datasets import class_names
-from mnist_pipeline.fileio import save_array, write_json
-from mnist_pipeline.idx import read_idx, write_idx
-from mnist_pipeline.metrics import evaluate, predictions_table
-from mnist_pipeline.nn.model import load_model, save_model
-from mnist_pipeline.nn.train import fit
-from mnist_pipeline.splits import fit_normalization
-from mnist_pipeline.tables import write_table
-
-N_TRAIN, N_VAL, N_TEST = 5000, 1000, 2000
-
-
-def train_experiment(results: Path, name: str, overrides: dict, data: dict) -> Path:
-    """results/fashion-mnist/{name}/ with model.npz, history.json, metrics.json, predictions.parquet."""
-    schema = load_schema(REPO / "workflow/schemas/config.schema.yaml")
-    config = resolve_config({"dataset": "fashion-mnist", "source": "/", "train": {"hidden": [64], "epochs": 2, **overrides}}, schema)
-    settings = experiment_settings(config, schema)["baseline"]
-    norm, classes = data["norm"], class_names("fashion-mnist", 10)
-    result = fit(settings, norm.apply(data["x_train"]), data["y_train"], norm.apply(data["x_val"]), data["y_val"], n_classes=10)
-    directory = results / "fashion-mnist" / name
-    directory.mkdir(parents=True)
-    save_model(directory / "model.npz", result.model, normalization=norm.as_dict(), classes=classes,
-               metadata={"dataset": "fashion-mnist", "experiment": name, "settings": settings,
-                         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch})
-    write_json(directory / "history.json", {"epochs": result.history, "epochs_run": result.epochs_run,
-                                            "best_epoch": result.best_epoch, "train_seconds": result.train_seconds})
-    proba = result.model.predict_proba(norm.apply(data["x_test"]))
-    metrics = evaluate(data["y_test"], proba, classes=classes, n_bootstrap=100)
-    metrics.update(val_accuracy=result.history[-1]["val_accuracy"], epochs_run=result.epochs_run,
-                   train_seconds=result.train_seconds, n_parameters=result.model.n_parameters)
-    write_json(directory / "metrics.json", metrics)
-    write_table(predictions_table(np.arange(len(data["y_test"])), data["y_test"], proba), directory / "predictions.parquet")
-    return directory
-
-
-@pytest.fixture(scope="session")
-def fashion_test(fashion_dir):
-    """The first N_TEST real Fashion-MNIST test images uint8 (n, 28, 28) and labels int64 (n,)."""
-    images = read_idx(fashion_dir / "t10k-images-idx3-ubyte.gz")[:N_TEST]
-    labels = read_idx(fashion_dir / "t10k-labels-idx1-ubyte.gz")[:N_TEST].astype(np.int64)
-    return images, labels
-
-
-@pytest.fixture(scope="session")
-def trained_results(tmp_path_factory, fashion_dir, fashion_test) -> Path:
-    """A results/ tree as the workflow writes it: two fashion-mnist experiments and the parsed test images.
-
-    test_app imports this fixture too, and pytest then sets it up once per module: the tree is
-    built once per session at a fixed place and found there the second time.
-    """
-    results = tmp_path_factory.getbasetemp() / "trained-results"
-    if results.is_dir():
-        return results
-    images = read_idx(fashion_dir / "train-images-idx3-ubyte.gz")[: N_TRAIN + N_VAL]
-    labels = read_idx(fashion_dir / "train-labels-idx1-ubyte.gz")[: N_TRAIN + N_VAL].astype(np.int64)
-    data = {
-        "x_train": images[:N_TRAIN], "y_train": labels[:N_TRAIN], "x_val": images[N_TRAIN:], "y_val": labels[N_TRAIN:],
-        "x_test": fashion_test[0], "y_test": fashion_test[1], "norm": fit_normalization(images[:N_TRAIN]),
-    }
-    building = tmp_path_factory.mktemp("building") / "results"
-    train_experiment(building, "baseline", {}, data)
-    train_experiment(building, "sgd", {"optimizer": "sgd", "learning_rate": 0.05}, data)
-    save_array(building / "fashion-mnist" / "parsed" / "test-images.npy", fashion_test[0])
-    building.rename(results)  # complete or absent: a failed build is not reused
-    return results
-
-
-@pytest.fixture(scope="session")
-def model_path(trained_results) -> Path:
-    return trained_results / "fashion-mnist" / "baseline" / "model.npz"
+from mnist_pipeline.idx import write_idx
+from mnist_pipeline.nn.model import load_model
 
 
 def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:

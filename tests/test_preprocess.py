@@ -10,12 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from mnist_pipeline.errors import IdxFormatError
+from mnist_pipeline.errors import IdxFormatError, ImageInputError
 from mnist_pipeline.idx import read_idx, write_idx
 from mnist_pipeline.preprocess import (
     FRAMINGS,
     MNIST_FRAMING,
-    ImageInputError,
     array_images,
     as_dataset_image,
     decode_image,

@@ -5,8 +5,6 @@ import io
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import html5lib
@@ -269,42 +267,3 @@ def test_captions_render_for_every_figure():
     for name in ("metrics.rst", "predictions.rst", "history.rst", "report_html.rst", "report_md.rst", "workflow.rst"):
         body = _render_caption(name, experiment="baseline")
         assert len(body) > 100 and "system-message" not in body, name
-
-
-SNAKEFILE = """
-configfile: "config.yaml"
-report: "report/workflow.rst"
-
-rule all:
-    input: "out/report.html", "out/figures", "out/base/metrics.json"
-
-rule evaluate:
-    output: report("out/{experiment}/metrics.json", caption="report/metrics.rst", category="Evaluation")
-    shell: "echo '{{}}' > {output}"
-
-rule report:
-    output:
-        html=report("out/report.html", caption="report/report_html.rst", category="Report"),
-        figures=report(directory("out/figures"), patterns=["{experiment}/{figure}.png"],
-                       caption="report/figures.rst", category="Figures", subcategory="{experiment}"),
-    run:
-        import shutil
-        shutil.copytree(config["figures"], output.figures)
-        shutil.copy(config["html"], output.html)
-"""
-
-
-@pytest.mark.slow
-def test_snakemake_report_uses_the_captions(report, tmp_path):
-    shutil.copytree(CAPTIONS, tmp_path / "report")
-    (tmp_path / "Snakefile").write_text(SNAKEFILE)
-    (tmp_path / "config.yaml").write_text(json.dumps(
-        {"dataset": "tiny", "figures": str(report["figures"]), "html": str(report["html"])}))
-    smk = [sys.executable, "-m", "snakemake", "--directory", str(tmp_path), "--snakefile", str(tmp_path / "Snakefile")]
-    subprocess.run(smk + ["--cores", "1", "--quiet"], check=True, capture_output=True, timeout=180)
-    done = subprocess.run(smk + ["--report", str(tmp_path / "smk.html")], capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    page = (tmp_path / "smk.html").read_text(encoding="utf-8")
-    assert "Training and validation cross-entropy" in page
-    assert "All experiments compared" in page
-    assert "self-contained page" in page and "Test-set metrics of experiment" in page

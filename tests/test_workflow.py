@@ -7,46 +7,18 @@ repository are never touched.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from conftest import REPO, copy_workflow, workflow_env
+from conftest import REPO, copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
 TEST_CONFIG = REPO / "tests/workflow/synthetic.yaml"
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"), *args]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=workflow_env(workdir), timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
-    """Rule -> job count of a dry run, read from Snakemake's 'Job stats' table."""
-    out = snakemake(workdir, "--dry-run", *args)
-    text = out.stdout + out.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:", 1)[1]
-    jobs = {}
-    for line in table.splitlines()[3:]:
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if match is None:
-            break
-        jobs[match.group(1)] = int(match.group(2))
-    jobs.pop("total", None)
-    return jobs
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +114,16 @@ def test_editing_a_stage_script_reruns_that_stage_onward(finished_run):
         assert planned_jobs(workdir, *config) == {"prepare": 1, "train": 2, "evaluate": 2, "report": 1, "all": 1}
     finally:
         script.write_text(original)
+
+
+def test_snakemake_report_shows_the_outputs_with_their_captions(finished_run):
+    workdir, config = finished_run
+    target = workdir / "results/synthetic/snakemake-report.html"
+    snakemake(workdir, *config, "--report", str(target))
+    page = target.read_text(encoding="utf-8")
+    assert "Training and validation cross-entropy" in page  # figures.rst, per figure
+    assert "All experiments compared" in page  # the comparison figures of two experiments
+    assert "self-contained page" in page and "Test-set metrics of experiment" in page
 
 
 def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, synthetic_dir):

@@ -7,9 +7,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from conftest import copy_workflow
-from test_workflow import planned_jobs, snakemake
+from conftest import copy_workflow, planned_jobs, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
