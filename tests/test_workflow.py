@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from conftest import REPO, copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
@@ -73,6 +74,30 @@ def test_experiment_override_reruns_only_that_experiment(finished_run):
     workdir, config = finished_run
     changed = planned_jobs(workdir, *config, "experiments={baseline: {}, narrow: {hidden: [8]}}")
     assert changed == {"train": 1, "evaluate": 1, "report": 1, "all": 1}
+
+
+def test_adding_an_experiment_trains_only_that_one(finished_run):
+    workdir, config = finished_run
+    jobs = planned_jobs(workdir, *config, "experiments={baseline: {}, narrow: {hidden: [16]}, extra: {learning_rate: 0.02}}")
+    assert jobs == {"train": 1, "evaluate": 1, "report": 1, "all": 1}
+
+
+def test_a_sweep_adds_named_jobs_and_keeps_finished_experiments(finished_run):
+    workdir, config = finished_run
+    # Two seeds of one grid point: two new experiments beside the two finished ones.
+    jobs = planned_jobs(workdir, *config, "sweep={grid: {hidden: [[8]]}, seeds: [0, 1]}")
+    assert jobs == {"train": 2, "evaluate": 2, "report": 1, "all": 1}
+
+
+def test_removing_an_experiment_rebuilds_only_the_report(finished_run, tmp_path):
+    workdir, config = finished_run
+    # --config and --configfile merge dicts, so removing a key means editing the file.
+    fewer = yaml.safe_load(TEST_CONFIG.read_text())
+    del fewer["experiments"]["narrow"]
+    (tmp_path / "fewer.yaml").write_text(yaml.safe_dump(fewer))
+    config = tuple(str(tmp_path / "fewer.yaml") if arg == str(TEST_CONFIG) else arg for arg in config)
+    assert planned_jobs(workdir, *config) == {"report": 1, "all": 1}
+    assert (workdir / "results/synthetic/narrow/model.npz").is_file()
 
 
 def test_prepare_value_change_reruns_prepare_onward_not_download_or_parse(finished_run):
