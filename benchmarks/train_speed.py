@@ -9,7 +9,8 @@ epoch outside the timed loop. Only the initialisation differs: our He initialisa
 The timed loop is Trainer.run_epoch, the very loop fit() runs.
 
 Prints one JSON line per epoch and a last line with median_epoch_s, final_test_accuracy, the
-BLAS in use and, unless --no-gemm, the epoch's GEMM FLOPs over the measured float32 GEMM rate.
+BLAS in use, the process's peak resident memory and, unless --no-gemm, the epoch's GEMM FLOPs
+against the measured float32 GEMM rate (fraction_of_gemm_bound = GEMM-bound time / epoch time).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import resource
 import statistics
 import sys
 import time
@@ -68,6 +70,7 @@ def main() -> None:
             "blas": [f"{pool['internal_api']} {pool.get('version')} {pool.get('architecture')}" for pool in blas],
             "median_epoch_s": round(statistics.median(times), 4),
             "final_test_accuracy": round(accuracy, 4),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         if not args.no_gemm:
             flops = training_flops_per_example(trainer.model.architecture) * len(x_train)

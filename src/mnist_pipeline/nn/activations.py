@@ -3,8 +3,7 @@
 In a network an activation's input is always the previous layer's own output buffer, so
 overwriting it saves a pass over memory and a buffer per layer. Backward needs only the
 activation's output (kept by reference) or its slope, and overwrites `dout` with the input
-gradient.
-Callers that want to keep `x` must pass a copy.
+gradient. Callers that want to keep `x` must pass a copy.
 """
 
 from __future__ import annotations
@@ -21,9 +20,9 @@ class _PiecewiseLinear(Layer):
         raise NotImplementedError
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        # Multiplying by a 0/1 float mask is several times faster than np.maximum(x, 0) in
-        # NumPy 2.4, and the mask is exactly what backward needs (np.copyto with where= is
-        # slower still, by an order of magnitude).
+        # Building a 0/1 float mask and multiplying by it beats np.maximum(x, 0) (about 1.5x
+        # in NumPy 2.4), and the mask is what backward needs: multiplying by it is two orders
+        # of magnitude faster than zeroing through np.copyto(..., where=).
         self._dydx = self._buffer("slope", x.shape, x.dtype)
         self._slope(x, self._dydx)
         x *= self._dydx
