@@ -57,8 +57,9 @@ def architecture(settings: dict, n_inputs: int, n_classes: int) -> dict:
                     f"below one pixel; expected at most {int(math.log2(image))} blocks"
                 )
             layers.append({"type": "conv2d", "in_channels": channels, "out_channels": out_channels, "kernel_size": 3})
-            # Pooling first: the activation, non-decreasing, commutes with max, so it and the
-            # batch norm before it run on a quarter of the values.
+            # Pooling first: every activation here is non-decreasing and so commutes with max,
+            # which makes the order change only the cost; batch norm then normalises the pooled
+            # maps, and both run on a quarter of the values.
             layers.append({"type": "max_pool"})
             layers += _normalised_activation(settings, out_channels)
             side, channels = side // 2, out_channels

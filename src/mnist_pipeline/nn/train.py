@@ -108,6 +108,10 @@ def fit(
     Validation loss and accuracy are measured after every epoch. With early_stopping = k > 0,
     training stops after k epochs without a lower validation loss and the best weights are
     restored. `threads` caps the BLAS thread pool for the duration of the call.
+
+    The same settings, data and thread count give bit-identical weights. A different thread
+    count can change the last bits: OpenBLAS splits some products differently, and so sums
+    them in a different order.
     """
     log = log or logging.getLogger(__name__)
     x_train, y_train = _checked(x_train, y_train, n_classes, "train")
