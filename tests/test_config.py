@@ -27,7 +27,7 @@ def test_same_value_written_another_way_gives_identical_settings():
     other = shipped_config()
     other["prepare"]["val_fraction"] = "1e-1"  # what YAML 1.1 makes of `1e-1`
     other["train"]["epochs"] = float(other["train"]["epochs"])
-    other["train"]["learning_rate"] = "1e-3"
+    other["train"]["learning_rate"] = "2e-3"
     other["train"] = dict(reversed(list(other["train"].items())))
     a, b = resolve_config(plain, SCHEMA), resolve_config(other, SCHEMA)
     assert repr(a) == repr(b)
@@ -40,7 +40,7 @@ def test_experiment_overrides_only_the_keys_it_names():
     config["experiments"] = {"wide": {"hidden": [512]}, "baseline": {}}
     settings = experiment_settings(resolve_config(config, SCHEMA), SCHEMA)
     assert settings["wide"]["hidden"] == [512] and settings["wide"]["epochs"] == 7
-    assert settings["baseline"]["hidden"] == [256, 128]
+    assert settings["baseline"]["hidden"] == [1024, 512]
 
 
 @pytest.mark.parametrize(
@@ -119,3 +119,15 @@ def test_bad_sweep_is_named(sweep, words):
         resolve_config(config, SCHEMA)
     for word in words:
         assert word in str(info.value)
+
+
+def test_a_config_of_only_a_dataset_gets_every_default():
+    config = resolve_config({"dataset": "mnist"}, SCHEMA)
+    assert config["prepare"] == {"seed": 0, "val_fraction": 0.1}
+    assert list(config["experiments"]) == ["baseline"] and config["train"]["model"] == "mlp"
+
+
+def test_shipped_train_values_are_the_schema_defaults():
+    # config.yaml shows the training defaults a user is most likely to edit; they must be the
+    # same values an empty `train:` gets, or the README and the schema would disagree.
+    assert resolve_config(shipped_config(), SCHEMA)["train"] == resolve_config({"dataset": "mnist"}, SCHEMA)["train"]

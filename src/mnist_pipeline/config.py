@@ -22,6 +22,9 @@ import yaml
 from mnist_pipeline.errors import ConfigError
 
 
+_MISSING = object()
+
+
 def load_schema(path: str | Path) -> dict:
     with open(path, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
@@ -170,9 +173,11 @@ def _fill_defaults(value: Any, node: Mapping[str, Any], root: Mapping[str, Any])
     if not isinstance(value, dict):
         return
     for key, child in node.get("properties", {}).items():
+        # A default may sit beside a $ref (`train: {$ref: ..., default: {}}`): look before resolving.
+        default = child.get("default", _resolve_ref(child, root).get("default", _MISSING))
         child = _resolve_ref(child, root)
-        if key not in value and "default" in child:
-            value[key] = _coerce(copy.deepcopy(child["default"]), child, root)
+        if key not in value and default is not _MISSING:
+            value[key] = _coerce(copy.deepcopy(default), child, root)
         if key in value:
             _fill_defaults(value[key], child, root)
 
