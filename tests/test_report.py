@@ -5,6 +5,7 @@ import io
 import json
 import re
 import shutil
+from dataclasses import astuple
 from pathlib import Path
 
 import html5lib
@@ -23,6 +24,10 @@ from mnist_pipeline.report import (
     collect_provenance,
     figure_files,
 )
+from mnist_pipeline.report.figures import Png
+from mnist_pipeline.report.html import render_html
+from mnist_pipeline.report.markdown import render_markdown
+from mnist_pipeline.report.summary import Spread, build_view, seed_group_row, seed_note
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTIONS = REPO / "workflow" / "report"
@@ -85,11 +90,15 @@ def report(tmp_path_factory):
             "html_text": paths["html"].read_text(encoding="utf-8"), "md_text": paths["md"].read_text(encoding="utf-8")}
 
 
-def leaderboard(md: str) -> list[list[str]]:
-    """Cells of the Markdown leaderboard's body rows, honouring escaped pipes."""
-    lines = md.split("## Leaderboard", 1)[1].strip().splitlines()
+def md_table(md: str, heading: str) -> list[list[str]]:
+    """Cells of the body rows of the Markdown table right under `heading`, honouring escaped pipes."""
+    lines = md.split(f"{heading}\n", 1)[1].strip().splitlines()
     block = lines[: next(i for i, line in enumerate(lines) if not line.startswith("|"))]
     return [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in block[2:]]
+
+
+def leaderboard(md: str) -> list[list[str]]:
+    return md_table(md, "## Leaderboard")
 
 
 def test_markdown_leaderboard_has_one_row_per_experiment_best_first(report):
@@ -175,6 +184,112 @@ def test_same_inputs_give_the_same_bytes(report, tmp_path):
     assert again["md"].read_bytes() == report["md"].read_bytes()
     for path in report["figures"].rglob("*.png"):
         assert (again["figures"] / path.relative_to(report["figures"])).read_bytes() == path.read_bytes(), path
+
+
+def test_no_seed_groups_no_seed_section(report):
+    # base, strong and weak differ by more than their seed: three groups of one.
+    view = build_view(dataset="tiny", experiments=report["experiments"], defaults=DEFAULTS, provenance=PROVENANCE)
+    assert view.seed_groups == []
+    assert "Repeated over seeds" not in report["md_text"] and "Repeated over seeds" not in report["html_text"]
+    assert 'id="seeds"' not in report["html_text"]
+
+
+# A configuration repeated with three seeds, and a lone experiment; metrics set by hand below.
+SEED_RUNS = {"lr_s2": ({"learning_rate": 0.003, "seed": 2}, 2.0), "lone": ({"optimizer": "sgd"}, 2.0),
+             "lr_s0": ({"learning_rate": 0.003}, 2.0), "lr_s1": ({"learning_rate": 0.003, "seed": 1}, 2.0)}
+# name -> (test accuracy, macro F1, log loss)
+SEED_METRICS = {"lr_s0": (0.90, 0.80, 0.30), "lr_s1": (0.92, 0.82, 0.40), "lr_s2": (0.94, 0.87, 0.20),
+                "lone": (0.85, 0.75, 0.50)}
+# By hand over lr_s0..2: accuracy mean 0.92, deviations -.02, 0, +.02 -> std sqrt(0.0008 / 2) = 0.02;
+# F1 mean 0.83, deviations -.03, -.01, +.04 -> std sqrt(0.0026 / 2) = 0.036056; log loss 0.30, std 0.10.
+SEED_ROWS = [
+    ["learning_rate=0.003", "3", "0, 1, 2", "92.00% ± 2.00%", "90.00–94.00%", "0.830 ± 0.036", "0.300 ± 0.100",
+     "lr_s0, lr_s1, lr_s2"],
+    ["optimizer=sgd", "1", "0", "85.00%", "85.00%", "0.750", "0.500", "lone"],
+]
+
+
+def make_seed_experiments(runs=SEED_RUNS, values=SEED_METRICS):
+    experiments, images = make_experiments(n=60, runs=runs)
+    for exp in experiments:
+        accuracy, f1, loss = values[exp["name"]]
+        exp["metrics"].update(test_accuracy=accuracy, macro_f1=f1, log_loss=loss)
+    return experiments, images
+
+
+def _link(group: str, name: str) -> str:
+    return f"figures/{group}/{name}.png"
+
+
+def seed_view(experiments):
+    return build_view(dataset="tiny", experiments=experiments, defaults=DEFAULTS, provenance=PROVENANCE)
+
+
+def test_seed_groups_have_hand_computed_mean_and_sample_std():
+    experiments, _ = make_seed_experiments()
+    group, lone = seed_view(experiments).seed_groups
+    assert group.differs == {"learning_rate": 0.003} and group.seeds == [0, 1, 2]
+    assert group.members == ["lr_s0", "lr_s1", "lr_s2"]
+    assert astuple(group.accuracy) == pytest.approx((0.92, 0.02, 0.90, 0.94))
+    assert (group.macro_f1.mean, group.macro_f1.std) == pytest.approx((0.83, 0.0360555), abs=1e-7)
+    assert (group.log_loss.mean, group.log_loss.std) == pytest.approx((0.30, 0.10))
+    assert lone.differs == {"optimizer": "sgd"} and lone.seeds == [0] and lone.members == ["lone"]
+    assert lone.accuracy == Spread(0.85, None, 0.85, 0.85)
+    assert [seed_group_row(g) for g in (group, lone)] == SEED_ROWS
+
+
+def test_seed_groups_rank_by_mean_and_do_not_depend_on_input_order():
+    experiments, _ = make_seed_experiments(values={**SEED_METRICS, "lone": (0.95, 0.90, 0.10)})
+    # The lone run beats every seed of the group, and the group's mean.
+    forward, backward = seed_view(experiments), seed_view(experiments[::-1])
+    assert [g.members[0] for g in forward.seed_groups] == ["lone", "lr_s0"]
+    assert forward.seed_groups == backward.seed_groups
+    assert render_markdown(forward, _link) == render_markdown(backward, _link)
+
+
+def test_a_seed_run_twice_counts_once():
+    # `baseline` has the settings of sweep point seed 0: the same deterministic run under two names.
+    runs = {"sweep_seed-0": ({}, 2.0), "baseline": ({}, 2.0), "sweep_seed-1": ({"seed": 1}, 2.0)}
+    values = {"baseline": (0.90, 0.8, 0.3), "sweep_seed-0": (0.90, 0.8, 0.3), "sweep_seed-1": (0.80, 0.7, 0.5)}
+    experiments, _ = make_seed_experiments(runs, values)
+    (group,) = seed_view(experiments).seed_groups
+    assert group.seeds == [0, 1] and group.members == ["baseline", "sweep_seed-0", "sweep_seed-1"]
+    assert astuple(group.accuracy) == pytest.approx((0.85, 0.0707107, 0.80, 0.90), abs=1e-7)
+    assert "each seed counts once" in seed_note([group])
+    # Two names for one seed are one run, not a spread: no table.
+    del runs["sweep_seed-1"]
+    assert seed_view(make_seed_experiments(runs, values)[0]).seed_groups == []
+
+
+def _html_seed_table(html: str) -> tuple[list[list[str]], list[list[str]]]:
+    """(cell texts, experiment names listed) of each body row of the HTML seed table."""
+    doc = html5lib.HTMLParser(strict=True, namespaceHTMLElements=False).parse(html)
+    section = doc.find(".//section[@id='leaderboard']")
+    children = list(section)
+    heading = next(i for i, el in enumerate(children) if el.get("id") == "seeds")
+    assert "".join(children[heading].itertext()) == "Repeated over seeds"
+    rows = children[heading + 1].findall(".//tbody/tr")
+    cells = [["".join(td.itertext()) for td in tr.findall("td")] for tr in rows]
+    return cells, [[a.text for a in tr.findall(".//li/a")] for tr in rows]
+
+
+def test_seed_table_in_markdown_and_html():
+    # The writers alone, from one view, with a stand-in PNG: the figures are tested above.
+    experiments, images = make_seed_experiments()
+    view = seed_view(experiments)
+    buffer = io.BytesIO()
+    Image.new("L", (2, 2)).save(buffer, format="PNG")
+    png = Png(buffer.getvalue(), 2, 2)
+    figures = {group: dict.fromkeys(EXPERIMENT_FIGURES + COMPARISON_FIGURES, png) for group in [*SEED_RUNS, COMPARISON]}
+    html = render_html(view, figures, dict.fromkeys(range(len(images)), png))
+    md = render_markdown(view, _link)
+    assert sorted(r[0] for r in leaderboard(md)) == sorted(SEED_RUNS)  # still one row per experiment
+    assert md.index("## Leaderboard") < md.index("### Repeated over seeds") < md.index("## 1. ")
+    assert md_table(md, "### Repeated over seeds") == SEED_ROWS
+    cells, members = _html_seed_table(html)
+    assert [row[:-1] for row in cells] == [row[:-1] for row in SEED_ROWS]
+    assert members == [["lr_s0", "lr_s1", "lr_s2"], ["lone"]]
+    assert '<a href="#seeds">' in html
 
 
 def test_no_temporary_files_are_left(report):

@@ -58,7 +58,7 @@ def _leaderboard(view: s.ReportView, figures: Figures) -> str:
     rows, row_classes, cell_classes = [], [], {}
     for r, exp in enumerate(view.experiments):
         row = s.leaderboard_row(exp)
-        row[0] = Raw(f'<a href="#{escape(_anchor(exp.name))}">{escape(exp.name)}</a>')
+        row[0] = Raw(_exp_link(exp.name))
         # The intervals go on a second, smaller line so the table fits a laptop screen unscrolled.
         m = exp.metrics
         row[1] = Raw(f"{escape(s.pct(m.get('test_accuracy')))}<br><small>{escape(s.ci_pct(m.get('test_accuracy_ci95')))}</small>")
@@ -75,6 +75,7 @@ def _leaderboard(view: s.ReportView, figures: Figures) -> str:
         _table(s.LEADERBOARD_COLUMNS, rows, text_cols=(0, len(s.LEADERBOARD_COLUMNS) - 1),
                row_classes=row_classes, cell_classes=cell_classes),
         f'<p class="note">{escape(s.LEADERBOARD_NOTE)}</p>',
+        _seed_table(view.seed_groups) if view.seed_groups else "",
         "<details><summary>How to read these numbers</summary><dl class=\"facts\">",
         "".join(f"<dt>{escape(term)}</dt><dd>{escape(meaning)}</dd>" for term, meaning in s.GLOSSARY),
         "</dl></details>",
@@ -85,6 +86,25 @@ def _leaderboard(view: s.ReportView, figures: Figures) -> str:
         parts.append("</div>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def _exp_link(name: str) -> str:
+    return f'<a href="#{escape(_anchor(name))}">{escape(name)}</a>'
+
+
+def _seed_table(groups: Sequence[s.SeedGroup]) -> str:
+    rows, cell_classes = [], {}
+    members = s.SEED_MEMBERS_COLUMN
+    for r, group in enumerate(groups):
+        row = s.seed_group_row(group)
+        row[members] = Raw('<ul class="members">' + "".join(f"<li>{_exp_link(n)}</li>" for n in group.members) + "</ul>")
+        rows.append(row)
+        cell_classes.update({(r, 0): "wrap", (r, members): "wrap"})
+    return "".join([
+        f'<h3 id="seeds">{escape(s.SEED_TITLE)}</h3>',
+        _table(s.SEED_COLUMNS, rows, text_cols=(0, 2, members), cell_classes=cell_classes),
+        f'<p class="note">{escape(s.seed_note(groups))}</p>',
+    ])
 
 
 def _tile(png: Png, sample: s.Sample, classes: Sequence[str], *, with_labels: bool) -> str:
@@ -165,7 +185,9 @@ def _provenance(prov: Mapping[str, Any]) -> str:
 def render_html(view: s.ReportView, figures: Figures, tiles: Mapping[int, Png]) -> str:
     """The whole page. `figures`: group (experiment name or COMPARISON) -> figure name -> PNG;
     `tiles`: test image id -> its PNG, for the galleries."""
-    nav = " ".join(f'<a href="#{escape(_anchor(e.name))}">{escape(e.name)}</a>' for e in view.experiments)
+    nav = " ".join(_exp_link(e.name) for e in view.experiments)
+    if view.seed_groups:
+        nav = f'<a href="#seeds">{escape(s.SEED_TITLE)}</a> {nav}'
     title = f"Classifier report: {view.dataset}"
     return "".join([
         "<!DOCTYPE html>\n",

@@ -69,6 +69,11 @@ def render_markdown(view: s.ReportView, link: LinkFn) -> str:
     lines += _table(s.LEADERBOARD_COLUMNS, [s.leaderboard_row(e) for e in view.experiments],
                     text_cols=(0, len(s.LEADERBOARD_COLUMNS) - 1))
     lines += [s.LEADERBOARD_NOTE, ""]
+    if view.seed_groups:
+        lines += [f"### {s.SEED_TITLE}", ""]
+        lines += _table(s.SEED_COLUMNS, [s.seed_group_row(g) for g in view.seed_groups],
+                        text_cols=(0, 2, s.SEED_MEMBERS_COLUMN))
+        lines += [s.seed_note(view.seed_groups), ""]
     if len(view.experiments) > 1:
         for name in COMPARISON_FIGURES:
             lines += _image(link, COMPARISON, name)

@@ -29,6 +29,9 @@ th:first-child, td:first-child, .text { text-align: left; }
 td.wrap { white-space: normal; min-width: 16ch; }
 tr.best td { font-weight: 600; }
 td.tie { color: var(--muted); }
+/* Generated sweep names are long: one a line, a wrapped rest indented so each name's start shows. */
+ul.members { list-style: none; margin: 0; padding: 0; min-width: 24ch; }
+ul.members li { padding-left: 1.2em; text-indent: -1.2em; }
 .note { font-size: 0.85rem; color: var(--muted); max-width: 80ch; }
 .panels { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 430px), 1fr)); gap: 16px;
           align-items: start; margin: 1rem 0; }

@@ -1,4 +1,4 @@
-"""What the report says, independent of how it is written: ranking, comparisons, galleries.
+"""What the report says, independent of how it is written: ranking, comparisons, seed spreads, galleries.
 
 The HTML and Markdown writers both read these views and the text formatters below, so the
 two files can never disagree on a number or on the order of the leaderboard.
@@ -7,7 +7,7 @@ two files can never disagree on a number or on the order of the leaderboard.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,37 @@ class ExperimentView:
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
 
 
+@dataclass(frozen=True)
+class Spread:
+    """One metric over the seeds of a group: sample mean, standard deviation (ddof=1), range.
+
+    std is None for a single seed, where it is undefined.
+    """
+
+    mean: float
+    std: float | None
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """Experiments whose settings are equal but for `seed`: the same configuration, retrained.
+
+    seeds are distinct and sorted; members are every experiment of the group, by name. When
+    two members share a seed they are the same run (training is deterministic), so the
+    statistics count each seed once, from its first member by name. A metric some member
+    lacks is None.
+    """
+
+    differs: dict[str, Any]  # settings that differ from the defaults, seed left out
+    seeds: list[int]
+    members: list[str]
+    accuracy: Spread
+    macro_f1: Spread | None
+    log_loss: Spread | None
+
+
 @dataclass
 class ReportView:
     """The whole report's content, experiments ranked best first."""
@@ -71,6 +102,9 @@ class ReportView:
     classes: list[str]
     experiments: list[ExperimentView]  # best first
     provenance: Mapping[str, Any]
+    # Every group, best mean test accuracy first, when some configuration ran with 2+ seeds;
+    # empty otherwise, and then the report shows no seed table.
+    seed_groups: list[SeedGroup] = field(default_factory=list)
 
     @property
     def best(self) -> ExperimentView:
@@ -142,6 +176,45 @@ def _rank_key(view: ExperimentView) -> tuple:
     return (-float(view.metrics["test_accuracy"]), float("inf") if loss is None else float(loss), view.name)
 
 
+def _spread(values: Sequence[Any]) -> Spread | None:
+    if any(v is None for v in values):
+        return None
+    x = np.asarray(values, dtype=np.float64)
+    return Spread(float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else None, float(x.min()), float(x.max()))
+
+
+def _without_seed(settings: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k != "seed"}
+
+
+def seed_groups(experiments: Sequence[ExperimentView], defaults: Mapping[str, Any]) -> list[SeedGroup]:
+    """Group experiments that differ only by `seed`; [] unless some group has 2+ distinct seeds.
+
+    Groups are ranked by mean test accuracy, then mean log loss, then first member's name.
+    """
+    by_settings: dict[str, list[ExperimentView]] = {}
+    for exp in sorted(experiments, key=lambda e: e.name):
+        by_settings.setdefault(json.dumps(_without_seed(exp.settings), sort_keys=True), []).append(exp)
+    groups = []
+    for members in by_settings.values():
+        per_seed: dict[int, ExperimentView] = {}
+        for exp in members:  # by name, so a repeated seed keeps its first member
+            per_seed.setdefault(int(exp.settings.get("seed", defaults.get("seed", 0))), exp)
+        runs = [per_seed[seed] for seed in sorted(per_seed)]
+        groups.append(SeedGroup(
+            differs=settings_diff(_without_seed(members[0].settings), _without_seed(defaults)),
+            seeds=sorted(per_seed),
+            members=[exp.name for exp in members],
+            accuracy=_spread([exp.metrics["test_accuracy"] for exp in runs]),
+            macro_f1=_spread([exp.metrics.get("macro_f1") for exp in runs]),
+            log_loss=_spread([exp.metrics.get("log_loss") for exp in runs]),
+        ))
+    if all(len(group.seeds) < 2 for group in groups):
+        return []
+    return sorted(groups, key=lambda g: (-g.accuracy.mean, float("inf") if g.log_loss is None else g.log_loss.mean,
+                                         g.members[0]))
+
+
 def build_view(
     *, dataset: str, experiments: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any],
     provenance: Mapping[str, Any], classes: Sequence[str] | None = None,
@@ -161,7 +234,8 @@ def build_view(
             view.vs_best = (float(view.correct.mean() - best.correct.mean()), lo, hi)
     if classes is None:
         classes = best.metrics.get("classes") or [str(i) for i in range(len(best.metrics["confusion_matrix"]))]
-    return ReportView(dataset=dataset, classes=[str(c) for c in classes], experiments=views, provenance=provenance)
+    return ReportView(dataset=dataset, classes=[str(c) for c in classes], experiments=views, provenance=provenance,
+                      seed_groups=seed_groups(views, defaults))
 
 
 # Text formatters shared by the HTML and Markdown writers; None (a key the metrics lack) is "n/a".
@@ -219,10 +293,13 @@ def value_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+def settings_text(differs: Mapping[str, Any]) -> str:
+    """key=value pairs as a user would write them; "none" for no difference."""
+    return ", ".join(f"{k}={value_text(v)}" for k, v in differs.items()) or "none"
+
+
 def differs_text(view: ExperimentView) -> str:
-    if not view.differs:
-        return "none"
-    return ", ".join(f"{k}={value_text(v)}" for k, v in view.differs.items())
+    return settings_text(view.differs)
 
 
 def epochs_text(view: ExperimentView) -> str:
@@ -256,6 +333,51 @@ def leaderboard_row(view: ExperimentView) -> list[str]:
         seconds(m.get("train_seconds")),
         differs_text(view),
     ]
+
+
+SEED_TITLE = "Repeated over seeds"
+SEED_COLUMNS = (
+    "Differs from defaults (seed aside)", "n seeds", "Seeds", "Test accuracy, mean ± std", "Test accuracy, min–max",
+    "Macro F1, mean ± std", "Log loss, mean ± std", "Experiments",
+)
+SEED_MEMBERS_COLUMN = len(SEED_COLUMNS) - 1
+
+
+def spread_text(spread: Spread | None, fmt: Callable[[float], str]) -> str:
+    """mean ± std in the metric's own format; the mean alone for a single seed."""
+    if spread is None:
+        return NA
+    return fmt(spread.mean) if spread.std is None else f"{fmt(spread.mean)} ± {fmt(spread.std)}"
+
+
+def seed_group_row(group: SeedGroup) -> list[str]:
+    """The seed table's cells of one group, in SEED_COLUMNS order."""
+    return [
+        settings_text(group.differs),
+        str(len(group.seeds)),
+        ", ".join(map(str, group.seeds)),
+        spread_text(group.accuracy, pct),
+        pct(group.accuracy.low) if len(group.seeds) == 1 else ci_pct((group.accuracy.low, group.accuracy.high)),
+        spread_text(group.macro_f1, num),
+        spread_text(group.log_loss, num),
+        ", ".join(group.members),
+    ]
+
+
+def seed_note(groups: Sequence[SeedGroup]) -> str:
+    """How to read the seed table, plus a word on lone seeds and on seeds run twice where the table has them."""
+    text = (
+        "Experiments whose settings are the same except for the training seed, one row per configuration, best "
+        "mean test accuracy first. ± is the sample standard deviation over the seeds (n − 1 in the denominator): "
+        "how much the result moves with the seed alone; with few seeds it is a rough estimate. A gap between two "
+        "configurations no larger than their standard deviations may be the seed's doing, not the settings'."
+    )
+    if any(len(g.seeds) == 1 for g in groups):
+        text += " A configuration run with one seed shows its one result, with no spread to judge it by."
+    if any(len(g.members) > len(g.seeds) for g in groups):
+        text += (" Experiments with the same settings and the same seed are the same run (training is "
+                 "deterministic), so each seed counts once.")
+    return text
 
 
 def key_numbers(view: ExperimentView) -> list[tuple[str, str]]:
