@@ -16,8 +16,8 @@ rule download:
         "results/{dataset}/benchmarks/download.tsv"
     threads: 1
     resources:
-        mem_mb=256,
-        runtime=30,
+        mem_mb=128,
+        runtime=10,
     conda:
         "../envs/pipeline.yaml"
     script:

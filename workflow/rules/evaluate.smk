@@ -17,10 +17,10 @@ rule evaluate:
         "results/{dataset}/logs/evaluate/{experiment}.log",
     benchmark:
         "results/{dataset}/benchmarks/evaluate/{experiment}.tsv"
-    threads: 2
+    threads: 1
     resources:
-        mem_mb=1024,
-        runtime=10,
+        mem_mb=600,
+        runtime=5,
     conda:
         "../envs/pipeline.yaml"
     script:

@@ -16,8 +16,8 @@ rule parse:
         "results/{dataset}/benchmarks/parse.tsv"
     threads: 1
     resources:
-        mem_mb=1024,
-        runtime=10,
+        mem_mb=256,
+        runtime=5,
     conda:
         "../envs/pipeline.yaml"
     script:

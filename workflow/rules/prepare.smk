@@ -18,8 +18,8 @@ rule prepare:
         "results/{dataset}/benchmarks/prepare.tsv"
     threads: 1
     resources:
-        mem_mb=2048,
-        runtime=10,
+        mem_mb=1024,
+        runtime=5,
     conda:
         "../envs/pipeline.yaml"
     script:

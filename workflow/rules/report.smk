@@ -30,8 +30,8 @@ rule report:
         "results/{dataset}/benchmarks/report.tsv"
     threads: 1
     resources:
-        mem_mb=1024,
-        runtime=10,
+        mem_mb=512,
+        runtime=5,
     conda:
         "../envs/pipeline.yaml"
     script:

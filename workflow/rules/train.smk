@@ -17,10 +17,14 @@ rule train:
         "results/{dataset}/logs/train/{experiment}.log",
     benchmark:
         "results/{dataset}/benchmarks/train/{experiment}.tsv"
-    threads: 2
+    # One BLAS thread: measured on 2 cores, a second thread makes one epoch only 1.3x faster,
+    # while two 2-thread jobs side by side run 2x slower than two 1-thread jobs (spinning BLAS
+    # threads); and a fixed count keeps the model bytes the same whatever --cores is.
+    # mem_mb/runtime: the default MLP peaks at 721 MB, the CNN at ~660 MB (benchmarks/).
+    threads: 1
     resources:
-        mem_mb=1536,
-        runtime=60,
+        mem_mb=1200,
+        runtime=30,
     conda:
         "../envs/pipeline.yaml"
     script:
