@@ -126,7 +126,7 @@ N_TRAIN, N_VAL, N_TEST = 5000, 1000, 2000
 def train_experiment(results: Path, name: str, overrides: dict, data: dict) -> Path:
     """results/fashion-mnist/{name}/ with model.npz, history.json, metrics.json, predictions.parquet."""
     schema = load_schema(REPO / "workflow/schemas/config.schema.yaml")
-    config = resolve_config({"dataset": "fashion-mnist", "source": "/", "train": {"hidden": [64], "epochs": 2, **overrides}}, schema)
+    config = resolve_config({"dataset": "fashion-mnist", "source": "/", "train": {"hidden": [64], "batch_norm": False, "dropout": 0.0, "epochs": 2, **overrides}}, schema)
     settings = experiment_settings(config, schema)["baseline"]
     norm, classes = data["norm"], class_names("fashion-mnist", 10)
     result = fit(settings, norm.apply(data["x_train"]), data["y_train"], norm.apply(data["x_val"]), data["y_val"], n_classes=10)
