@@ -131,3 +131,10 @@ def test_shipped_train_values_are_the_schema_defaults():
     # config.yaml shows the training defaults a user is most likely to edit; they must be the
     # same values an empty `train:` gets, or the README and the schema would disagree.
     assert resolve_config(shipped_config(), SCHEMA)["train"] == resolve_config({"dataset": "mnist"}, SCHEMA)["train"]
+
+
+def test_unusable_source_is_refused_before_any_job():
+    config = shipped_config()
+    config["source"] = "ftp://mirror.example/mnist/"
+    with pytest.raises(ConfigError, match="source.*unsupported scheme 'ftp'"):
+        resolve_config(config, SCHEMA)

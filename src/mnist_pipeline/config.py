@@ -113,13 +113,11 @@ def _expand_sweep(config: dict, schema: Mapping[str, Any]) -> None:
 
 
 def _check_dataset_source(config: Mapping[str, Any]) -> None:
-    from mnist_pipeline.datasets import KNOWN_DATASETS
+    """Refuse, before any job starts, a `source` the download stage could not use."""
+    from mnist_pipeline.datasets import get_dataset
+    from mnist_pipeline.download import resolve_sources
 
-    if config["dataset"] not in KNOWN_DATASETS and config["source"] is None:
-        raise ConfigError(
-            f"config key 'source': dataset {config['dataset']!r} is not a known dataset "
-            f"({', '.join(sorted(KNOWN_DATASETS))}), so `source` must name a directory or URL holding its four IDX files"
-        )
+    resolve_sources(config["dataset"], get_dataset(config["dataset"]), config["source"])
 
 
 def _resolve_ref(node: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:

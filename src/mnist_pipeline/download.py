@@ -80,7 +80,7 @@ def fetch_dataset(
     created (an existing one is left as it was) and no temporary file remains.
     """
     spec = get_dataset(dataset)
-    sources = _resolve_sources(dataset, spec, source)
+    sources = resolve_sources(dataset, spec, source)
     expected = _expected_checksums(dataset, spec, checksums)
     fetcher = _Fetcher(timeout, retries, backoff, sys.stderr.isatty() if progress is None else progress)
     dest = Path(dest)
@@ -114,7 +114,14 @@ class _Source:
     url: str | None = None
 
 
-def _resolve_sources(dataset: str, spec: DatasetSpec | None, source: str | None) -> tuple[_Source, ...]:
+def local_source_dir(dataset: str, source: str | None) -> Path | None:
+    """The directory a local `source` names (a path or file:// URL), else None (mirrors, http)."""
+    sources = resolve_sources(dataset, get_dataset(dataset), source)
+    return sources[0].directory if len(sources) == 1 else None
+
+
+def resolve_sources(dataset: str, spec: DatasetSpec | None, source: str | None) -> tuple[_Source, ...]:
+    """Where to look for the files, in order; a ConfigError naming `source` when it cannot be used."""
     if source is None:
         if spec is None:
             raise ConfigError(

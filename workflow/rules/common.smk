@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 import mnist_pipeline
 from mnist_pipeline.codedeps import package_modules_used
 from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
+from mnist_pipeline.download import local_source_dir
 from mnist_pipeline.errors import ConfigError
 
 SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
@@ -34,11 +35,8 @@ def package_code(script):
 
 def local_source_files(wildcards):
     """A local `source` directory's IDX files, so that replacing them reruns the download."""
-    source = CONFIG["source"]
-    if source is None or ("://" in source and not source.startswith("file://")):
-        return []
-    directory = Path(source.removeprefix("file://"))
-    if not directory.is_dir():
+    directory = local_source_dir(CONFIG["dataset"], CONFIG["source"])
+    if directory is None or not directory.is_dir():
         return []
     return sorted(str(p) for p in directory.iterdir() if re.match(r"(train|t10k)-(images|labels)-idx[13]-ubyte(\.gz)?$", p.name))
 
