@@ -2,6 +2,8 @@
 # `snakemake --cores 4` builds everything for the configured dataset and experiments;
 # see README.md for the stages and workflow/schemas/config.schema.yaml for every key.
 
+import re
+
 from snakemake.utils import min_version
 
 min_version("9.11")

@@ -1,7 +1,6 @@
 # Helpers shared by the rule files (config validation, the package code each stage runs);
 # functions only, never a rule, as the snakemake-workflows catalog keeps them.
 
-import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -9,7 +8,8 @@ from snakemake.exceptions import WorkflowError
 import mnist_pipeline
 from mnist_pipeline.codedeps import package_modules_used
 from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
-from mnist_pipeline.download import local_source_dir
+from mnist_pipeline.datasets import IDX_STEMS
+from mnist_pipeline.download import local_source_dir, locate_idx
 from mnist_pipeline.errors import ConfigError
 
 SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
@@ -34,11 +34,18 @@ def package_code(script):
 
 
 def local_source_files(wildcards):
-    """A local `source` directory's IDX files, so that replacing them reruns the download."""
+    """The files a local `source` directory gives the download (the same ones it picks), so
+    that replacing them reruns it. A missing one is left for the download job to report."""
     directory = local_source_dir(CONFIG["dataset"], CONFIG["source"])
     if directory is None or not directory.is_dir():
         return []
-    return sorted(str(p) for p in directory.iterdir() if re.match(r"(train|t10k)-(images|labels)-idx[13]-ubyte(\.gz)?$", p.name))
+    files = []
+    for stem in IDX_STEMS:
+        try:
+            files.append(str(locate_idx(directory, stem)))
+        except FileNotFoundError:
+            pass
+    return files
 
 
 def final_outputs(config, experiments):
