@@ -1,6 +1,6 @@
 """What the app shows, read from the workflow's results/ tree; no Streamlit here.
 
-Layout read (see the project contract):
+Layout read (the outputs README.md's "What the stages do" lists):
 
     results/{dataset}/{experiment}/model.npz, metrics.json, history.json, predictions.parquet
     results/{dataset}/parsed/test-images.npy      uint8 (n, 28, 28), indexed by predictions' `id`
