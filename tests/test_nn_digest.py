@@ -1,22 +1,19 @@
 """The model bytes that given settings, seed and data produce, pinned by their SHA-256.
 
 A refactoring of the network or of how settings are made must not change what is trained:
-these digests were recorded before the training settings became one object, and every
-setting not named below is at its default. The file also holds the settings, as the train
-job writes them, so a change in how they are spelled (1 vs 1.0) is caught as well.
+these digests were recorded before the training settings became one object (from the
+workflow schema's defaults, as the workflow filled them then), and every setting not named
+below is at its default. The file also holds the settings, as the train job writes them, so
+a change in how they are spelled (1 vs 1.0) is caught as well.
 """
 
 import hashlib
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
+from conftest import quadrant_images
+from mnist_pipeline.nn import TrainSettings, fit
 from mnist_pipeline.nn.model import save_model
-from mnist_pipeline.nn.train import fit
-
-REPO = Path(__file__).resolve().parents[1]
 
 CASES = {
     # The defaults: a batch-normed MLP with dropout, AdamW, cosine schedule, label smoothing.
@@ -41,32 +38,15 @@ CASES = {
 }
 
 
-def full_settings(**overrides) -> dict:
-    """Every train key, as the workflow hands them to the train job: the schema's defaults, overridden."""
-    schema = load_schema(REPO / "workflow/schemas/config.schema.yaml")
-    return experiment_settings(resolve_config({"train": overrides}, schema), schema)["baseline"]
-
-
-def tiny_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """8x8 images (flattened to 64 features) whose label is the quadrant of a bright spot."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 4, n)
-    x = rng.normal(0, 0.5, (n, 8, 8)).astype(np.float32)
-    for i, label in enumerate(y):
-        r, c = 4 * (label // 2) + rng.integers(0, 3), 4 * (label % 2) + rng.integers(0, 3)
-        x[i, r : r + 2, c : c + 2] += 1.5
-    return x.reshape(n, 64), y
-
-
 def model_digest(tmp_path, overrides: dict) -> str:
-    x, y = tiny_images(200, seed=0)
-    xv, yv = tiny_images(60, seed=1)
-    settings = full_settings(**overrides)
+    x, y = quadrant_images(200, seed=0, noise=0.5, spot=1.5)
+    xv, yv = quadrant_images(60, seed=1, noise=0.5, spot=1.5)
+    settings = TrainSettings(**overrides)
     # One BLAS thread, as the train job runs: another count may sum products in another order.
     result = fit(settings, x, y, xv, yv, n_classes=4, threads=1)
     path = tmp_path / "model.npz"
     save_model(path, result.model, normalization={"mean": 0.5, "std": 0.25}, classes=list("abcd"),
-               metadata={"settings": settings, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch})
+               metadata={"settings": settings.as_dict(), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch})
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
