@@ -1,4 +1,4 @@
-"""Shared by the network's benchmarks: the data, full training settings, FLOP counts, GEMM rate.
+"""Shared by the network's benchmarks: the data, FLOP counts, GEMM rate.
 
 Not a benchmark itself; the scripts beside it import it (`python benchmarks/<script>.py`
 puts this folder on sys.path).
@@ -12,12 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
 from mnist_pipeline.download import locate_idx
 from mnist_pipeline.idx import read_idx
-
-REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def load_scaled(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -33,12 +29,6 @@ def load_scaled(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 
     return (images("train-images-idx3-ubyte"), labels("train-labels-idx1-ubyte"),
             images("t10k-images-idx3-ubyte"), labels("t10k-labels-idx1-ubyte"))
-
-
-def train_settings(**overrides) -> dict:
-    """Every train key, filled from the schema's defaults the way the workflow fills them."""
-    schema = load_schema(SCHEMA)
-    return experiment_settings(resolve_config({"train": overrides}, schema), schema)["baseline"]
 
 
 def training_flops_per_example(architecture: dict) -> int:

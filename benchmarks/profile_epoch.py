@@ -23,8 +23,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nn_bench import load_scaled, train_settings  # noqa: E402
+from nn_bench import load_scaled  # noqa: E402
 
+from mnist_pipeline.nn import TrainSettings  # noqa: E402
 from mnist_pipeline.nn import train as train_module  # noqa: E402
 from mnist_pipeline.nn.train import Trainer  # noqa: E402
 
@@ -57,8 +58,8 @@ def main() -> None:
         x, y, _, _ = load_scaled(args.data_dir)
         if args.limit:
             x, y = x[: args.limit], y[: args.limit]
-        settings = train_settings(model=args.model, hidden=args.hidden, batch_size=args.batch, optimizer="momentum",
-                                  learning_rate=0.05 if args.model == "mlp" else 0.01, epochs=args.epochs)
+        settings = TrainSettings(model=args.model, hidden=args.hidden, batch_size=args.batch, optimizer="momentum",
+                                 learning_rate=0.05 if args.model == "mlp" else 0.01, epochs=args.epochs)
         trainer = Trainer(settings, x.shape[1], 10, len(x))
         for i, layer in enumerate(trainer.model.layers):
             layer.forward = timed(f"{i:02d} {layer.kind} forward", layer.forward)

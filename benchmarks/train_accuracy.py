@@ -3,7 +3,7 @@
     python benchmarks/train_accuracy.py DATA_DIR [--threads 2] [--set KEY=VALUE ...]
 
 The training images are split 90/10 (stratified, seed 0) and normalised with the training
-split's mean and std, as the prepare stage does; the settings are the schema's defaults with
+split's mean and std, as the prepare stage does; the settings are TrainSettings' defaults with
 each --set KEY=VALUE (VALUE in YAML, e.g. --set model=cnn --set "hidden=[128]") applied.
 Prints fit()'s progress on stderr and one JSON line: the settings that differ from the
 defaults, test accuracy, best validation accuracy, epochs run, training seconds, the peak
@@ -23,13 +23,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nn_bench import train_settings  # noqa: E402
-
-from mnist_pipeline.download import locate_idx  # noqa: E402
-from mnist_pipeline.idx import read_idx  # noqa: E402
-from mnist_pipeline.nn.train import fit  # noqa: E402
-from mnist_pipeline.splits import fit_normalization, stratified_split  # noqa: E402
+from mnist_pipeline.download import locate_idx
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.idx import read_idx
+from mnist_pipeline.nn import TrainSettings, fit
+from mnist_pipeline.splits import fit_normalization, stratified_split
 
 
 def main() -> None:
@@ -43,7 +41,10 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
-    settings = train_settings(**overrides)
+    try:
+        settings = TrainSettings.from_dict(overrides)
+    except ConfigError as error:
+        parser.error(str(error))
 
     images = read_idx(locate_idx(args.data_dir, "train-images-idx3-ubyte"))
     labels = read_idx(locate_idx(args.data_dir, "train-labels-idx1-ubyte")).astype(np.intp)

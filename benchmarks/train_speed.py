@@ -28,8 +28,9 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nn_bench import gemm_rate, load_scaled, train_settings, training_flops_per_example  # noqa: E402
+from nn_bench import gemm_rate, load_scaled, training_flops_per_example  # noqa: E402
 
+from mnist_pipeline.nn import TrainSettings  # noqa: E402
 from mnist_pipeline.nn.train import Trainer  # noqa: E402
 
 
@@ -49,9 +50,9 @@ def main() -> None:
     limits = threadpool_limits(args.threads, user_api="blas") if args.threads else contextlib.nullcontext()
     with limits:
         x_train, y_train, x_test, y_test = load_scaled(args.data_dir)
-        settings = train_settings(model="mlp", hidden=args.hidden, epochs=args.epochs, batch_size=args.batch,
-                                  optimizer="momentum", learning_rate=args.lr, momentum=args.momentum,
-                                  seed=args.seed)
+        settings = TrainSettings(model="mlp", hidden=args.hidden, epochs=args.epochs, batch_size=args.batch,
+                                 optimizer="momentum", learning_rate=args.lr, momentum=args.momentum,
+                                 seed=args.seed)
         trainer = Trainer(settings, x_train.shape[1], 10, len(x_train))
         times, accuracy = [], 0.0
         for epoch in range(1, args.epochs + 1):

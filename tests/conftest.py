@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
 from mnist_pipeline.datasets import class_names
 from mnist_pipeline.fileio import save_array, write_json
 from mnist_pipeline.idx import read_idx, write_idx
 from mnist_pipeline.metrics import evaluate, predictions_table
+from mnist_pipeline.nn import TrainSettings, fit
 from mnist_pipeline.nn.model import save_model
-from mnist_pipeline.nn.train import fit
 from mnist_pipeline.splits import fit_normalization
 from mnist_pipeline.tables import write_table
 
@@ -53,6 +52,18 @@ def synthetic_images(labels: np.ndarray, seed: int) -> np.ndarray:
         row, col = divmod(int(label), 4)
         images[i, 7 * row : 7 * row + 7, 7 * col : 7 * col + 7] += rng.integers(120, 190, dtype=np.uint8)
     return images
+
+
+def quadrant_images(n: int, seed: int, noise: float = 0.3, spot: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """8x8 images (flattened to 64 float32 features) with a bright 2x2 spot somewhere in the
+    quadrant that is the label (0-3), on normal noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.normal(0, noise, (n, 8, 8)).astype(np.float32)
+    for i, label in enumerate(y):
+        r, c = 4 * (label // 2) + rng.integers(0, 3), 4 * (label % 2) + rng.integers(0, 3)
+        x[i, r : r + 2, c : c + 2] += spot
+    return x.reshape(n, 64), y
 
 
 def write_synthetic_dataset(directory: Path, n_train: int = 600, n_test: int = 200, n_classes: int = 10, seed: int = 0, gz: bool = True) -> Path:
@@ -125,15 +136,13 @@ N_TRAIN, N_VAL, N_TEST = 5000, 1000, 2000
 
 def train_experiment(results: Path, name: str, overrides: dict, data: dict) -> Path:
     """results/fashion-mnist/{name}/ with model.npz, history.json, metrics.json, predictions.parquet."""
-    schema = load_schema(REPO / "workflow/schemas/config.schema.yaml")
-    config = resolve_config({"dataset": "fashion-mnist", "source": "/", "train": {"hidden": [64], "batch_norm": False, "dropout": 0.0, "epochs": 2, **overrides}}, schema)
-    settings = experiment_settings(config, schema)["baseline"]
+    settings = TrainSettings(**{"hidden": [64], "batch_norm": False, "dropout": 0.0, "epochs": 2, **overrides})
     norm, classes = data["norm"], class_names("fashion-mnist", 10)
     result = fit(settings, norm.apply(data["x_train"]), data["y_train"], norm.apply(data["x_val"]), data["y_val"], n_classes=10)
     directory = results / "fashion-mnist" / name
     directory.mkdir(parents=True)
     save_model(directory / "model.npz", result.model, normalization=norm.as_dict(), classes=classes,
-               metadata={"dataset": "fashion-mnist", "experiment": name, "settings": settings,
+               metadata={"dataset": "fashion-mnist", "experiment": name, "settings": settings.as_dict(),
                          "epochs_run": result.epochs_run, "best_epoch": result.best_epoch})
     write_json(directory / "history.json", {"epochs": result.history, "epochs_run": result.epochs_run,
                                             "best_epoch": result.best_epoch, "train_seconds": result.train_seconds})

@@ -135,6 +135,8 @@ def test_info_text_and_json(model_path):
     assert "fashion-mnist" in out.stdout and "baseline" in out.stdout
     assert "dense 784->64, relu, dense 64->10" in out.stdout
     assert "test accuracy" in out.stdout and "Ankle boot: precision" in out.stdout
+    # Every training setting, the ones that differ from TrainSettings' defaults marked.
+    assert "  hidden: [64]  (default [1024, 512])\n" in out.stdout and "  optimizer: adamw\n" in out.stdout
     info = json.loads(run_cli("info", model_path, "--json").stdout)
     metrics = json.loads((model_path.parent / "metrics.json").read_text())
     assert info["metrics"]["test_accuracy"] == metrics["test_accuracy"]

@@ -138,3 +138,34 @@ def test_unusable_source_is_refused_before_any_job():
     config["source"] = "ftp://mirror.example/mnist/"
     with pytest.raises(ConfigError, match="source.*unsupported scheme 'ftp'"):
         resolve_config(config, SCHEMA)
+
+
+def test_train_params_keep_their_repr():
+    # The train rule's params; Snakemake reruns a job whose params' repr changes, so this
+    # string (recorded before TrainSettings made them) must stay, or every model retrains.
+    settings = experiment_settings(resolve_config(shipped_config(), SCHEMA), SCHEMA)
+    assert repr(settings) == (
+        "{'baseline': {'activation': 'relu', 'batch_norm': True, 'batch_size': 128, 'betas': [0.9, 0.999], "
+        "'conv_channels': [32, 64], 'dropout': 0.4, 'early_stopping': 0, 'epochs': 20, 'grad_clip': None, "
+        "'hidden': [1024, 512], 'init': 'he', 'label_smoothing': 0.1, 'learning_rate': 0.002, 'model': 'mlp', "
+        "'momentum': 0.9, 'optimizer': 'adamw', 'schedule': 'cosine', 'seed': 0, 'step_epochs': 10, "
+        "'step_gamma': 0.1, 'warmup_epochs': 0, 'weight_decay': 0.01}}"
+    )
+
+
+@pytest.mark.parametrize(
+    "train, experiments, sweep, words",
+    [
+        ({"warmup_epochs": 3}, {"short": {"epochs": 3}}, None, ["experiment 'short'", "warmup_epochs: 3", "fewer than epochs (3)"]),
+        ({"schedule": "step"}, {"baseline": {}}, {"grid": {"epochs": [12, 6]}},
+         ["experiment 'sweep_epochs-6'", "step_epochs: 10", "schedule: step"]),
+    ],
+)
+def test_every_experiment_is_checked_as_a_whole(train, experiments, sweep, words):
+    # Each value alone is valid; together with `train` (or a sweep point) they cannot be trained.
+    config = {**shipped_config(), "experiments": experiments, "sweep": sweep}
+    config["train"] = {**config["train"], **train}
+    with pytest.raises(ConfigError) as info:
+        experiment_settings(resolve_config(config, SCHEMA), SCHEMA)
+    for word in words:
+        assert word in str(info.value)

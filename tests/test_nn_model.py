@@ -10,13 +10,14 @@ from mnist_pipeline.errors import ConfigError, ModelFormatError
 from mnist_pipeline.nn.gradcheck import numerical_gradient, relative_error
 from mnist_pipeline.nn.losses import softmax_cross_entropy
 from mnist_pipeline.nn.model import FORMAT_VERSION, Model, architecture, load_model, save_model
+from mnist_pipeline.nn.settings import TrainSettings
 
 SHAPE_KEYS = {"model": "mlp", "hidden": [256, 128], "conv_channels": [32, 64], "activation": "relu",
               "dropout": 0.0, "batch_norm": False}
 
 
 def shape_settings(**overrides):
-    return {**SHAPE_KEYS, **overrides}
+    return TrainSettings(**{**SHAPE_KEYS, **overrides})
 
 
 def kinds(arch):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mnist_pipeline.nn.optim import SGD, Adam, AdamW, Momentum, Nesterov, clip_grad_norm, make_optimizer
+from mnist_pipeline.nn.settings import TrainSettings
 
 
 def run(optimizer, grads, lr, w0=(1.0, -2.0)):
@@ -74,6 +75,10 @@ def test_clip_grad_norm():
     "name,cls", [("sgd", SGD), ("momentum", Momentum), ("nesterov", Nesterov), ("adam", Adam), ("adamw", AdamW)]
 )
 def test_make_optimizer(name, cls):
-    settings = {"optimizer": name, "weight_decay": 0.01, "momentum": 0.8, "betas": [0.5, 0.9]}
+    settings = TrainSettings(optimizer=name, weight_decay=0.01, momentum=0.8, betas=[0.5, 0.9])
     opt = make_optimizer(settings, n_decay=3)
     assert type(opt) is cls and opt.weight_decay == 0.01 and opt.n_decay == 3
+    if isinstance(opt, Momentum):
+        assert opt.momentum == 0.8
+    if isinstance(opt, Adam):
+        assert (opt.beta1, opt.beta2) == (0.5, 0.9)

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.nn.schedules import Schedule, make_schedule
+from mnist_pipeline.nn.settings import TrainSettings
 
 
 def test_constant():
@@ -31,8 +31,7 @@ def test_cosine_falls_from_base_to_near_zero():
     assert s.rate(19) == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi * 19 / 20)))
 
 
-def test_warmup_must_leave_epochs_for_the_schedule():
-    settings = {"learning_rate": 0.1, "schedule": "cosine", "epochs": 3, "warmup_epochs": 3, "step_epochs": 1,
-                "step_gamma": 0.5}
-    with pytest.raises(ConfigError, match="warmup_epochs"):
-        make_schedule(settings, 10)
+def test_make_schedule_takes_its_keys_from_the_settings():
+    settings = TrainSettings(learning_rate=0.5, schedule="step", epochs=6, warmup_epochs=1, step_epochs=2, step_gamma=0.25)
+    assert make_schedule(settings, 7) == Schedule(0.5, "step", epochs=6, steps_per_epoch=7, warmup_epochs=1, step_epochs=2,
+                                                  step_gamma=0.25)

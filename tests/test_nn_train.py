@@ -1,26 +1,17 @@
-"""fit(): learning, early stopping, the divergence guard, determinism, settings and threads."""
+"""fit(): learning, early stopping, the divergence guard, determinism and threads."""
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from threadpoolctl import threadpool_info
 
-from mnist_pipeline.errors import ConfigError, TrainingDivergedError
+from conftest import quadrant_images
+from mnist_pipeline.errors import TrainingDivergedError
 from mnist_pipeline.nn import train as train_module
 from mnist_pipeline.nn.model import save_model
-from mnist_pipeline.nn.settings import KEYS, check_settings
+from mnist_pipeline.nn.settings import TrainSettings
 from mnist_pipeline.nn.train import fit
-
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
-
-
-def settings(**overrides):
-    """The schema's defaults for every train key, with overrides."""
-    keys = yaml.safe_load(SCHEMA.read_text())["$defs"]["train_keys"]
-    return {**{key: spec["default"] for key, spec in keys.items()}, **overrides}
 
 
 def blobs(n, n_classes=4, n_features=12, seed=0, spread=1.0):
@@ -32,28 +23,12 @@ def blobs(n, n_classes=4, n_features=12, seed=0, spread=1.0):
     return x.astype(np.float32), y
 
 
-def quadrant_images(n, seed):
-    """8x8 images with a bright 2x2 spot somewhere in the quadrant that is the label."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 4, n)
-    x = rng.normal(0, 0.3, (n, 8, 8)).astype(np.float32)
-    for i, label in enumerate(y):
-        r, c = 4 * (label // 2) + rng.integers(0, 3), 4 * (label % 2) + rng.integers(0, 3)
-        x[i, r : r + 2, c : c + 2] += 2.0
-    return x.reshape(n, 64), y
-
-
-def test_schema_and_settings_agree_on_the_keys():
-    assert set(settings()) == set(KEYS)
-    check_settings(settings())
-
-
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam", "adamw"])
 def test_mlp_learns_a_separable_problem(optimizer):
     x, y = blobs(1200)
     xv, yv = blobs(300, seed=1)
     lr = 0.003 if optimizer.startswith("adam") else 0.05
-    result = fit(settings(hidden=[32], epochs=6, batch_size=32, optimizer=optimizer, learning_rate=lr,
+    result = fit(TrainSettings(hidden=[32], epochs=6, batch_size=32, optimizer=optimizer, learning_rate=lr,
                           weight_decay=1e-4), x, y, xv, yv, n_classes=4)
     assert result.history[-1]["val_accuracy"] >= 0.99
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
@@ -70,14 +45,14 @@ def test_every_layer_kind_and_schedule_trains():
          "learning_rate": 0.01},
         {"activation": "sigmoid", "label_smoothing": 0.1, "learning_rate": 0.01},
     ):
-        result = fit(settings(hidden=[24, 16], epochs=5, batch_size=50, **extra), x, y, xv, yv, n_classes=4)
+        result = fit(TrainSettings(hidden=[24, 16], epochs=5, batch_size=50, **extra), x, y, xv, yv, n_classes=4)
         assert result.history[-1]["val_accuracy"] >= 0.97, extra
 
 
 def test_cnn_learns_where_the_spot_is():
     x, y = quadrant_images(600, seed=0)
     xv, yv = quadrant_images(200, seed=1)
-    result = fit(settings(model="cnn", conv_channels=[4, 8], hidden=[16], epochs=8, batch_size=32,
+    result = fit(TrainSettings(model="cnn", conv_channels=[4, 8], hidden=[16], epochs=8, batch_size=32,
                           learning_rate=0.005, batch_norm=True), x, y, xv, yv, n_classes=4)
     assert result.history[-1]["val_accuracy"] >= 0.97
 
@@ -85,7 +60,7 @@ def test_cnn_learns_where_the_spot_is():
 def test_history_and_progress_lines(caplog):
     x, y = blobs(300)
     with caplog.at_level(logging.INFO, logger="test_nn_train"):
-        result = fit(settings(hidden=[8], epochs=3), x, y, x[:50], y[:50], n_classes=4,
+        result = fit(TrainSettings(hidden=[8], epochs=3), x, y, x[:50], y[:50], n_classes=4,
                      log=logging.getLogger("test_nn_train"))
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
     assert set(result.history[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
@@ -100,7 +75,7 @@ def test_early_stopping_restores_the_best_weights():
     rng = np.random.default_rng(0)
     x, xv = rng.standard_normal((200, 10)).astype(np.float32), rng.standard_normal((200, 10)).astype(np.float32)
     y, yv = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
-    result = fit(settings(hidden=[64], epochs=40, learning_rate=0.01, early_stopping=2, batch_size=20),
+    result = fit(TrainSettings(hidden=[64], epochs=40, learning_rate=0.01, early_stopping=2, batch_size=20),
                  x, y, xv, yv, n_classes=3)
     val_losses = [h["val_loss"] for h in result.history]
     assert result.epochs_run < 40
@@ -112,13 +87,13 @@ def test_early_stopping_restores_the_best_weights():
 def test_a_diverging_run_stops_with_where_and_what_to_change():
     x, y = blobs(500)
     with pytest.raises(TrainingDivergedError, match=r"epoch 1, batch \d+ of 16.*lower learning_rate"):
-        fit(settings(hidden=[16], optimizer="sgd", learning_rate=1e6, epochs=3, batch_size=32), x, y * 1, x, y,
+        fit(TrainSettings(hidden=[16], optimizer="sgd", learning_rate=1e6, epochs=3, batch_size=32), x, y * 1, x, y,
             n_classes=4)
 
 
 def trained_model_bytes(tmp_path, name, **overrides):
     x, y = blobs(400)
-    result = fit(settings(hidden=[16, 8], epochs=2, batch_norm=True, dropout=0.3, **overrides), x, y, x[:100],
+    result = fit(TrainSettings(hidden=[16, 8], epochs=2, batch_norm=True, dropout=0.3, **overrides), x, y, x[:100],
                  y[:100], n_classes=4)
     path = tmp_path / name
     save_model(path, result.model, normalization={"mean": 0.0, "std": 1.0}, classes=list("abcd"), metadata={})
@@ -131,28 +106,10 @@ def test_same_settings_and_seed_give_a_byte_identical_model_file(tmp_path):
     assert trained_model_bytes(tmp_path, "c.npz", seed=1) != first
 
 
-@pytest.mark.parametrize(
-    "key,value",
-    [("optimizer", "rmsprop"), ("learning_rate", 0), ("epochs", 0), ("hidden", [0]), ("batch_norm", "yes"),
-     ("betas", [0.9]), ("grad_clip", -1.0), ("dropout", 1.0), ("model", "rnn"), ("seed", -1)],
-)
-def test_a_bad_setting_names_its_key(key, value):
-    x, y = blobs(50)
-    with pytest.raises(ConfigError, match=f"^{key}: "):
-        fit(settings(**{key: value}), x, y, x, y, n_classes=4)
-
-
-def test_a_missing_setting_is_named():
-    bad = settings()
-    del bad["label_smoothing"]
-    with pytest.raises(ConfigError, match="label_smoothing"):
-        check_settings(bad)
-
-
 def test_labels_outside_the_classes_are_refused():
     x, y = blobs(50)
     with pytest.raises(ValueError, match="y_train"):
-        fit(settings(), x, y + 4, x, y, n_classes=4)
+        fit(TrainSettings(), x, y + 4, x, y, n_classes=4)
 
 
 def test_blas_threads_follow_the_threads_argument(monkeypatch):
@@ -165,5 +122,5 @@ def test_blas_threads_follow_the_threads_argument(monkeypatch):
 
     monkeypatch.setattr(train_module.Trainer, "run_epoch", recording)
     x, y = blobs(100)
-    fit(settings(hidden=[4], epochs=1), x, y, x, y, n_classes=4, threads=1)
+    fit(TrainSettings(hidden=[4], epochs=1), x, y, x, y, n_classes=4, threads=1)
     assert seen == [{1}]

@@ -153,11 +153,20 @@ def test_snakemake_report_shows_the_outputs_with_their_captions(finished_run):
     assert "self-contained page" in page and "Test-set metrics of experiment" in page
 
 
-def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, synthetic_dir):
+@pytest.mark.parametrize(
+    "setting, words",
+    [
+        ("train={learning_rate: -0.5}", ["train.learning_rate"]),
+        # Valid values alone; together (epochs 3 from the test config) a combination that cannot be trained.
+        ("train={warmup_epochs: 3}", ["experiment 'baseline'", "warmup_epochs: 3", "fewer than epochs (3)"]),
+    ],
+)
+def test_bad_config_stops_before_any_job_and_names_the_key(tmp_path, synthetic_dir, setting, words):
     workdir = copy_workflow(tmp_path / "wf")
-    result = snakemake(workdir, "--configfile", str(TEST_CONFIG), "--config", f"source={synthetic_dir}", "train={learning_rate: -0.5}", check=False)
+    result = snakemake(workdir, "--configfile", str(TEST_CONFIG), "--config", f"source={synthetic_dir}", setting, check=False)
     assert result.returncode != 0
-    assert "train.learning_rate" in result.stdout + result.stderr
+    for word in words:
+        assert word in result.stdout + result.stderr
     assert not (workdir / "results").exists()
 
 

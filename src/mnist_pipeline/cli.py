@@ -25,6 +25,7 @@ from mnist_pipeline.app import RESULTS_ENV
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.fileio import read_json
 from mnist_pipeline.nn.model import load_model
+from mnist_pipeline.nn.settings import TrainSettings
 from mnist_pipeline.preprocess import CENTER_MODES, framing_for, load_images, model_inputs
 
 PROG = "mnist-pipeline"
@@ -134,6 +135,18 @@ def model_info(path: str, loaded) -> dict[str, Any]:
     }
 
 
+def settings_lines(settings: dict[str, Any]) -> list[str]:
+    """One line per training setting, in TrainSettings' order, with the default beside each that differs.
+    Keys TrainSettings does not know (a model from another version) follow, as they are."""
+    defaults = TrainSettings().as_dict()
+    order = [setting.name for setting in TrainSettings.describe() if setting.name in settings]
+    order += sorted(set(settings) - set(defaults))
+    return [
+        f"  {key}: {settings[key]}" + (f"  (default {defaults[key]})" if key in defaults and settings[key] != defaults[key] else "")
+        for key in order
+    ]
+
+
 def format_info(info: dict[str, Any]) -> str:
     arch = info["architecture"]
     lines = [
@@ -147,7 +160,7 @@ def format_info(info: dict[str, Any]) -> str:
         f"training:     epochs run {info['epochs_run']}, weights of epoch {info['best_epoch']}"
         + (f", {info['train_seconds']:.1f} s" if info["train_seconds"] is not None else ""),
     ]
-    lines += [f"  {key}: {value}" for key, value in sorted((info["settings"] or {}).items())]
+    lines += settings_lines(info["settings"] or {})
     metrics = info["metrics"]
     if metrics is None:
         lines.append("metrics:      none found (no metrics.json beside the model)")

@@ -1,8 +1,9 @@
 """Validate the workflow configuration and turn it into per-stage settings.
 
-The JSON schema in workflow/schemas/ is the single place where keys, their documentation and
-their defaults live; this module enforces it and produces the canonical, builtin-only dicts
-that Snakemake rules pass as `params`. Snakemake decides reruns from the `repr()` of those
+The JSON schema in workflow/schemas/ documents every key and its default (its train keys are
+TrainSettings' own, which a test keeps equal); this module enforces it, checks every
+experiment as a TrainSettings, and produces the canonical, builtin-only dicts that Snakemake
+rules pass as `params`. Snakemake decides reruns from the `repr()` of those
 values, so canonical here means: keys sorted, integers as int, numbers as float, whatever way
 the user wrote them (`0.1`, `1e-1`, `"1e-1"` from a YAML 1.1 parser, `20.0` for an integer).
 """
@@ -20,6 +21,7 @@ import jsonschema
 import yaml
 
 from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.nn.settings import TrainSettings
 
 
 _MISSING = object()
@@ -46,10 +48,21 @@ def resolve_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict
 
 
 def experiment_settings(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, dict]:
-    """Experiment name -> its full training settings: schema defaults < `train` < overrides."""
+    """Experiment name -> its full training settings: schema defaults < `train` < overrides.
+
+    Each is made into a TrainSettings, so a combination of values that cannot be trained
+    (warmup_epochs >= epochs, ...) is refused here, naming the experiment and the key; the
+    result is TrainSettings.as_dict(), the canonical form the train rule passes as params.
+    """
     base = dict(config["train"])
+    settings = {}
     # Overrides are validated without defaults, so only the keys a user wrote override `train`.
-    return {name: canonical({**base, **overrides}) for name, overrides in config["experiments"].items()}
+    for name, overrides in config["experiments"].items():
+        try:
+            settings[name] = TrainSettings.from_dict({**base, **overrides}).as_dict()
+        except ConfigError as error:
+            raise ConfigError(f"experiment {name!r} (`train` with its overrides): {error}") from None
+    return settings
 
 
 def canonical(value: Any) -> Any:

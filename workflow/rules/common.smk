@@ -17,14 +17,21 @@ PACKAGE = Path(mnist_pipeline.__file__).parent
 
 
 def validated_config(config):
-    try:
-        return resolve_config(config, SCHEMA)
-    except ConfigError as error:
-        raise WorkflowError(str(error)) from None
+    return _before_any_job(resolve_config, config, SCHEMA)
 
 
 def experiments(config):
-    return experiment_settings(config, SCHEMA)
+    """Experiment name -> its training settings as a canonical dict (the train rule's params),
+    every one checked as a TrainSettings before any job starts."""
+    return _before_any_job(experiment_settings, config, SCHEMA)
+
+
+def _before_any_job(check, *args):
+    """Stop the run with the ConfigError's message alone: it names the key, a traceback would bury it."""
+    try:
+        return check(*args)
+    except ConfigError as error:
+        raise WorkflowError(str(error)) from None
 
 
 def package_code(script):

@@ -7,12 +7,12 @@ log_to(snakemake.log[0])
 from datetime import datetime, timezone
 
 from mnist_pipeline.fileio import write_json
+from mnist_pipeline.nn import TrainSettings, fit
 from mnist_pipeline.nn.model import save_model
-from mnist_pipeline.nn.train import fit
 from mnist_pipeline.tables import read_split
 
 train, val = read_split(snakemake.input["train"]), read_split(snakemake.input["val"])
-settings, meta = snakemake.params["settings"], train.metadata
+settings, meta = TrainSettings.from_dict(snakemake.params["settings"]), train.metadata
 result = fit(settings, train.pixels, train.labels, val.pixels, val.labels, n_classes=len(meta["classes"]), threads=snakemake.threads)
 # Timings stay out of the model file, so that the same config and seed give the same bytes.
 save_model(
@@ -20,7 +20,7 @@ save_model(
     result.model,
     normalization=meta["normalization"],
     classes=meta["classes"],
-    metadata={"dataset": meta["dataset"], "experiment": snakemake.wildcards["experiment"], "settings": settings,
+    metadata={"dataset": meta["dataset"], "experiment": snakemake.wildcards["experiment"], "settings": settings.as_dict(),
               "epochs_run": result.epochs_run, "best_epoch": result.best_epoch},
 )
 write_json(

@@ -1,7 +1,15 @@
 """The NumPy network: layers, losses, optimisers, schedules, the model file and the trainer.
 
-One idea per module: `layers` (dense, dropout, batch norm, reshape), `activations`, `conv`
-(convolution, max pooling), `losses`, `init`, `optim`, `schedules`, `settings` (checks the
-training keys), `model` (architecture, Model, save_model/load_model), `train` (fit), and
-`gradcheck` for the tests.
+    from mnist_pipeline.nn import TrainSettings, fit
+    result = fit(TrainSettings(hidden=[64], epochs=1), x_train, y_train, x_val, y_val)
+
+One idea per module: `settings` (TrainSettings: every training key, its default, allowed
+values and help, and the rules between keys), `layers` (dense, dropout, batch norm, reshape),
+`activations`, `conv` (convolution, max pooling), `losses`, `init`, `optim`, `schedules`,
+`model` (architecture, Model, save_model/load_model), `train` (fit), and `gradcheck` for the tests.
 """
+
+from mnist_pipeline.nn.settings import TrainSettings
+from mnist_pipeline.nn.train import TrainResult, fit
+
+__all__ = ["TrainResult", "TrainSettings", "fit"]

@@ -10,8 +10,6 @@ import math
 
 import numpy as np
 
-from mnist_pipeline.errors import ConfigError
-
 
 def he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int) -> np.ndarray:
     """Normal with variance 2 / fan_in (He et al., 2015)."""
@@ -34,11 +32,5 @@ def _normal(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.
     return out
 
 
+# By the `init` setting's name.
 INITIALISERS = {"he": he_normal, "glorot": glorot_uniform}
-
-
-def get_initialiser(name: str):
-    try:
-        return INITIALISERS[name]
-    except KeyError:
-        raise ConfigError(f"init: unknown initialiser {name!r}; expected one of {sorted(INITIALISERS)}") from None

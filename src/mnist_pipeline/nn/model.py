@@ -21,9 +21,10 @@ import numpy as np
 from mnist_pipeline.errors import ConfigError, ModelFormatError
 from mnist_pipeline.nn.activations import ACTIVATIONS
 from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
-from mnist_pipeline.nn.init import get_initialiser
+from mnist_pipeline.nn.init import INITIALISERS
 from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout, Flatten, Layer, Reshape
 from mnist_pipeline.nn.losses import softmax, softmax_cross_entropy
+from mnist_pipeline.nn.settings import TrainSettings
 
 FORMAT = "mnist-pipeline-model"
 FORMAT_VERSION = 1
@@ -34,7 +35,7 @@ LAYER_TYPES: dict[str, type[Layer]] = {
 _PARAMETRIC = (Dense, BatchNorm, Conv2D)
 
 
-def architecture(settings: dict, n_inputs: int, n_classes: int) -> dict:
+def architecture(settings: TrainSettings, n_inputs: int, n_classes: int) -> dict:
     """The JSON-able architecture the training settings describe.
 
     mlp: [dense, (batch norm), activation, (dropout)] per hidden size, then a dense output.
@@ -43,17 +44,17 @@ def architecture(settings: dict, n_inputs: int, n_classes: int) -> dict:
     """
     layers: list[dict] = []
     width = n_inputs
-    if settings["model"] == "cnn":
+    if settings.model == "cnn":
         side = math.isqrt(n_inputs)
         if side * side != n_inputs:
             raise ConfigError(f"model: cnn needs square one-channel images; got {n_inputs} pixels per image")
         layers.append({"type": "reshape", "shape": [side, side, 1]})
         channels = 1
-        for out_channels in settings["conv_channels"]:
+        for out_channels in settings.conv_channels:
             if side < 2:
                 image = math.isqrt(n_inputs)
                 raise ConfigError(
-                    f"conv_channels: {len(settings['conv_channels'])} blocks halve a {image}x{image} image "
+                    f"conv_channels: {len(settings.conv_channels)} blocks halve a {image}x{image} image "
                     f"below one pixel; expected at most {int(math.log2(image))} blocks"
                 )
             layers.append({"type": "conv2d", "in_channels": channels, "out_channels": out_channels, "kernel_size": 3})
@@ -65,19 +66,19 @@ def architecture(settings: dict, n_inputs: int, n_classes: int) -> dict:
             side, channels = side // 2, out_channels
         layers.append({"type": "flatten"})
         width = side * side * channels
-    for size in settings["hidden"]:
+    for size in settings.hidden:
         layers.append({"type": "dense", "n_in": width, "n_out": size})
         layers += _normalised_activation(settings, size)
-        if settings["dropout"]:
-            layers.append({"type": "dropout", "rate": float(settings["dropout"])})
+        if settings.dropout:
+            layers.append({"type": "dropout", "rate": settings.dropout})
         width = size
     layers.append({"type": "dense", "n_in": width, "n_out": n_classes})
-    return {"model": settings["model"], "n_inputs": n_inputs, "n_classes": n_classes, "layers": layers}
+    return {"model": settings.model, "n_inputs": n_inputs, "n_classes": n_classes, "layers": layers}
 
 
-def _normalised_activation(settings: dict, width: int) -> list[dict]:
-    norm = [{"type": "batch_norm", "n_features": width, "momentum": 0.9, "eps": 1e-5}] if settings["batch_norm"] else []
-    return norm + [{"type": settings["activation"]}]
+def _normalised_activation(settings: TrainSettings, width: int) -> list[dict]:
+    norm = [{"type": "batch_norm", "n_features": width, "momentum": 0.9, "eps": 1e-5}] if settings.batch_norm else []
+    return norm + [{"type": settings.activation}]
 
 
 def build_layer(spec: dict, dtype=np.float32) -> Layer:
@@ -131,7 +132,7 @@ class Model:
         return 256 if any(isinstance(layer, Conv2D) for layer in self.layers) else 1024
 
     def initialize(self, init: str, rng: np.random.Generator) -> None:
-        initialiser = get_initialiser(init)
+        initialiser = INITIALISERS[init]
         for layer in self.layers:
             layer.initialize(initialiser, rng)
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.nn.settings import TrainSettings
 
 
 class Optimizer:
@@ -137,16 +137,14 @@ def clip_grad_norm(g: np.ndarray, max_norm: float) -> float:
     return norm
 
 
-def make_optimizer(settings: dict, n_decay: int) -> Optimizer:
-    """The optimiser `settings["optimizer"]` names, with its keys from the settings."""
-    name, wd = settings["optimizer"], settings["weight_decay"]
+def make_optimizer(settings: TrainSettings, n_decay: int) -> Optimizer:
+    """The optimiser `settings.optimizer` names, with its keys from the settings."""
+    name, wd = settings.optimizer, settings.weight_decay
     if name == "sgd":
         return SGD(wd, n_decay)
     if name == "momentum":
-        return Momentum(settings["momentum"], wd, n_decay)
+        return Momentum(settings.momentum, wd, n_decay)
     if name == "nesterov":
-        return Nesterov(settings["momentum"], wd, n_decay)
-    if name in ("adam", "adamw"):
-        cls = Adam if name == "adam" else AdamW
-        return cls(tuple(settings["betas"]), weight_decay=wd, n_decay=n_decay)
-    raise ConfigError(f"optimizer: unknown optimiser {name!r}; expected sgd, momentum, nesterov, adam or adamw")
+        return Nesterov(settings.momentum, wd, n_decay)
+    cls = Adam if name == "adam" else AdamW
+    return cls(settings.betas, weight_decay=wd, n_decay=n_decay)

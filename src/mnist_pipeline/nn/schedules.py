@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.nn.settings import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -33,24 +33,17 @@ class Schedule:
             return self.base
         if self.kind == "step":
             return self.base * self.step_gamma ** (after // (self.step_epochs * self.steps_per_epoch))
-        if self.kind == "cosine":
-            total = (self.epochs - self.warmup_epochs) * self.steps_per_epoch
-            return self.base * 0.5 * (1.0 + math.cos(math.pi * min(after, total) / total))
-        raise ConfigError(f"schedule: unknown schedule {self.kind!r}; expected constant, step or cosine")
+        total = (self.epochs - self.warmup_epochs) * self.steps_per_epoch
+        return self.base * 0.5 * (1.0 + math.cos(math.pi * min(after, total) / total))
 
 
-def make_schedule(settings: dict, steps_per_epoch: int) -> Schedule:
-    if settings["warmup_epochs"] and settings["warmup_epochs"] >= settings["epochs"]:
-        raise ConfigError(
-            f"warmup_epochs: {settings['warmup_epochs']} leaves no epoch for the schedule; "
-            f"expected fewer than epochs ({settings['epochs']})"
-        )
+def make_schedule(settings: TrainSettings, steps_per_epoch: int) -> Schedule:
     return Schedule(
-        base=float(settings["learning_rate"]),
-        kind=settings["schedule"],
-        epochs=int(settings["epochs"]),
+        base=settings.learning_rate,
+        kind=settings.schedule,
+        epochs=settings.epochs,
         steps_per_epoch=int(steps_per_epoch),
-        warmup_epochs=int(settings["warmup_epochs"]),
-        step_epochs=int(settings["step_epochs"]),
-        step_gamma=float(settings["step_gamma"]),
+        warmup_epochs=settings.warmup_epochs,
+        step_epochs=settings.step_epochs,
+        step_gamma=settings.step_gamma,
     )

@@ -1,83 +1,239 @@
-"""Check the training settings dict before any work starts.
+"""The training settings: one typed, immutable object holding every key's default, allowed
+values and help, and the rules between keys.
 
-The workflow validates the config against its JSON schema; this is the network's own guard
-for callers that build settings by hand, and for the values that only make sense together.
-Every problem is a ConfigError that names the key.
+    TrainSettings(hidden=[64], epochs=1)       # every other key at its default
+
+Making one checks every value and every rule between values and raises ConfigError naming the
+key, the value and what was expected, so the network's modules take it and trust it. Values
+are stored canonically (counts as int, rates as float, sizes as tuples), so the same settings
+written another way (`0.1` or `1e-1`, `20` or `20.0`, a list or a tuple) are equal, hash
+equal and give the same `as_dict()`.
+
+`describe()` lists every key as a form needs it, `json_schema()` writes the same facts as the
+workflow schema's train keys (a test keeps config.schema.yaml equal to it), `as_dict()` and
+`from_dict()` convert to and from the JSON form the workflow and the model file hold.
 """
 
-from __future__ import annotations
-
+import dataclasses
+import functools
+import math
 import numbers
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from mnist_pipeline.errors import ConfigError
 
-ENUMS = {
-    "model": ("mlp", "cnn"),
-    "activation": ("relu", "leaky_relu", "tanh", "sigmoid"),
-    "init": ("he", "glorot"),
-    "optimizer": ("sgd", "momentum", "nesterov", "adam", "adamw"),
-    "schedule": ("constant", "step", "cosine"),
-}
-POSITIVE_INTS = ("epochs", "batch_size", "step_epochs")
-NON_NEGATIVE_INTS = ("warmup_epochs", "early_stopping", "seed")
-# key -> (lowest, highest, lowest allowed, highest allowed)
-RANGES = {
-    "learning_rate": (0.0, float("inf"), False, False),
-    "momentum": (0.0, 1.0, True, False),
-    "dropout": (0.0, 1.0, True, False),
-    "weight_decay": (0.0, float("inf"), True, False),
-    "step_gamma": (0.0, 1.0, False, True),
-    "label_smoothing": (0.0, 1.0, True, False),
-}
-KEYS = (
-    *ENUMS, *POSITIVE_INTS, *NON_NEGATIVE_INTS, *RANGES,
-    "hidden", "conv_channels", "batch_norm", "betas", "grad_clip",
-)
+# JSON Schema's names for the bounds a number, or each item of a list, must keep.
+BOUND_KEYWORDS = ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum")
 
 
-def check_settings(settings: dict) -> None:
-    """Raise ConfigError naming the first key that is missing or whose value cannot be honoured."""
-    missing = [key for key in KEYS if key not in settings]
-    if missing:
-        raise ConfigError(f"training settings lack the key(s) {', '.join(missing)}")
-    for key, allowed in ENUMS.items():
-        if settings[key] not in allowed:
-            _bad(key, settings[key], f"one of {', '.join(allowed)}")
-    for key in POSITIVE_INTS:
-        if not _is_int(settings[key]) or settings[key] < 1:
-            _bad(key, settings[key], "an integer >= 1")
-    for key in NON_NEGATIVE_INTS:
-        if not _is_int(settings[key]) or settings[key] < 0:
-            _bad(key, settings[key], "an integer >= 0")
-    for key, (low, high, low_ok, high_ok) in RANGES.items():
-        value = settings[key]
-        if not _is_number(value) or not (
-            (low < value or (low_ok and value == low)) and (value < high or (high_ok and value == high))
-        ):
-            _bad(key, value, f"a number in {'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}")
-    for key in ("hidden", "conv_channels"):
-        sizes = settings[key]
-        if not isinstance(sizes, (list, tuple)) or not all(_is_int(s) and s >= 1 for s in sizes):
-            _bad(key, sizes, "a list of integers >= 1")
-    if settings["model"] == "cnn" and not settings["conv_channels"]:
-        _bad("conv_channels", settings["conv_channels"], "at least one block for model: cnn")
-    if not isinstance(settings["batch_norm"], bool):
-        _bad("batch_norm", settings["batch_norm"], "true or false")
-    betas = settings["betas"]
-    if not isinstance(betas, (list, tuple)) or len(betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in betas):
-        _bad("betas", betas, "two numbers in [0, 1)")
-    clip = settings["grad_clip"]
-    if clip is not None and not (_is_number(clip) and clip > 0):
-        _bad("grad_clip", clip, "null or a number > 0")
+def _key(default: Any, help: str, *, min_items: int = 0, **bounds: float) -> Any:
+    """A settings field: its default, one line of help, and bounds named as in BOUND_KEYWORDS."""
+    return dataclasses.field(default=default, metadata={"help": help, "min_items": min_items,
+                                                        "bounds": types.MappingProxyType(bounds)})
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """How to build and train one network; see the module docstring."""
+
+    model: Literal["mlp", "cnn"] = _key("mlp", "mlp is a stack of dense layers; cnn puts conv-pool blocks before them.")
+    hidden: tuple[int, ...] = _key(
+        (1024, 512), "Sizes of the hidden dense layers (after the conv blocks for a cnn).", minimum=1)
+    conv_channels: tuple[int, ...] = _key(
+        (32, 64), "cnn only. Output channels of each 3x3 conv + 2x2 max-pool + activation block.",
+        min_items=1, minimum=1)
+    activation: Literal["relu", "leaky_relu", "tanh", "sigmoid"] = _key(
+        "relu", "Activation after each hidden layer and conv block.")
+    dropout: float = _key(0.4, "Dropout rate after each hidden activation; 0 turns it off.", minimum=0, exclusiveMaximum=1)
+    batch_norm: bool = _key(True, "Batch normalisation before each hidden activation.")
+    init: Literal["he", "glorot"] = _key("he", "Initial weights: he suits relu-like activations, glorot tanh and sigmoid.")
+    epochs: int = _key(20, "Passes over the training set.", minimum=1)
+    batch_size: int = _key(128, "Examples per optimiser step.", minimum=1)
+    optimizer: Literal["sgd", "momentum", "nesterov", "adam", "adamw"] = _key(
+        "adamw", "Update rule; adamw is Adam with decoupled weight decay.")
+    learning_rate: float = _key(0.002, "Learning rate after warm-up, before the schedule decays it.", exclusiveMinimum=0)
+    momentum: float = _key(0.9, "For momentum and nesterov.", minimum=0, exclusiveMaximum=1)
+    betas: tuple[float, float] = _key(
+        (0.9, 0.999), "For adam and adamw: decay rates of the gradient's running mean and square.",
+        minimum=0, exclusiveMaximum=1)
+    weight_decay: float = _key(0.01, "L2 penalty (decoupled for adamw).", minimum=0)
+    schedule: Literal["constant", "step", "cosine"] = _key(
+        "cosine", "Learning rate after warm-up: constant, step decay, or cosine decay towards zero.")
+    warmup_epochs: int = _key(
+        0, "Epochs of linear learning-rate warm-up before the schedule; fewer than epochs.", minimum=0)
+    step_epochs: int = _key(10, "step schedule only. Multiply the rate by step_gamma every this many epochs.", minimum=1)
+    step_gamma: float = _key(0.1, "step schedule only. The factor of each step.", exclusiveMinimum=0, maximum=1)
+    label_smoothing: float = _key(
+        0.1, "Weight of the uniform distribution mixed into the one-hot targets.", minimum=0, exclusiveMaximum=1)
+    grad_clip: float | None = _key(
+        None, "Clip the global gradient norm to this value; null turns it off.", exclusiveMinimum=0)
+    early_stopping: int = _key(
+        0, "Stop after this many epochs without a lower validation loss and restore the best weights; 0 turns it off.",
+        minimum=0)
+    seed: int = _key(0, "Seed of the initial weights, the batch order and dropout.", minimum=0)
+
+    def __post_init__(self) -> None:
+        for setting in self.describe():
+            object.__setattr__(self, setting.name, setting.canonical(getattr(self, setting.name)))
+        self._check_rules()
+
+    def _check_rules(self) -> None:
+        """The rules between keys, which no single key's bounds can say."""
+        if self.warmup_epochs >= self.epochs:
+            _refuse("warmup_epochs", self.warmup_epochs,
+                    f"fewer than epochs ({self.epochs}), to leave epochs for the schedule")
+        if self.schedule == "step" and self.warmup_epochs + self.step_epochs >= self.epochs:
+            _refuse("step_epochs", self.step_epochs,
+                    f"fewer than epochs - warmup_epochs ({self.epochs - self.warmup_epochs}) with schedule: step, "
+                    f"or the learning rate never steps down")
+
+    @classmethod
+    @functools.cache
+    def describe(cls) -> tuple["Setting", ...]:
+        """Every key, in order, with its kind, default, help, choices and bounds (for a form)."""
+        hints = typing.get_type_hints(cls)
+        return tuple(Setting.of(field, hints[field.name]) for field in dataclasses.fields(cls))
+
+    @classmethod
+    def json_schema(cls) -> dict[str, dict]:
+        """Key -> its JSON Schema, as the workflow schema's `$defs.train_keys` holds it."""
+        return {setting.name: setting.json_schema() for setting in cls.describe()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainSettings":
+        """Settings from a mapping such as `as_dict()` gives; keys it leaves out take their default."""
+        known = [setting.name for setting in cls.describe()]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown training key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Builtins only, keys sorted, lists for sizes: equal settings have equal reprs and JSON."""
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in sorted(dataclasses.asdict(self).items())}
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One training key as a form or a schema needs it."""
+
+    name: str
+    kind: str  # "choice", "bool", "int", "float", or "list" (of `item`)
+    default: Any  # as TrainSettings holds it: a tuple for sizes, None for "off"
+    help: str
+    choices: tuple[str, ...] = ()
+    item: str | None = None  # a list's item kind, "int" or "float"
+    length: int | None = None  # a list's fixed length
+    min_items: int = 0
+    nullable: bool = False
+    bounds: Mapping[str, float] = dataclasses.field(default_factory=dict)  # of the number, or of each item
+
+    @classmethod
+    def of(cls, field: dataclasses.Field, hint: Any) -> "Setting":
+        """Read a TrainSettings field: its type hint says the kind, its metadata the rest."""
+        facts = {"name": field.name, "default": field.default, "help": field.metadata["help"],
+                 "min_items": field.metadata["min_items"], "bounds": field.metadata["bounds"]}
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin is Literal:
+            return cls(kind="choice", choices=args, **facts)
+        if origin is tuple:
+            length = None if args[-1] is Ellipsis else len(args)
+            return cls(kind="list", item=args[0].__name__, length=length, **facts)
+        if origin is types.UnionType and type(None) in args:
+            (inner,) = (arg for arg in args if arg is not type(None))
+            return cls(kind=inner.__name__, nullable=True, **facts)
+        return cls(kind=hint.__name__, **facts)
+
+    def canonical(self, value: Any) -> Any:
+        """`value` in its one spelling; ConfigError naming the key if it cannot be used."""
+        if value is None and self.nullable:
+            return value
+        if self.kind == "list":
+            if (isinstance(value, (list, tuple)) and len(value) >= self.min_items
+                    and self.length in (None, len(value))):
+                items = tuple(_number(self.item, item, self.bounds) for item in value)
+                if None not in items:
+                    return items
+        elif self.kind == "choice":
+            if isinstance(value, str) and value in self.choices:
+                return value
+        elif self.kind == "bool":
+            if isinstance(value, bool):
+                return value
+        else:
+            number = _number(self.kind, value, self.bounds)
+            if number is not None:
+                return number
+        _refuse(self.name, value, self.expected())
+
+    def expected(self) -> str:
+        """What a value must be, in words."""
+        if self.kind == "choice":
+            return f"one of {', '.join(self.choices)}"
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "list":
+            noun = {"int": "integer", "float": "number"}[self.item]
+            if self.length is not None:
+                return f"{self.length} {noun}s{_range_words(self.bounds)}"
+            least = "at least one " if self.min_items == 1 else ""
+            return f"a list of {least}{noun if least else noun + 's'}{_range_words(self.bounds)}"
+        words = f"{'an integer' if self.kind == 'int' else 'a number'}{_range_words(self.bounds)}"
+        return f"null or {words}" if self.nullable else words
+
+    def json_schema(self) -> dict[str, Any]:
+        if self.kind == "choice":
+            schema: dict[str, Any] = {"enum": list(self.choices)}
+        elif self.kind == "list":
+            schema = {"type": "array", "items": {"type": _JSON_TYPES[self.item], **self.bounds}}
+            if self.length is not None:
+                schema.update(minItems=self.length, maxItems=self.length)
+            elif self.min_items:
+                schema["minItems"] = self.min_items
+        else:
+            kind = _JSON_TYPES[self.kind]
+            schema = {"type": [kind, "null"] if self.nullable else kind, **self.bounds}
+        default = list(self.default) if isinstance(self.default, tuple) else self.default
+        return {**schema, "description": self.help, "default": default}
 
 
-def _bad(key: str, value, expected: str) -> None:
+_JSON_TYPES = {"bool": "boolean", "int": "integer", "float": "number"}
+
+
+def _number(kind: str, value: Any, bounds: Mapping[str, float]) -> int | float | None:
+    """`value` as a finite int or float within `bounds`, or None if it is not one."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        return None
+    if kind == "int":
+        if not (isinstance(value, numbers.Integral) or float(value).is_integer()):
+            return None
+        value = int(value)
+    else:
+        value = float(value)
+    inside = (
+        value >= bounds.get("minimum", -math.inf) and value > bounds.get("exclusiveMinimum", -math.inf)
+        and value <= bounds.get("maximum", math.inf) and value < bounds.get("exclusiveMaximum", math.inf)
+    )
+    return value if inside else None
+
+
+_LOW = {"minimum": "[", "exclusiveMinimum": "("}
+_HIGH = {"maximum": "]", "exclusiveMaximum": ")"}
+_ALONE = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+
+
+def _range_words(bounds: Mapping[str, float]) -> str:
+    """" in [0, 1)", " > 0" or "" for no bounds."""
+    low = [(_LOW[key], value) for key, value in bounds.items() if key in _LOW]
+    high = [(_HIGH[key], value) for key, value in bounds.items() if key in _HIGH]
+    if low and high:
+        return f" in {low[0][0]}{low[0][1]:g}, {high[0][1]:g}{high[0][0]}"
+    return "".join(f" {_ALONE[key]} {value:g}" for key, value in bounds.items())
+
+
+def _refuse(key: str, value: Any, expected: str) -> typing.NoReturn:
     raise ConfigError(f"{key}: {value!r} cannot be used; expected {expected}")

@@ -16,7 +16,7 @@ from mnist_pipeline.nn.losses import softmax_cross_entropy
 from mnist_pipeline.nn.model import Model, architecture
 from mnist_pipeline.nn.optim import clip_grad_norm, make_optimizer
 from mnist_pipeline.nn.schedules import make_schedule
-from mnist_pipeline.nn.settings import check_settings
+from mnist_pipeline.nn.settings import TrainSettings
 
 
 @dataclass
@@ -37,16 +37,15 @@ class Trainer:
     changing, say, the dropout rate leaves the initial weights and batch order as they were.
     """
 
-    def __init__(self, settings: dict, n_inputs: int, n_classes: int, n_train: int) -> None:
-        check_settings(settings)
+    def __init__(self, settings: TrainSettings, n_inputs: int, n_classes: int, n_train: int) -> None:
         self.settings = settings
-        init_seed, shuffle_seed, dropout_seed = np.random.SeedSequence(settings["seed"]).spawn(3)
+        init_seed, shuffle_seed, dropout_seed = np.random.SeedSequence(settings.seed).spawn(3)
         self.model = Model(architecture(settings, n_inputs, n_classes))
-        self.model.initialize(settings["init"], np.random.default_rng(init_seed))
+        self.model.initialize(settings.init, np.random.default_rng(init_seed))
         self.model.set_dropout_rng(np.random.default_rng(dropout_seed))
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         self.optimizer = make_optimizer(settings, self.model.n_decay)
-        self.batch_size = min(int(settings["batch_size"]), n_train)
+        self.batch_size = min(settings.batch_size, n_train)
         self.steps_per_epoch = math.ceil(n_train / self.batch_size)
         self.schedule = make_schedule(settings, self.steps_per_epoch)
         self.step = 0
@@ -62,7 +61,7 @@ class Trainer:
         Raises TrainingDivergedError at the first batch whose loss is nan or inf.
         """
         model, optimizer, n = self.model, self.optimizer, len(x)
-        smoothing, clip = float(self.settings["label_smoothing"]), self.settings["grad_clip"]
+        smoothing, clip = self.settings.label_smoothing, self.settings.grad_clip
         order = self.shuffle_rng.permutation(n)
         total_loss, correct, lr = 0.0, 0, 0.0
         for batch, start in enumerate(range(0, n, self.batch_size)):
@@ -93,7 +92,7 @@ class Trainer:
 
 
 def fit(
-    settings: dict,
+    settings: TrainSettings,
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_val: np.ndarray,
@@ -113,6 +112,8 @@ def fit(
     count can change the last bits: OpenBLAS splits some products differently, and so sums
     them in a different order.
     """
+    if not isinstance(settings, TrainSettings):
+        raise TypeError(f"settings: expected a TrainSettings (TrainSettings.from_dict for a dict), got {type(settings).__name__}")
     log = log or logging.getLogger(__name__)
     x_train, y_train = _checked(x_train, y_train, n_classes, "train")
     x_val, y_val = _checked(x_val, y_val, n_classes, "val")
@@ -121,7 +122,7 @@ def fit(
     limits = threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext()
     with limits:
         trainer = Trainer(settings, x_train.shape[1], n_classes, len(x_train))
-        model, epochs, patience = trainer.model, int(settings["epochs"]), int(settings["early_stopping"])
+        model, epochs, patience = trainer.model, settings.epochs, settings.early_stopping
         result = TrainResult(model)
         best_loss, best_state = math.inf, None
         for epoch in range(1, epochs + 1):
