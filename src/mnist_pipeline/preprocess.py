@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_pipeline.errors import ImageInputError
-from mnist_pipeline.idx import DTYPES, GZIP_MAGIC, decompress, parse_idx
+from mnist_pipeline.idx import DTYPES, GZIP_MAGIC, read_idx_bytes
 from mnist_pipeline.splits import Normalization
 
 SIDE = 28
@@ -203,7 +203,7 @@ def read_array(data: bytes, source: str) -> np.ndarray:
             return np.load(io.BytesIO(data), allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise ImageInputError(f"{source}: damaged .npy file ({exc})") from None
-    return parse_idx(decompress(data, source), source)
+    return read_idx_bytes(data, source)
 
 
 def looks_like_array(data: bytes) -> bool:
