@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -382,25 +383,28 @@ def test_local_directory_or_file_url(tmp_path, tiny_dir, tiny, as_url):
         assert entry["origin"] == str(tiny_dir / f"{stem}.gz") and entry["verified_by"] == "content_sha256"
         fetched, original = tmp_path / "raw" / f"{stem}.gz", tiny_dir / f"{stem}.gz"
         assert fetched.read_bytes() == original.read_bytes()
-        assert fetched.stat().st_ino == original.stat().st_ino  # hard link, same filesystem
 
 
-def test_a_relative_directory_whose_name_looks_like_a_scheme(tmp_path, tiny_dir, monkeypatch):
-    shutil.copytree(tiny_dir, tmp_path / "set:2")
-    monkeypatch.chdir(tmp_path)
-    manifest = fetch_dataset("custom", "set:2", "raw", None, **FAST)
-    assert manifest["files"]["train-images-idx3-ubyte"]["origin"] == "set:2/train-images-idx3-ubyte.gz"
-
-
-def test_local_copy_is_made_when_hard_links_fail(tmp_path, tiny_dir, tiny, monkeypatch):
-    def no_link(src, dst):
-        raise OSError(errno.EXDEV, "Invalid cross-device link")
-
-    monkeypatch.setattr(download.os, "link", no_link)
-    fetch_dataset("custom", str(tiny_dir), tmp_path / "raw", content_sha256(tiny), **FAST)
-    fetched = tmp_path / "raw" / "train-images-idx3-ubyte.gz"
-    assert fetched.read_bytes() == tiny[fetched.name]
-    assert fetched.stat().st_ino != (tiny_dir / fetched.name).stat().st_ino
+def test_local_files_are_copied_never_linked_to_the_users_own(tmp_path, tiny_dir):
+    source = tmp_path / "mine"
+    shutil.copytree(tiny_dir, source)
+    for path in source.iterdir():
+        path.chmod(0o600)
+    old = os.umask(0o022)
+    try:
+        fetch_dataset("custom", str(source), tmp_path / "results" / "raw", None, **FAST)
+    finally:
+        os.umask(old)
+    for stem in IDX_STEMS:
+        fetched, original = tmp_path / "results" / "raw" / f"{stem}.gz", source / f"{stem}.gz"
+        assert not os.path.samefile(fetched, original)
+        # Readable like every other output, whatever the user's file allows.
+        assert stat.S_IMODE(fetched.stat().st_mode) == 0o644
+        fetched.chmod(0o444)
+        with open(fetched, "r+b") if os.geteuid() == 0 else open(os.devnull, "wb") as handle:
+            handle.write(b"\x00")  # root ignores modes: the write must still not reach the user's file
+        assert stat.S_IMODE(original.stat().st_mode) == 0o600
+        assert original.read_bytes() == (tiny_dir / f"{stem}.gz").read_bytes()
 
 
 def test_a_relative_directory_whose_name_looks_like_a_scheme(tmp_path, tiny_dir, monkeypatch):
@@ -434,7 +438,6 @@ def test_a_full_disk_stops_at_once_and_cleans_up(tmp_path, tiny_dir, monkeypatch
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(download.os, "link", full)
     monkeypatch.setattr(download.shutil, "copyfile", full)
     with pytest.raises(DownloadError, match="No space left on device"):
         fetch_dataset("custom", str(tiny_dir), tmp_path / "out" / "raw", None, **FAST)

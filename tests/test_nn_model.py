@@ -1,6 +1,8 @@
 """The whole network: architectures, end-to-end gradient checks in float64, the model file."""
 
 import json
+import os
+import stat
 import zipfile
 
 import numpy as np
@@ -135,6 +137,18 @@ def test_saving_is_byte_deterministic(tmp_path):
     for name in ("a.npz", "b.npz"):
         save_model(tmp_path / name, model, normalization={"mean": 0.1, "std": 0.3}, classes=list("xyz"), metadata={})
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask-022", "umask-027"])
+def test_the_model_file_is_readable_like_every_other_output(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        save_model(tmp_path / "model.npz", trained_looking_model(), normalization={}, classes=list("abc"), metadata={})
+        (tmp_path / "metrics.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "model.npz").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o666 & ~umask
 
 
 def write_npz(path, entries):

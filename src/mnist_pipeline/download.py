@@ -220,10 +220,9 @@ def _fetch_local(directory: Path, stem: str, expected: FileChecksum | None, tmp:
         raise _SourceFailed("missing", str(error)) from None
     part = tmp / f"{path.name}.part"
     try:
-        try:
-            os.link(path, part)  # no copy when on the same filesystem
-        except OSError:
-            shutil.copyfile(path, part)
+        # A copy, never a hard link: a link would make the user's file and raw/ one inode, so a
+        # chmod or an in-place edit under results/ would change the user's own file.
+        shutil.copyfile(path, part)
     except OSError as error:
         _raise_if_local_disk(error, part)
         raise _SourceFailed("missing", f"cannot read {path}: {error.strerror or error}") from None

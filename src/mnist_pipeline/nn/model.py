@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.errors import ConfigError, ModelFormatError
+from mnist_pipeline.fileio import atomic_path
 from mnist_pipeline.nn.activations import ACTIVATIONS
 from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
 from mnist_pipeline.nn.init import get_initialiser
@@ -214,7 +213,7 @@ def save_model(path, model: Model, *, normalization: dict, classes: list, metada
 
     Byte-deterministic: entries in a fixed order with a fixed timestamp, stored uncompressed
     (np.savez would stamp the current time into every entry). Atomic: a temporary file in the
-    same directory is renamed over `path` only once complete.
+    same directory is renamed over `path` only once complete; its mode follows the umask.
     """
     path = Path(path)
     header = {
@@ -226,19 +225,13 @@ def save_model(path, model: Model, *, normalization: dict, classes: list, metada
         "metadata": metadata,
     }
     entries = {HEADER: np.array(json.dumps(header, sort_keys=True)), **model.named_arrays()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
-            for name, array in entries.items():
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.external_attr = 0o644 << 16
-                data = io.BytesIO()
-                np.lib.format.write_array(data, array, allow_pickle=False)
-                archive.writestr(info, data.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in entries.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            data = io.BytesIO()
+            np.lib.format.write_array(data, array, allow_pickle=False)
+            archive.writestr(info, data.getvalue())
 
 
 def load_model(path) -> LoadedModel:
