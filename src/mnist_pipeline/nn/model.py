@@ -27,6 +27,7 @@ from mnist_pipeline.nn.losses import softmax, softmax_cross_entropy
 FORMAT = "mnist-pipeline-model"
 FORMAT_VERSION = 1
 HEADER = "header"
+ZIP_MAGIC = b"PK\x03\x04"  # what every .npz starts with
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.kind: cls for cls in (Dense, Dropout, BatchNorm, Reshape, Flatten, Conv2D, MaxPool2D, *ACTIVATIONS.values())
 }
@@ -239,6 +240,14 @@ def load_model(path) -> LoadedModel:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
+    with open(path, "rb") as handle:
+        start = handle.read(len(ZIP_MAGIC))
+    if start != ZIP_MAGIC:
+        found = "it is empty (0 bytes)" if not start else f"it starts with {start!r}"
+        raise ModelFormatError(
+            f"{path}: not a model file: expected an .npz archive written by mnist-pipeline"
+            f" (a zip file, starting with {ZIP_MAGIC!r}), but {found}"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile) or HEADER not in archive.files:
@@ -247,7 +256,7 @@ def load_model(path) -> LoadedModel:
             arrays = {name: archive[name] for name in archive.files if name != HEADER}
     except ModelFormatError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile) as exc:
         raise ModelFormatError(f"{path}: not a model file (expected an .npz written by mnist-pipeline): {exc}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelFormatError(f"{path}: not a model file (its header does not say format {FORMAT!r})")
