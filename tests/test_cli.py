@@ -184,7 +184,27 @@ def test_app_command_line():
     assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
     assert Path(command[4]).is_file() and command[4].endswith("streamlit_app.py")
     assert command[command.index("--server.port") + 1] == "8599"
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
     assert command[-3:] == ["--", "--results", os.fspath(Path("results").resolve())]
+
+
+def launched_app(monkeypatch, *args: str) -> list[str]:
+    """The command line `mnist-pipeline app ARGS` would become (it execs Streamlit)."""
+    launched = []
+    monkeypatch.setattr(os, "execv", lambda path, command: launched.append(command))
+    assert main(["app", *args]) == 0
+    return launched[0]
+
+
+def test_app_listens_on_this_machine_only_unless_told(tmp_path, monkeypatch):
+    def option(command, name):
+        return command[command.index(name) + 1]
+
+    command = launched_app(monkeypatch, "--results", str(tmp_path))
+    assert option(command, "--server.address") == "127.0.0.1" and "--server.port" not in command
+    command = launched_app(monkeypatch, "--results", str(tmp_path), "--address", "0.0.0.0", "--port", "8600")
+    assert option(command, "--server.address") == "0.0.0.0" and option(command, "--server.port") == "8600"
+    assert command[-1] == str(tmp_path.resolve())
 
 
 def test_app_command_refuses_a_missing_results_directory(tmp_path):
