@@ -338,6 +338,16 @@ def test_a_gzip_bomb_is_refused_in_bounded_memory(tmp_path, tiny, over):
     assert_nothing_left(tmp_path / "out" / "raw")
 
 
+def test_a_server_sending_more_than_any_idx_file_is_stopped(tmp_path, tiny, monkeypatch):
+    monkeypatch.setattr(download, "MAX_FILE_BYTES", 100_000)
+    files = {**tiny, "t10k-images-idx3-ubyte.gz": bytes(300_000)}
+    with IdxServer() as server:
+        base = server.serve("endless", files)
+        with pytest.raises(DownloadError, match=rf"{base}t10k-images-idx3-ubyte.gz: sent more than 100000 bytes"):
+            fetch_dataset("custom", base, tmp_path / "out" / "raw", None, **FAST)
+    assert_nothing_left(tmp_path / "out" / "raw")
+
+
 def peak_memory_of_fetch(source: Path, dest: Path) -> tuple[str, float]:
     """What fetch_dataset raised, and the most memory (MiB) its process ever held, in a fresh process."""
     # VmHWM, not ru_maxrss: exec starts it afresh, where ru_maxrss may count the forked parent.

@@ -31,13 +31,16 @@ from mnist_pipeline import __version__
 from mnist_pipeline.datasets import IDX_STEMS, KNOWN_DATASETS, DatasetSpec, FileChecksum, get_dataset
 from mnist_pipeline.errors import ChecksumError, ConfigError, DownloadError, IdxFormatError
 from mnist_pipeline.fileio import write_json
-from mnist_pipeline.idx import GZIP_MAGIC, content_sha256
+from mnist_pipeline.idx import GZIP_MAGIC, MAX_IDX_BYTES, content_sha256
 
 log = logging.getLogger(__name__)
 
 # Some hosts refuse urllib's default agent; a named one is also politer.
 USER_AGENT = f"mnist-pipeline/{__version__} (Python urllib)"
 CHUNK_BYTES = 1 << 16
+# No file we accept is larger (gzip adds a little to incompressible content): a server that
+# sends more is stopped there, before it fills the disk.
+MAX_FILE_BYTES = MAX_IDX_BYTES + MAX_IDX_BYTES // 100
 # Answers that mean "this file is not here": S3 says 403 for a missing key.
 NOT_FOUND = {403, 404, 410}
 # Answers worth asking again, as are dropped connections and timeouts.
@@ -400,6 +403,10 @@ class _Fetcher:
                         _raise_if_local_disk(error, part)
                         raise
                     done += len(chunk)
+                    if done > MAX_FILE_BYTES:
+                        raise _SourceFailed(
+                            "corrupt", f"{url}: sent more than {MAX_FILE_BYTES} bytes, more than any IDX file can be; stopped there"
+                        )
                     if bar:
                         bar.update(done)
         finally:
