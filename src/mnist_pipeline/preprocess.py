@@ -230,24 +230,22 @@ def read_array(data: bytes, source: str) -> np.ndarray:
     if data.startswith(NPY_MAGIC):
         stream = io.BytesIO(data)
         try:
-            check_npy_size(stream, len(data), source)
+            check_npy_size(stream, len(data))
             return np.lib.format.read_array(stream, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise ImageInputError(f"{source}: damaged .npy file ({exc})") from None
     return read_idx_bytes(data, source)
 
 
-def check_npy_size(stream: io.BytesIO, size: int, source: str) -> None:
-    """Refuse a .npy whose header declares more data than the file holds, before NumPy allocates it."""
+def check_npy_size(stream: io.BytesIO, size: int) -> None:
+    """ValueError when a .npy header declares more data than the file (`size` bytes) holds,
+    before NumPy allocates an array of the declared size; leaves `stream` at the start."""
     version = np.lib.format.read_magic(stream)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, _, dtype = read_header(stream)
     declared, held = math.prod(shape) * dtype.itemsize, size - stream.tell()
     if declared > held:
-        raise ImageInputError(
-            f"{source}: damaged .npy file: its header declares shape {shape} of {dtype}, {declared:,} bytes,"
-            f" but only {held:,} bytes follow it"
-        )
+        raise ValueError(f"its header declares shape {shape} of {dtype}, {declared:,} bytes, but only {held:,} bytes follow it")
     stream.seek(0)
 
 
