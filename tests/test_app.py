@@ -3,6 +3,7 @@ AppTest, and (slow) the served app in headless Chromium with a digit drawn on th
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
@@ -177,31 +178,59 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def served_app(trained_results, tmp_path):
-    """`mnist-pipeline app` serving the results on a free port, stopped after the test."""
-    port, log = free_port(), tmp_path / "app.log"
+@contextlib.contextmanager
+def running_app(results: Path, log: Path, *options: str):
+    """`mnist-pipeline app` serving `results` on a free port, until the block ends: yields the port."""
+    port = free_port()
     with open(log, "w") as output:
         server = subprocess.Popen(
-            ["mnist-pipeline", "app", "--results", str(trained_results), "--port", str(port), "--headless"],
+            ["mnist-pipeline", "app", "--results", str(results), "--port", str(port), "--headless", *options],
             stdout=output, stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if urllib.request.urlopen(url + "_stcore/health", timeout=2).read() == b"ok":
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
                     break
             except OSError:
                 pass
             assert server.poll() is None and time.monotonic() < deadline, f"the app did not start:\n{log.read_text()}"
             time.sleep(0.3)
-        yield url
+        yield port
     finally:
         # The launcher execs Streamlit, so this stops the server itself.
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture
+def served_app(trained_results, tmp_path):
+    """`mnist-pipeline app` serving the results on a free port, stopped after the test."""
+    with running_app(trained_results, tmp_path / "app.log") as port:
+        yield f"http://127.0.0.1:{port}/"
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on `port` on this machine (Linux /proc)."""
+    found = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, local_port = local.split(":")
+            if state == "0A" and int(local_port, 16) == port:  # 0A: LISTEN
+                # The kernel prints each 32-bit word of the address in host (little-endian) order.
+                raw = b"".join(bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, len(address), 8))
+                found.add(socket.inet_ntop(family, raw))
+    return found
+
+
+def test_the_app_listens_on_this_machine_only(tmp_path):
+    (tmp_path / "results").mkdir()
+    with running_app(tmp_path / "results", tmp_path / "app.log") as port:
+        assert listening_addresses(port) == {"127.0.0.1"}
+    with running_app(tmp_path / "results", tmp_path / "app.log", "--address", "0.0.0.0") as port:
+        assert listening_addresses(port) == {"0.0.0.0"}
 
 
 def wait_until(condition, timeout: float = 60.0, what: str = "condition"):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from hostile import MIB, gzip_bomb, huge_png
 from PIL import Image
 
 from mnist_pipeline.cli import classify_files, main, streamlit_command
@@ -99,6 +101,28 @@ def test_predict_json_indexes_stacks_and_reports_errors_in_place(tmp_path, model
     assert "missing.png" in out.stderr and "normalized.npy" in out.stderr
 
 
+def test_predict_reports_hostile_files_in_place_and_classifies_the_rest(tmp_path, model_path, fashion_test):
+    images, _ = fashion_test
+    Image.fromarray(images[0]).save(tmp_path / "first.png")
+    (tmp_path / "huge.png").write_bytes(huge_png(20000, 20000))  # 400 megapixels in 50 kB
+    two_images = b"\x00\x00\x08\x03" + struct.pack(">III", 2, 28, 28)
+    (tmp_path / "bomb-idx3-ubyte.gz").write_bytes(gzip_bomb(two_images, 256 * MIB))
+    (tmp_path / "empty.png").write_bytes(b"")
+    Image.fromarray(images[1]).save(tmp_path / "last.png")
+    names = ["first.png", "huge.png", "bomb-idx3-ubyte.gz", "empty.png", "last.png"]
+    out = run_cli("predict", "--json", model_path, *(tmp_path / name for name in names))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    records = {Path(r["file"]).name: r for r in json.loads(out.stdout)}
+    assert list(records) == names
+    assert [records[name]["label"] for name in ("first.png", "last.png")] == reference_labels(model_path, images[:2]).tolist()
+    errors = {name: records[name]["error"] for name in names[1:4]}
+    assert errors["huge.png"].startswith(f"{tmp_path}/huge.png: the image is too large: 400,000,000 pixels")
+    assert "decompresses to more than 1584 bytes" in errors["bomb-idx3-ubyte.gz"]
+    assert errors["empty.png"] == f"{tmp_path}/empty.png: the file is empty (0 bytes); expected a PNG, JPEG, IDX or .npy file"
+    for error in errors.values():
+        assert f"error: {error}" in out.stderr
+
+
 def test_predict_large_inverted_photo_like_image(tmp_path, model_path, fashion_test):
     """A dark-on-light, off-centre, 10x larger JPEG is brought back to the dataset's format."""
     images, _ = fashion_test
@@ -116,6 +140,10 @@ def test_predict_bad_model_and_bad_arguments(tmp_path, model_path):
     Image.new("L", (28, 28)).save(tmp_path / "x.png")
     out = run_cli("predict", tmp_path / "model.npz", tmp_path / "x.png")
     assert out.returncode == 2 and "model.npz" in out.stderr and "not a model file" in out.stderr
+    (tmp_path / "garbage.npz").write_bytes(b"\x00garbage, not a model")
+    out = run_cli("predict", tmp_path / "garbage.npz", tmp_path / "x.png")
+    assert out.returncode == 2 and "allow_pickle" not in out.stderr
+    assert f"{tmp_path}/garbage.npz: not a model file: expected an .npz archive written by mnist-pipeline" in out.stderr
     out = run_cli("predict", model_path, tmp_path / "x.png", "--top", "0")
     assert out.returncode == 2 and "--top" in out.stderr
     out = run_cli("predict", model_path)
@@ -158,7 +186,27 @@ def test_app_command_line():
     assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
     assert Path(command[4]).is_file() and command[4].endswith("streamlit_app.py")
     assert command[command.index("--server.port") + 1] == "8599"
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
     assert command[-3:] == ["--", "--results", os.fspath(Path("results").resolve())]
+
+
+def launched_app(monkeypatch, *args: str) -> list[str]:
+    """The command line `mnist-pipeline app ARGS` would become (it execs Streamlit)."""
+    launched = []
+    monkeypatch.setattr(os, "execv", lambda path, command: launched.append(command))
+    assert main(["app", *args]) == 0
+    return launched[0]
+
+
+def test_app_listens_on_this_machine_only_unless_told(tmp_path, monkeypatch):
+    def option(command, name):
+        return command[command.index(name) + 1]
+
+    command = launched_app(monkeypatch, "--results", str(tmp_path))
+    assert option(command, "--server.address") == "127.0.0.1" and "--server.port" not in command
+    command = launched_app(monkeypatch, "--results", str(tmp_path), "--address", "0.0.0.0", "--port", "8600")
+    assert option(command, "--server.address") == "0.0.0.0" and option(command, "--server.port") == "8600"
+    assert command[-1] == str(tmp_path.resolve())
 
 
 def test_app_command_refuses_a_missing_results_directory(tmp_path):

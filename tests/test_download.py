@@ -7,14 +7,22 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 import shutil
+import stat
+import struct
+import subprocess
+import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import write_synthetic_dataset
+from hostile import MIB, gzip_bomb
 from httpserver import IdxServer
 
+import mnist_pipeline
 from mnist_pipeline import download
 from mnist_pipeline.datasets import IDX_STEMS, DatasetSpec, FileChecksum, get_dataset
 from mnist_pipeline.download import fetch_dataset, locate_idx
@@ -295,6 +303,84 @@ def test_an_unverified_file_must_still_be_valid_idx(tmp_path, tiny):
     assert_nothing_left(tmp_path / "raw")
 
 
+# --- hostile files ------------------------------------------------------------------------
+
+# A labels file that declares 1000 labels and holds 64 MiB of zeros after them.
+LABELS_HEADER = b"\x00\x00\x08\x01" + struct.pack(">I", 1000)
+
+
+def bombed(tiny: dict[str, bytes], n_zeros: int) -> dict[str, bytes]:
+    return {**tiny, "train-labels-idx1-ubyte.gz": gzip_bomb(LABELS_HEADER, n_zeros)}
+
+
+@pytest.mark.parametrize("over", ["http", "directory"])
+def test_a_gzip_bomb_is_refused_in_bounded_memory(tmp_path, tiny, over):
+    files = bombed(tiny, 64 * MIB)
+    stored = len(files["train-labels-idx1-ubyte.gz"])
+    with IdxServer() as server:
+        if over == "http":
+            source = server.serve("bomb", files)
+        else:
+            source = str(tmp_path / "bomb")
+            os.mkdir(source)
+            for name, data in files.items():
+                Path(source, name).write_bytes(data)
+        tracemalloc.start()
+        try:
+            with pytest.raises(DownloadError) as caught:
+                fetch_dataset("custom", source, tmp_path / "out" / "raw", None, **FAST)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert f"train-labels-idx1-ubyte.gz: payload is longer than the header says: shape (1000,) of uint8 needs 1000 bytes" \
+           f" after the 8-byte header, but the {stored}-byte gzip file decompresses to more than 1008 bytes" in str(caught.value)
+    assert peak < 4 * MIB, f"{peak / MIB:.1f} MiB held at once"
+    assert_nothing_left(tmp_path / "out" / "raw")
+
+
+def test_a_server_sending_more_than_any_idx_file_is_stopped(tmp_path, tiny, monkeypatch):
+    monkeypatch.setattr(download, "MAX_FILE_BYTES", 100_000)
+    files = {**tiny, "t10k-images-idx3-ubyte.gz": bytes(300_000)}
+    with IdxServer() as server:
+        base = server.serve("endless", files)
+        with pytest.raises(DownloadError, match=rf"{base}t10k-images-idx3-ubyte.gz: sent more than 100000 bytes"):
+            fetch_dataset("custom", base, tmp_path / "out" / "raw", None, **FAST)
+    assert_nothing_left(tmp_path / "out" / "raw")
+
+
+def peak_memory_of_fetch(source: Path, dest: Path) -> tuple[str, float]:
+    """What fetch_dataset raised, and the most memory (MiB) its process ever held, in a fresh process."""
+    # VmHWM, not ru_maxrss: exec starts it afresh, where ru_maxrss may count the forked parent.
+    script = (
+        "import sys\n"
+        "from mnist_pipeline.download import fetch_dataset\n"
+        "try:\n"
+        "    fetch_dataset('custom', sys.argv[1], sys.argv[2], None, progress=False)\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error)\n"
+        "print(next(line for line in open('/proc/self/status') if line.startswith('VmHWM:')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(mnist_pipeline.__file__).parents[1])}
+    out = subprocess.run([sys.executable, "-c", script, str(source), str(dest)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text, peak = out.stdout.rsplit("VmHWM:", 1)
+    return text, int(peak.split()[0]) / 1024
+
+
+def test_the_download_job_stays_small_on_a_gigabyte_bomb(tmp_path, tiny_dir, tiny):
+    """The issue's case: a small .gz of gigabytes of zeros, fetched by a process of its own."""
+    source = tmp_path / "bomb"
+    source.mkdir()
+    for name, data in bombed(tiny, 1024 * MIB).items():
+        (source / name).write_bytes(data)
+    text, bomb_peak = peak_memory_of_fetch(source, tmp_path / "bomb-raw")
+    assert "DownloadError" in text and "decompresses to more than 1008 bytes" in text
+    clean_text, clean_peak = peak_memory_of_fetch(tiny_dir, tmp_path / "clean-raw")
+    assert "Error" not in clean_text
+    # The content would be 1 GiB; the declared 1000 bytes and a chunk are all that may be read.
+    assert bomb_peak < clean_peak + 16, f"{bomb_peak:.0f} MiB for the bomb, {clean_peak:.0f} MiB for good files"
+
+
 # --- local sources ------------------------------------------------------------------------
 
 
@@ -307,7 +393,28 @@ def test_local_directory_or_file_url(tmp_path, tiny_dir, tiny, as_url):
         assert entry["origin"] == str(tiny_dir / f"{stem}.gz") and entry["verified_by"] == "content_sha256"
         fetched, original = tmp_path / "raw" / f"{stem}.gz", tiny_dir / f"{stem}.gz"
         assert fetched.read_bytes() == original.read_bytes()
-        assert fetched.stat().st_ino == original.stat().st_ino  # hard link, same filesystem
+
+
+def test_local_files_are_copied_never_linked_to_the_users_own(tmp_path, tiny_dir):
+    source = tmp_path / "mine"
+    shutil.copytree(tiny_dir, source)
+    for path in source.iterdir():
+        path.chmod(0o600)
+    old = os.umask(0o022)
+    try:
+        fetch_dataset("custom", str(source), tmp_path / "results" / "raw", None, **FAST)
+    finally:
+        os.umask(old)
+    for stem in IDX_STEMS:
+        fetched, original = tmp_path / "results" / "raw" / f"{stem}.gz", source / f"{stem}.gz"
+        assert not os.path.samefile(fetched, original)
+        # Readable like every other output, whatever the user's file allows.
+        assert stat.S_IMODE(fetched.stat().st_mode) == 0o644
+        fetched.chmod(0o444)
+        with open(fetched, "r+b") if os.geteuid() == 0 else open(os.devnull, "wb") as handle:
+            handle.write(b"\x00")  # root ignores modes: the write must still not reach the user's file
+        assert stat.S_IMODE(original.stat().st_mode) == 0o600
+        assert original.read_bytes() == (tiny_dir / f"{stem}.gz").read_bytes()
 
 
 def test_a_relative_directory_whose_name_looks_like_a_scheme(tmp_path, tiny_dir, monkeypatch):
@@ -315,17 +422,6 @@ def test_a_relative_directory_whose_name_looks_like_a_scheme(tmp_path, tiny_dir,
     monkeypatch.chdir(tmp_path)
     manifest = fetch_dataset("custom", "set:2", "raw", None, **FAST)
     assert manifest["files"]["train-images-idx3-ubyte"]["origin"] == "set:2/train-images-idx3-ubyte.gz"
-
-
-def test_local_copy_is_made_when_hard_links_fail(tmp_path, tiny_dir, tiny, monkeypatch):
-    def no_link(src, dst):
-        raise OSError(errno.EXDEV, "Invalid cross-device link")
-
-    monkeypatch.setattr(download.os, "link", no_link)
-    fetch_dataset("custom", str(tiny_dir), tmp_path / "raw", content_sha256(tiny), **FAST)
-    fetched = tmp_path / "raw" / "train-images-idx3-ubyte.gz"
-    assert fetched.read_bytes() == tiny[fetched.name]
-    assert fetched.stat().st_ino != (tiny_dir / fetched.name).stat().st_ino
 
 
 def test_local_copy_with_changed_content_is_refused(tmp_path, tiny):
@@ -352,7 +448,6 @@ def test_a_full_disk_stops_at_once_and_cleans_up(tmp_path, tiny_dir, monkeypatch
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(download.os, "link", full)
     monkeypatch.setattr(download.shutil, "copyfile", full)
     with pytest.raises(DownloadError, match="No space left on device"):
         fetch_dataset("custom", str(tiny_dir), tmp_path / "out" / "raw", None, **FAST)

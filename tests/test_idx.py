@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import struct
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from hostile import MIB, gzip_bomb
 
 from mnist_pipeline.errors import IdxFormatError
-from mnist_pipeline.idx import DTYPES, encode_idx, parse_idx, read_idx, read_split, write_idx
+from mnist_pipeline.idx import DTYPES, MAX_IDX_BYTES, encode_idx, parse_idx, read_idx, read_split, write_idx
 
 # Every dtype the format has, in both byte orders a caller might hand us.
 DTYPE_CHOICES = [dtype.newbyteorder(order) for dtype in DTYPES.values() for order in "<>"]
@@ -149,6 +151,47 @@ def test_a_bad_gzip_stream_is_refused(tmp_path, mangle, fault):
     path.write_bytes(mangle(gzip.compress(GOOD, mtime=0)))
     with pytest.raises(IdxFormatError, match=f"^{path}: bad gzip stream: .*{fault}"):
         read_idx(path)
+
+
+# --- hostile files: bounded memory ---------------------------------------------------------
+
+# 1000 images of 28x28: 784,000 bytes of payload after a 16-byte header.
+THOUSAND_IMAGES = b"\x00\x00\x08\x03" + struct.pack(">III", 1000, 28, 28)
+
+
+def peak_bytes_allocated(action) -> int:
+    """The most memory Python and NumPy held at once while `action()` ran (it must raise IdxFormatError)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(IdxFormatError):
+            action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_gzip_bomb_is_refused_at_the_size_its_header_declares(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip_bomb(THOUSAND_IMAGES, 256 * MIB))  # 256 MiB of zeros, 0.3 MB on disk
+    stored = path.stat().st_size
+    with pytest.raises(IdxFormatError) as caught:
+        read_idx(path)
+    assert str(caught.value) == (
+        f"{path}: payload is longer than the header says: shape (1000, 28, 28) of uint8 needs 784000 bytes after"
+        f" the 16-byte header, but the {stored}-byte gzip file decompresses to more than 784016 bytes;"
+        " decompression stopped there (a damaged file, or a decompression bomb)"
+    )
+    # The declared content and a chunk, never the 256 MiB.
+    assert peak_bytes_allocated(lambda: read_idx(path)) < 784_016 + 4 * MIB
+
+
+def test_a_header_declaring_more_than_the_ceiling_is_refused_before_decompressing(tmp_path):
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    declared = 16 + 100_000 * 100 * 200  # 2 GB
+    path.write_bytes(gzip_bomb(b"\x00\x00\x08\x03" + struct.pack(">III", 100_000, 100, 200), 64 * MIB))
+    with pytest.raises(IdxFormatError, match=f"^{path}: .* {declared} bytes in all, more than the {MAX_IDX_BYTES} bytes"):
+        read_idx(path)
+    assert peak_bytes_allocated(lambda: read_idx(path)) < MIB
 
 
 # --- read_split ---------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The whole network: architectures, end-to-end gradient checks in float64, the model file."""
 
 import json
+import os
+import stat
 import zipfile
 
 import numpy as np
@@ -138,6 +140,18 @@ def test_saving_is_byte_deterministic(tmp_path):
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask-022", "umask-027"])
+def test_the_model_file_is_readable_like_every_other_output(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        save_model(tmp_path / "model.npz", trained_looking_model(), normalization={}, classes=list("abc"), metadata={})
+        (tmp_path / "metrics.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "model.npz").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o666 & ~umask
+
+
 def write_npz(path, entries):
     with zipfile.ZipFile(path, "w") as archive:
         for name, array in entries.items():
@@ -148,14 +162,34 @@ def write_npz(path, entries):
 def test_a_file_that_is_not_a_model_is_a_clear_error(tmp_path):
     text = tmp_path / "notes.npz"
     text.write_text("not a zip file at all")
-    with pytest.raises(ModelFormatError, match="notes.npz: not a model file"):
+    with pytest.raises(ModelFormatError) as caught:
         load_model(text)
+    assert str(caught.value) == (
+        f"{text}: not a model file: expected an .npz archive written by mnist-pipeline"
+        " (a zip file, starting with b'PK\\x03\\x04'), but it starts with b'not '"
+    )
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ModelFormatError, match=r"empty.npz: not a model file: .* but it is empty \(0 bytes\)"):
+        load_model(tmp_path / "empty.npz")
     other = tmp_path / "other.npz"
     write_npz(other, {"weights": np.zeros(3)})
     with pytest.raises(ModelFormatError, match="other.npz: not a model file"):
         load_model(other)
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         load_model(tmp_path / "missing.npz")
+
+
+def test_an_entry_declaring_a_huge_array_is_a_clear_error(tmp_path):
+    save_model(tmp_path / "m.npz", trained_looking_model(), normalization={}, classes=list("abc"), metadata={})
+    with np.load(tmp_path / "m.npz") as archive:
+        header = archive["header"]
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as archive:
+        with archive.open("header.npy", "w") as handle:
+            np.lib.format.write_array(handle, header)
+        with archive.open("layer0.W.npy", "w") as handle:  # 400 GB declared, nothing stored
+            np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": (10**11,)})
+    with pytest.raises(ModelFormatError, match=r"^.*huge.npz: not a model file \(expected an .npz written by mnist-pipeline\)"):
+        load_model(tmp_path / "huge.npz")
 
 
 def rewrite_header(source, target, change):

@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hostile import huge_png
 from PIL import Image, ImageDraw
 
 from mnist_pipeline.errors import IdxFormatError, ImageInputError
 from mnist_pipeline.idx import read_idx, write_idx
 from mnist_pipeline.preprocess import (
     FRAMINGS,
+    MAX_IMAGE_PIXELS,
     MNIST_FRAMING,
     array_images,
     as_dataset_image,
+    check_image_size,
     decode_image,
     load_images,
     model_inputs,
@@ -230,6 +233,43 @@ def test_damaged_inputs(tmp_path):
     (tmp_path / "text.png").write_text("hello")
     with pytest.raises(ImageInputError, match="not a PNG, JPEG, IDX or .npy"):
         load_images(tmp_path / "text.png")
+
+
+def test_images_past_the_pixel_limit_are_refused_with_their_size():
+    assert MAX_IMAGE_PIXELS == 50_000_000
+    # Past our limit, below Pillow's: refused from the header, before decoding.
+    with pytest.raises(ImageInputError) as caught:
+        decode_image(huge_png(8000, 6251), "wide.png")
+    assert str(caught.value) == (
+        "wide.png: the image is too large: 8000x6251 pixels (50,008,000), more than the 50,000,000 pixels accepted;"
+        " scale it down first"
+    )
+    # Past Pillow's own limit, which it enforces as it opens the file.
+    with pytest.raises(ImageInputError, match=r"^huge.png: the image is too large: 400,000,000 pixels, more than"):
+        decode_image(huge_png(20000, 20000), "huge.png")
+    check_image_size((10_000, 5_000), "fits.png")  # exactly the limit: taken
+    stack = np.broadcast_to(np.uint8(0), (2, 8000, 6251))  # no memory: every element is the same byte
+    with pytest.raises(ImageInputError, match=r"^stack.npy: the image is too large: 6251x8000 pixels"):
+        array_images(stack, "stack.npy")
+
+
+def test_an_empty_file_is_called_empty(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageInputError) as caught:
+        load_images(tmp_path / "empty.png")
+    assert str(caught.value) == f"{tmp_path / 'empty.png'}: the file is empty (0 bytes); expected a PNG, JPEG, IDX or .npy file"
+
+
+def test_a_npy_header_declaring_more_than_the_file_holds_is_refused_before_allocating(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (10**11,)})
+    (tmp_path / "lying.npy").write_bytes(header.getvalue() + bytes(10))
+    with pytest.raises(ImageInputError) as caught:
+        load_images(tmp_path / "lying.npy")
+    assert str(caught.value) == (
+        f"{tmp_path / 'lying.npy'}: damaged .npy file (its header declares shape (100000000000,) of uint8,"
+        " 100,000,000,000 bytes, but only 10 bytes follow it)"
+    )
 
 
 def test_model_inputs_normalise_like_the_prepared_splits():

@@ -12,6 +12,7 @@ import html5lib
 import matplotlib
 import numpy as np
 import pytest
+from markdown_it import MarkdownIt
 from PIL import Image
 
 from mnist_pipeline.errors import TableSchemaError
@@ -39,7 +40,7 @@ RUNS = {"base": ({}, 2.0), "strong": ({"hidden": [512, 256], "learning_rate": 0.
         "weak": ({"optimizer": "sgd", "epochs": 6}, 0.8)}
 
 
-def make_experiments(n=300, runs=RUNS, seed=0):
+def make_experiments(n=300, runs=RUNS, seed=0, classes=CLASSES):
     """(experiments, test_images) shaped like the workflow's report inputs, metrics as JSON reads back."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n + 40, 28, 28)).astype(np.uint8)
@@ -54,7 +55,7 @@ def make_experiments(n=300, runs=RUNS, seed=0):
         history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.1 / e + 0.01 * e, "train_accuracy": 0.5 + 0.05 * e,
                     "val_accuracy": 0.45 + 0.05 * e, "learning_rate": settings["learning_rate"], "seconds": 1.5}
                    for e in range(1, epochs + 1)]
-        metrics = evaluate(y, proba.astype(np.float32), classes=CLASSES)
+        metrics = evaluate(y, proba.astype(np.float32), classes=classes)
         metrics.update(val_accuracy=history[-1]["val_accuracy"], epochs_run=epochs, train_seconds=1.5 * epochs,
                        n_parameters=1000 * (i + 1))
         table = predictions_table(ids, y, proba)
@@ -90,11 +91,22 @@ def report(tmp_path_factory):
             "html_text": paths["html"].read_text(encoding="utf-8"), "md_text": paths["md"].read_text(encoding="utf-8")}
 
 
+def rendered_markdown(md: str):
+    """The element tree of the HTML a CommonMark viewer (with GitHub's tables) makes of `md`."""
+    return html5lib.parse(MarkdownIt("commonmark").enable("table").render(md), namespaceHTMLElements=False)
+
+
+def text_of(element) -> str:
+    return "".join(element.itertext()).strip()
+
+
 def md_table(md: str, heading: str) -> list[list[str]]:
-    """Cells of the body rows of the Markdown table right under `heading`, honouring escaped pipes."""
-    lines = md.split(f"{heading}\n", 1)[1].strip().splitlines()
-    block = lines[: next(i for i, line in enumerate(lines) if not line.startswith("|"))]
-    return [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in block[2:]]
+    """Cells of the body rows of the Markdown table right under `heading`, as a viewer shows them."""
+    level, title = heading.split(" ", 1)
+    elements = list(rendered_markdown(md).iter())
+    start = next(i for i, e in enumerate(elements) if e.tag == f"h{len(level)}" and text_of(e) == title)
+    table = next(e for e in elements[start:] if e.tag == "table")
+    return [[text_of(cell) for cell in row.findall("td")] for row in table.find("tbody").findall("tr")]
 
 
 def leaderboard(md: str) -> list[list[str]]:
@@ -175,6 +187,38 @@ def test_html_content(report):
                    "Most confident mistakes",
                    "Most confused class pairs", "Provenance"):
         assert needle in text, needle
+
+
+# Names a viewer would turn into markup if they were pasted in as they are.
+HOSTILE_RUNS = {"<img src=x onerror=alert(1)>": ({}, 2.0), "**bold** [x](javascript:alert(1))": ({"epochs": 6}, 1.0)}
+HOSTILE_CLASSES = ["<script>alert(1)</script>", "_under_", "`tick`", "a|b", "&amp;", "~~gone~~",
+                   "![i](x.png)", "<b>b</b>", "\\back", "nine"]
+HOSTILE_PROVENANCE = {**PROVENANCE, "source": "/data/<i>src</i>", "machine": {"hostname": "<a href=x>host</a>"},
+                      "config": {"dataset": "tiny", "note": "```\n<script>alert(2)</script>"}}
+
+
+def test_quoted_names_render_as_text_in_markdown_and_html(tmp_path):
+    experiments, images = make_experiments(n=80, runs=HOSTILE_RUNS, classes=HOSTILE_CLASSES)
+    paths = build(tmp_path, experiments, images, HOSTILE_PROVENANCE)
+    md = paths["md"].read_text(encoding="utf-8")
+    doc = rendered_markdown(md)
+    # The only markup is the report's own: no element a quoted name could have made.
+    assert {e.tag for e in doc.iter()} <= {"html", "head", "body", "h1", "h2", "h3", "p", "ul", "li", "strong", "em",
+                                          "code", "pre", "table", "thead", "tbody", "tr", "th", "td", "img", "hr"}
+    assert all(img.get("src").startswith("figures/") for img in doc.iter("img"))
+    assert sorted(row[0] for row in md_table(md, "## Leaderboard")) == sorted(HOSTILE_RUNS)
+    assert [row[0] for row in md_table(md, "### Scores per class")] == HOSTILE_CLASSES
+    text = text_of(doc)
+    assert "/data/<i>src</i>" in text and "<a href=x>host</a>" in text
+    assert json.loads(text_of(doc.find(".//pre"))) == HOSTILE_PROVENANCE["config"]
+
+    page = html5lib.HTMLParser(strict=True, namespaceHTMLElements=False).parse(paths["html"].read_text(encoding="utf-8"))
+    assert not page.findall(".//script") and not page.findall(".//i")
+    assert all(img.get("src").startswith("data:image/png;base64,") for img in page.iter("img"))
+    assert all(a.get("href").startswith("#") for a in page.iter("a"))
+    page_text = text_of(page)
+    for name in [*HOSTILE_RUNS, *HOSTILE_CLASSES, "/data/<i>src</i>", "<a href=x>host</a>"]:
+        assert name in page_text, name
 
 
 def test_same_inputs_give_the_same_bytes(report, tmp_path):

@@ -2,7 +2,7 @@
 
     mnist-pipeline predict MODEL.npz FILE... [--json] [--top K] [--center auto|always|never]
     mnist-pipeline info MODEL.npz [--json]
-    mnist-pipeline app [--results DIR] [--port N] [--headless]
+    mnist-pipeline app [--results DIR] [--address ADDR] [--port N] [--headless]
 
 Exit status: 0 when everything worked, 1 when some input could not be classified (the others
 are still printed), 2 for a usage error or an unusable model file.
@@ -30,6 +30,8 @@ from mnist_pipeline.preprocess import CENTER_MODES, framing_for, load_images, mo
 
 PROG = "mnist-pipeline"
 APP_SCRIPT = Path(__file__).parent / "app" / "streamlit_app.py"
+# Streamlit alone listens on every interface: the app would show anyone on the network the results.
+DEFAULT_ADDRESS = "127.0.0.1"
 
 
 def _fail(message: str) -> int:
@@ -184,9 +186,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def streamlit_command(results: str | os.PathLike, port: int | None = None, headless: bool = False) -> list[str]:
-    """The `streamlit run` command line that serves the app on `results`."""
+def streamlit_command(
+    results: str | os.PathLike, port: int | None = None, headless: bool = False, address: str = DEFAULT_ADDRESS
+) -> list[str]:
+    """The `streamlit run` command line that serves the app on `results`, listening on `address` only."""
     command = [sys.executable, "-m", "streamlit", "run", os.fspath(APP_SCRIPT), "--browser.gatherUsageStats", "false"]
+    command += ["--server.address", address]
     if headless:
         command += ["--server.headless", "true"]
     if port is not None:
@@ -199,7 +204,7 @@ def cmd_app(args: argparse.Namespace) -> int:
         return _fail("the app needs Streamlit: pip install 'mnist-pipeline[app]'")
     if not Path(args.results).is_dir():
         return _fail(f"{args.results}: no such results directory (run the workflow first: snakemake --cores 4)")
-    command = streamlit_command(args.results, args.port, args.headless)
+    command = streamlit_command(args.results, args.port, args.headless, args.address)
     # Become the server rather than wrap it: Ctrl-C and a service manager's SIGTERM then reach
     # Streamlit itself, and no orphaned server outlives a killed launcher.
     sys.stdout.flush()
@@ -233,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument(
         "--results", default=os.environ.get(RESULTS_ENV, "results"),
         help=f"the workflow's results directory (default: ${RESULTS_ENV} or ./results)",
+    )
+    app.add_argument(
+        "--address", default=DEFAULT_ADDRESS, metavar="ADDR",
+        help=f"the address to listen on (default {DEFAULT_ADDRESS}: this machine only; 0.0.0.0 for every network interface)",
     )
     app.add_argument("--port", type=int, default=None, help="port to serve on (default: Streamlit's, 8501)")
     app.add_argument("--headless", action="store_true", help="do not open a browser window")

@@ -31,13 +31,16 @@ from mnist_pipeline import __version__
 from mnist_pipeline.datasets import IDX_STEMS, KNOWN_DATASETS, DatasetSpec, FileChecksum, get_dataset
 from mnist_pipeline.errors import ChecksumError, ConfigError, DownloadError, IdxFormatError
 from mnist_pipeline.fileio import write_json
-from mnist_pipeline.idx import GZIP_MAGIC, decompress, parse_idx
+from mnist_pipeline.idx import GZIP_MAGIC, MAX_IDX_BYTES, content_sha256
 
 log = logging.getLogger(__name__)
 
 # Some hosts refuse urllib's default agent; a named one is also politer.
 USER_AGENT = f"mnist-pipeline/{__version__} (Python urllib)"
 CHUNK_BYTES = 1 << 16
+# No file we accept is larger (gzip adds a little to incompressible content): a server that
+# sends more is stopped there, before it fills the disk.
+MAX_FILE_BYTES = MAX_IDX_BYTES + MAX_IDX_BYTES // 100
 # Answers that mean "this file is not here": S3 says 403 for a missing key.
 NOT_FOUND = {403, 404, 410}
 # Answers worth asking again, as are dropped connections and timeouts.
@@ -220,10 +223,9 @@ def _fetch_local(directory: Path, stem: str, expected: FileChecksum | None, tmp:
         raise _SourceFailed("missing", str(error)) from None
     part = tmp / f"{path.name}.part"
     try:
-        try:
-            os.link(path, part)  # no copy when on the same filesystem
-        except OSError:
-            shutil.copyfile(path, part)
+        # A copy, never a hard link: a link would make the user's file and raw/ one inode, so a
+        # chmod or an in-place edit under results/ would change the user's own file.
+        shutil.copyfile(path, part)
     except OSError as error:
         _raise_if_local_disk(error, part)
         raise _SourceFailed("missing", f"cannot read {path}: {error.strerror or error}") from None
@@ -248,23 +250,25 @@ def _accept(part: Path, stem: str, expected: FileChecksum | None, origin: str, d
 
 
 def _verify(part: Path, stem: str, expected: FileChecksum | None, origin: str, dataset: str) -> dict:
-    raw = part.read_bytes()
     name = part.with_suffix("").name
-    is_gz = raw.startswith(GZIP_MAGIC)
-    try:
-        content = decompress(raw, origin)
-        parse_idx(content, origin)  # the header must agree with the size: catches truncation
-    except IdxFormatError as error:
-        raise _SourceFailed("corrupt", str(error)) from None
+    # Streamed, never read whole: the file may be a small gzip of gigabytes.
+    with open(part, "rb") as handle:
+        stored = _stored_digests(handle)
+        handle.seek(0)
+        try:
+            content = content_sha256(handle, origin)  # also checks the header against the size
+        except IdxFormatError as error:
+            raise _SourceFailed("corrupt", str(error)) from None
+    is_gz = stored["head"] == GZIP_MAGIC
     record = {
         "file": name,
-        "bytes": len(raw),
-        "content_sha256": hashlib.sha256(content).hexdigest(),
+        "bytes": stored["bytes"],
+        "content_sha256": content,
         "origin": origin,
         "verified_by": "unverified",
     }
     if is_gz:
-        record["gz_sha256"] = hashlib.sha256(raw).hexdigest()
+        record["gz_sha256"] = stored["sha256"]
     if expected is None:
         log.warning(
             "%s: no checksum is known for this file of custom dataset %r; taken unchecked (content SHA-256 %s)",
@@ -284,12 +288,23 @@ def _verify(part: Path, stem: str, expected: FileChecksum | None, origin: str, d
     elif expected.gz_sha256:
         kind, want, got = "gz_sha256", expected.gz_sha256, record["gz_sha256"]
     else:
-        kind, want, got = "gz_md5", expected.gz_md5, hashlib.md5(raw, usedforsecurity=False).hexdigest()
+        kind, want, got = "gz_md5", expected.gz_md5, stored["md5"]
     if got != want:
         what = "content SHA-256" if kind == "content_sha256" else f"{kind.replace('_', ' ')} of the .gz"
         raise _SourceFailed("checksum", f"{origin}: {what} is {got}, expected {want}")
     record["verified_by"] = kind
     return record
+
+
+def _stored_digests(handle) -> dict:
+    """Size, first two bytes, SHA-256 and MD5 of a file's bytes as stored, in one streaming pass."""
+    sha256, md5, size, head = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0, b""
+    while chunk := handle.read(CHUNK_BYTES):
+        head = head or chunk[:2]
+        sha256.update(chunk)
+        md5.update(chunk)
+        size += len(chunk)
+    return {"bytes": size, "head": head, "sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
 
 
 class _Fetcher:
@@ -388,6 +403,10 @@ class _Fetcher:
                         _raise_if_local_disk(error, part)
                         raise
                     done += len(chunk)
+                    if done > MAX_FILE_BYTES:
+                        raise _SourceFailed(
+                            "corrupt", f"{url}: sent more than {MAX_FILE_BYTES} bytes, more than any IDX file can be; stopped there"
+                        )
                     if bar:
                         bar.update(done)
         finally:

@@ -11,7 +11,9 @@ one), because re-framing a Fashion-MNIST picture, which fills its frame, would s
 from __future__ import annotations
 
 import io
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_pipeline.errors import ImageInputError
-from mnist_pipeline.idx import DTYPES, GZIP_MAGIC, decompress, parse_idx
+from mnist_pipeline.idx import DTYPES, GZIP_MAGIC, read_idx_bytes
 from mnist_pipeline.splits import Normalization
 
 SIDE = 28
@@ -28,6 +30,9 @@ SIDE = 28
 INK_THRESHOLD = 0.1
 NPY_MAGIC = b"\x93NUMPY"
 CENTER_MODES = ("auto", "always", "never")
+# Larger images are refused before they are decoded: the conversion holds about 20 bytes per
+# pixel (a 50-megapixel photo takes 1 GB), and a small PNG can declare billions of pixels.
+MAX_IMAGE_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -121,12 +126,24 @@ def as_dataset_image(gray: np.ndarray, framing: Framing = MNIST_FRAMING, center:
 
 
 def decode_image(data: bytes, source: str = "<image>") -> np.ndarray:
-    """Grayscale uint8 (h, w) of an image file's bytes in any format Pillow reads (see to_gray)."""
+    """Grayscale uint8 (h, w) of an image file's bytes in any format Pillow reads (see to_gray).
+
+    Images of more than MAX_IMAGE_PIXELS are refused from their header, before decoding.
+    """
+    if not data:
+        raise ImageInputError(f"{source}: the file is empty (0 bytes); expected a PNG, JPEG, IDX or .npy file")
     try:
         image = Image.open(io.BytesIO(data))
+        check_image_size(image.size, source)
         image.load()
     except UnidentifiedImageError:
         raise ImageInputError(f"{source}: not a PNG, JPEG, IDX or .npy file (it starts with {data[:8]!r})") from None
+    except Image.DecompressionBombError as exc:
+        # Pillow's own limit is above ours, so it refused a size ours refuses too.
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise ImageInputError(_too_large(source, f"{int(pixels[1]):,} pixels" if pixels else "its size")) from None
+    except ImageInputError:
+        raise
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(f"{source}: damaged image file ({exc})") from None
     try:
@@ -134,6 +151,17 @@ def decode_image(data: bytes, source: str = "<image>") -> np.ndarray:
         return to_gray(ImageOps.exif_transpose(image))
     except ImageInputError as exc:
         raise ImageInputError(f"{source}: {exc}") from None
+
+
+def check_image_size(size: tuple[int, int], source: str) -> None:
+    """ImageInputError naming `source` when an image of `size` (width, height) has more than MAX_IMAGE_PIXELS."""
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageInputError(_too_large(source, f"{width}x{height} pixels ({width * height:,})"))
+
+
+def _too_large(source: str, size: str) -> str:
+    return f"{source}: the image is too large: {size}, more than the {MAX_IMAGE_PIXELS:,} pixels accepted; scale it down first"
 
 
 def to_gray(image: Image.Image) -> np.ndarray:
@@ -175,6 +203,7 @@ def array_images(array: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
             f" expected (h, w), (n, h, w), ({SIDE * SIDE},) or (n, {SIDE * SIDE})"
         )
     stacked = array.ndim == 3
+    check_image_size(array.shape[:-3:-1], source)
     return _to_bytes(array, source).reshape(-1, *array.shape[-2:]), stacked
 
 
@@ -199,11 +228,25 @@ def _to_bytes(array: np.ndarray, source: str) -> np.ndarray:
 def read_array(data: bytes, source: str) -> np.ndarray:
     """The array in .npy or IDX (gzipped or not) bytes; ImageInputError/IdxFormatError naming `source`."""
     if data.startswith(NPY_MAGIC):
+        stream = io.BytesIO(data)
         try:
-            return np.load(io.BytesIO(data), allow_pickle=False)
+            check_npy_size(stream, len(data))
+            return np.lib.format.read_array(stream, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise ImageInputError(f"{source}: damaged .npy file ({exc})") from None
-    return parse_idx(decompress(data, source), source)
+    return read_idx_bytes(data, source)
+
+
+def check_npy_size(stream: io.BytesIO, size: int) -> None:
+    """ValueError when a .npy header declares more data than the file (`size` bytes) holds,
+    before NumPy allocates an array of the declared size; leaves `stream` at the start."""
+    version = np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(stream)
+    declared, held = math.prod(shape) * dtype.itemsize, size - stream.tell()
+    if declared > held:
+        raise ValueError(f"its header declares shape {shape} of {dtype}, {declared:,} bytes, but only {held:,} bytes follow it")
+    stream.seek(0)
 
 
 def looks_like_array(data: bytes) -> bool:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.errors import ConfigError, ModelFormatError
+from mnist_pipeline.fileio import atomic_path
 from mnist_pipeline.nn.activations import ACTIVATIONS
 from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
 from mnist_pipeline.nn.init import INITIALISERS
@@ -29,6 +28,7 @@ from mnist_pipeline.nn.settings import TrainSettings
 FORMAT = "mnist-pipeline-model"
 FORMAT_VERSION = 1
 HEADER = "header"
+ZIP_MAGIC = b"PK\x03\x04"  # what every .npz starts with
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.kind: cls for cls in (Dense, Dropout, BatchNorm, Reshape, Flatten, Conv2D, MaxPool2D, *ACTIVATIONS.values())
 }
@@ -215,7 +215,7 @@ def save_model(path, model: Model, *, normalization: dict, classes: list, metada
 
     Byte-deterministic: entries in a fixed order with a fixed timestamp, stored uncompressed
     (np.savez would stamp the current time into every entry). Atomic: a temporary file in the
-    same directory is renamed over `path` only once complete.
+    same directory is renamed over `path` only once complete; its mode follows the umask.
     """
     path = Path(path)
     header = {
@@ -227,19 +227,13 @@ def save_model(path, model: Model, *, normalization: dict, classes: list, metada
         "metadata": metadata,
     }
     entries = {HEADER: np.array(json.dumps(header, sort_keys=True)), **model.named_arrays()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED) as archive:
-            for name, array in entries.items():
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.external_attr = 0o644 << 16
-                data = io.BytesIO()
-                np.lib.format.write_array(data, array, allow_pickle=False)
-                archive.writestr(info, data.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in entries.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            data = io.BytesIO()
+            np.lib.format.write_array(data, array, allow_pickle=False)
+            archive.writestr(info, data.getvalue())
 
 
 def load_model(path) -> LoadedModel:
@@ -247,6 +241,14 @@ def load_model(path) -> LoadedModel:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
+    with open(path, "rb") as handle:
+        start = handle.read(len(ZIP_MAGIC))
+    if start != ZIP_MAGIC:
+        found = "it is empty (0 bytes)" if not start else f"it starts with {start!r}"
+        raise ModelFormatError(
+            f"{path}: not a model file: expected an .npz archive written by mnist-pipeline"
+            f" (a zip file, starting with {ZIP_MAGIC!r}), but {found}"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile) or HEADER not in archive.files:
@@ -255,7 +257,7 @@ def load_model(path) -> LoadedModel:
             arrays = {name: archive[name] for name in archive.files if name != HEADER}
     except ModelFormatError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile) as exc:
         raise ModelFormatError(f"{path}: not a model file (expected an .npz written by mnist-pipeline): {exc}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelFormatError(f"{path}: not a model file (its header does not say format {FORMAT!r})")

@@ -1,10 +1,17 @@
-"""report.md: the same report as Markdown, linking the PNGs written beside it."""
+"""report.md: the same report as Markdown, linking the PNGs written beside it.
+
+Every name it quotes (experiments, classes, paths, hosts) goes through `_text`, so that it
+renders as the text it is: a class named `<img src=x>` or `[x](javascript:...)` must not
+become markup in a viewer that renders the file.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from mnist_pipeline.report import summary as s
 from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, FIGURE_TEXT, PANEL_FIGURES
@@ -13,30 +20,60 @@ from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, FIGURE_
 LinkFn = Callable[[str, str], str]
 
 
-def _cell(text: str) -> str:
-    # A pipe would end the cell; a newline would end the row.
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+# Characters that start Markdown syntax anywhere in a line; a backslash makes each literal.
+# (A pipe would end a table cell even inside code.)
+_SYNTAX = re.compile(r"[\\`*\[\]|~]")
+# An underscore between two letters or digits never delimits emphasis (CommonMark), so the
+# experiment names `sweep` writes stay readable; any other underscore is escaped.
+_LONE_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def _text(text: str) -> str:
+    """`text` as Markdown that renders as exactly that text, on one line: no HTML, links or emphasis."""
+    text = _SYNTAX.sub(lambda m: "\\" + m.group(), text)
+    text = _LONE_UNDERSCORE.sub(r"\\_", text)
+    text = re.sub(r"[&<>]", lambda m: _ENTITIES[m.group()], text)
+    return re.sub(r"\s*\n\s*", " ", text)
+
+
+def _fence(text: str, least: int) -> str:
+    """Backticks that open and close code around `text`: more than any run of them inside it."""
+    return "`" * max(least, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+
+
+def _code(text: str) -> str:
+    """`text` as an inline code span, which Markdown shows literally."""
+    fence, pad = _fence(text, 1), " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text.replace(chr(10), ' ')}{pad}{fence}"
+
+
+def _fenced(text: str, info: str) -> list[str]:
+    """A fenced code block of `text`."""
+    fence = _fence(text, 3)
+    return [fence + info, text, fence]
 
 
 def _table(columns: Sequence[str], rows: Iterable[Sequence[str]], text_cols: Sequence[int] = (0,)) -> list[str]:
     align = ["---" if i in text_cols else "---:" for i in range(len(columns))]
-    lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(_text(c) for c in columns) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(_text(v) for v in row) + " |" for row in rows]
     return lines + [""]
 
 
 def _image(link: LinkFn, group: str, name: str) -> list[str]:
     alt, caption = FIGURE_TEXT[name]
-    return [f"![{alt}]({link(group, name)})", "", f"*{caption}*", ""]
+    # Percent-encoded: a name with a space or a parenthesis would otherwise end the link.
+    return [f"![{_text(alt)}]({quote(link(group, name))})", "", f"*{_text(caption)}*", ""]
 
 
 def _experiment(exp: s.ExperimentView, view: s.ReportView, link: LinkFn) -> list[str]:
     classes = view.classes
-    lines = [f"## {exp.rank}. {exp.name}", ""]
-    lines.append(f"Differs from the defaults: `{s.differs_text(exp)}`." if exp.differs else "Default settings.")
+    lines = [f"## {exp.rank}. {_text(exp.name)}", ""]
+    lines.append(f"Differs from the defaults: {_code(s.differs_text(exp))}." if exp.differs else "Default settings.")
     if exp.rank > 1:
         lines[-1] += f" Versus the best: {s.vs_best(exp)} percentage points (paired 95% interval)."
-    lines += [""] + [f"- **{k}**: {v}" for k, v in s.key_numbers(exp)] + [""]
+    lines += [""] + _facts(s.key_numbers(exp)) + [""]
     for name in PANEL_FIGURES:
         lines += _image(link, exp.name, name)
     lines += ["### Most confident mistakes", ""]
@@ -44,7 +81,7 @@ def _experiment(exp: s.ExperimentView, view: s.ReportView, link: LinkFn) -> list
     if exp.pairs:
         lines += ["### Most confused class pairs", ""]
         lines += [
-            f"- {classes[p.true]} taken for {classes[p.predicted]}: {p.count:,} times ({s.pct(p.share, 1)} of {classes[p.true]})"
+            _text(f"- {classes[p.true]} taken for {classes[p.predicted]}: {p.count:,} times ({s.pct(p.share, 1)} of {classes[p.true]})")
             for p in exp.pairs
         ]
         lines += [""] + _image(link, exp.name, "confused_pairs")
@@ -52,28 +89,32 @@ def _experiment(exp: s.ExperimentView, view: s.ReportView, link: LinkFn) -> list
     return lines
 
 
+def _facts(items: Iterable[tuple[str, str]]) -> list[str]:
+    return [f"- **{_text(k)}**: {_text(v)}" for k, v in items]
+
+
 def _provenance(prov: Mapping[str, Any]) -> list[str]:
-    lines = ["## Provenance", ""] + [f"- **{k}**: {v}" for k, v in s.provenance_facts(prov)] + [""]
+    lines = ["## Provenance", ""] + _facts(s.provenance_facts(prov)) + [""]
     columns, rows = s.file_rows(prov.get("files") or {})
     if rows:
         lines += ["### Data files", ""] + _table(columns, rows, text_cols=range(len(columns)))
     lines += ["### Software", ""] + _table(("Package", "Version"), sorted((prov.get("packages") or {}).items()), (0, 1))
-    lines += ["### Machine", ""] + [f"- **{k}**: {v}" for k, v in s.machine_facts(prov.get("machine") or {})] + [""]
-    lines += ["### Configuration", "", "```json", json.dumps(prov.get("config") or {}, indent=2, sort_keys=True), "```", ""]
+    lines += ["### Machine", ""] + _facts(s.machine_facts(prov.get("machine") or {})) + [""]
+    lines += ["### Configuration", "", *_fenced(json.dumps(prov.get("config") or {}, indent=2, sort_keys=True), "json"), ""]
     return lines
 
 
 def render_markdown(view: s.ReportView, link: LinkFn) -> str:
     """The whole Markdown report; `link` gives each figure's path relative to the file."""
-    lines = [f"# Classifier report: {view.dataset}", "", s.headline(view), "", "## Leaderboard", ""]
+    lines = [f"# Classifier report: {_text(view.dataset)}", "", _text(s.headline(view)), "", "## Leaderboard", ""]
     lines += _table(s.LEADERBOARD_COLUMNS, [s.leaderboard_row(e) for e in view.experiments],
                     text_cols=(0, len(s.LEADERBOARD_COLUMNS) - 1))
-    lines += [s.LEADERBOARD_NOTE, ""]
+    lines += [_text(s.LEADERBOARD_NOTE), ""]
     if view.seed_groups:
         lines += [f"### {s.SEED_TITLE}", ""]
         lines += _table(s.SEED_COLUMNS, [s.seed_group_row(g) for g in view.seed_groups],
                         text_cols=(0, 2, s.SEED_MEMBERS_COLUMN))
-        lines += [s.seed_note(view.seed_groups), ""]
+        lines += [_text(s.seed_note(view.seed_groups)), ""]
     if len(view.experiments) > 1:
         for name in COMPARISON_FIGURES:
             lines += _image(link, COMPARISON, name)
