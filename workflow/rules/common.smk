@@ -8,18 +8,23 @@ from snakemake.exceptions import WorkflowError
 import mnist_pipeline
 from mnist_pipeline.codedeps import package_modules_used
 from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
+from mnist_pipeline.datafacts import check_config_against_data
 from mnist_pipeline.datasets import IDX_STEMS
 from mnist_pipeline.download import local_source_dir, locate_idx
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.errors import PipelineError
 
 SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
 PACKAGE = Path(mnist_pipeline.__file__).parent
 
 
 def validated_config(config):
+    """The resolved config; a WorkflowError, before any job, for a bad key or value, including
+    the ones the data rules out (conv blocks vs image size, validation split vs class counts)."""
     try:
-        return resolve_config(config, SCHEMA)
-    except ConfigError as error:
+        resolved = resolve_config(config, SCHEMA)
+        check_config_against_data(resolved, experiment_settings(resolved, SCHEMA))
+        return resolved
+    except PipelineError as error:
         raise WorkflowError(str(error)) from None
 
 
