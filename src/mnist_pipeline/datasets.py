@@ -47,7 +47,7 @@ class DatasetSpec:
     mirrors: tuple[str, ...]
     checksums: Mapping[str, FileChecksum]
     classes: tuple[str, ...]
-    train_class_counts: tuple[int, ...]
+    train_class_counts: tuple[int, ...] = ()
     image_shape: tuple[int, int] = (28, 28)
 
 

@@ -102,7 +102,6 @@ def parse_raw_dataset(
     return parsed
 
 
-
 def load_parsed(paths: Mapping[str, str | Path]) -> ParsedDataset:
     """Load what `parse_raw_dataset` wrote; `paths` has the same keys as its `outputs`."""
     arrays = {name: np.load(paths[name], mmap_mode="r", allow_pickle=False) for name in ARRAYS}

@@ -62,20 +62,22 @@ def validation_counts(class_counts: Mapping[str, int], val_fraction: float) -> d
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"config key 'prepare.val_fraction': {val_fraction!r} must lie strictly between 0 and 1")
     taken = {name: int(round(val_fraction * count)) for name, count in class_counts.items() if count > 0}
+    if not taken:
+        return taken
     # round(f * count) grows with count, so the smallest class is the first to get no
     # validation image, and the first to give all its images to validation.
-    for name in sorted(taken, key=lambda name: class_counts[name])[:1]:
-        count = class_counts[name]
-        if taken[name] == 0:
-            raise ConfigError(
-                f"config key 'prepare.val_fraction': {val_fraction} gives class {name!r} ({count} training images, the"
-                f" fewest) no validation image; val_fraction must exceed 0.5/{count} = {0.5 / count:.3g}"
-            )
-        if taken[name] >= count:
-            raise ConfigError(
-                f"config key 'prepare.val_fraction': {val_fraction} leaves no training image of class {name!r}"
-                f" ({count} images, the fewest); val_fraction must be below 1 - 0.5/{count} = {1 - 0.5 / count:.3g}"
-            )
+    name = min(taken, key=lambda name: class_counts[name])
+    count = class_counts[name]
+    if taken[name] == 0:
+        raise ConfigError(
+            f"config key 'prepare.val_fraction': {val_fraction} gives class {name!r} ({count} training images, the"
+            f" fewest) no validation image; val_fraction must exceed 0.5/{count} = {0.5 / count:.3g}"
+        )
+    if taken[name] >= count:
+        raise ConfigError(
+            f"config key 'prepare.val_fraction': {val_fraction} leaves no training image of class {name!r}"
+            f" ({count} images, the fewest); val_fraction must be below 1 - 0.5/{count} = {1 - 0.5 / count:.3g}"
+        )
     return taken
 
 
