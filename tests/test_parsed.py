@@ -47,6 +47,11 @@ def test_declared_class_names_keep_an_absent_class_and_refuse_an_unnamed_label(t
         parse_raw_dataset(directory, "custom", outputs(tmp_path), class_names=["zero", "one"])
 
 
+def test_a_single_label_value_is_refused(tmp_path):
+    with pytest.raises(IdxFormatError, match="every label is 3; a classifier needs at least two classes"):
+        parse_raw_dataset(raw_dir(tmp_path, label_values=[3]), "custom", outputs(tmp_path))
+
+
 def test_splits_of_different_image_sizes_are_refused(tmp_path):
     directory = raw_dir(tmp_path, shape=(20, 20))
     write_idx(directory / "t10k-images-idx3-ubyte.gz", np.zeros((20, 24, 24), np.uint8))

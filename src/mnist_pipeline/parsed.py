@@ -72,6 +72,11 @@ def parse_raw_dataset(
     if spec is not None and image_shape != spec.image_shape:
         raise IdxFormatError(f"{paths['train_images']}: images are {image_shape}, {dataset}'s are {spec.image_shape}")
     classes = dataset_classes(dataset, declared, train[1], test[1])
+    if len(classes.names) < 2:
+        raise IdxFormatError(
+            f"{paths['train_labels']}, {paths['test_labels']}: every label is {classes.labels[0]};"
+            " a classifier needs at least two classes (or declare them with class_names)"
+        )
     train_labels = classes.indices(train[1], str(paths["train_labels"]))
     test_labels = classes.indices(test[1], str(paths["test_labels"]))
     manifest = read_json(raw_dir / "manifest.json")
