@@ -43,14 +43,15 @@ def fashion_dir() -> Path:
     return FASHION_DIR
 
 
-def synthetic_images(labels: np.ndarray, seed: int) -> np.ndarray:
-    """uint8 (n, 28, 28) images where each class lights a different 7x7 block, plus noise:
-    easy enough that a small network learns it in a few epochs, hard enough to need training."""
+def synthetic_images(labels: np.ndarray, seed: int, shape: tuple[int, int] = (28, 28)) -> np.ndarray:
+    """uint8 (n, *shape) images where each class lights a different block (7x7 in 28x28), plus
+    noise: easy enough that a small network learns it in a few epochs, hard enough to need training."""
     rng = np.random.default_rng(seed)
-    images = rng.integers(0, 60, size=(len(labels), 28, 28), dtype=np.uint8)
+    images = rng.integers(0, 60, size=(len(labels), *shape), dtype=np.uint8)
+    block = min(shape) // 4
     for i, label in enumerate(labels):
-        row, col = divmod(int(label), 4)
-        images[i, 7 * row : 7 * row + 7, 7 * col : 7 * col + 7] += rng.integers(120, 190, dtype=np.uint8)
+        row, col = divmod(int(label) % 12, 4)
+        images[i, block * row : block * row + block, block * col : block * col + block] += rng.integers(120, 190, dtype=np.uint8)
     return images
 
 
@@ -66,15 +67,18 @@ def quadrant_images(n: int, seed: int, noise: float = 0.3, spot: float = 2.0) ->
     return x.reshape(n, 64), y
 
 
-def write_synthetic_dataset(directory: Path, n_train: int = 600, n_test: int = 200, n_classes: int = 10, seed: int = 0, gz: bool = True) -> Path:
-    """The four standard IDX files of a small learnable dataset, written with our own writer."""
+def write_synthetic_dataset(directory: Path, n_train: int = 600, n_test: int = 200, n_classes: int = 10, seed: int = 0, gz: bool = True,
+                            shape: tuple[int, int] = (28, 28), label_values: list[int] | None = None) -> Path:
+    """The four standard IDX files of a small learnable dataset, written with our own writer:
+    images of `shape`, labels 0..n_classes-1 or the given `label_values`, in equal numbers."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     suffix = ".gz" if gz else ""
+    values = np.asarray(label_values if label_values is not None else range(n_classes), dtype=np.uint8)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = (np.arange(n) % n_classes).astype(np.uint8)
+        labels = values[np.arange(n) % len(values)]
         rng.shuffle(labels)
-        write_idx(directory / f"{prefix}-images-idx3-ubyte{suffix}", synthetic_images(labels, seed + n))
+        write_idx(directory / f"{prefix}-images-idx3-ubyte{suffix}", synthetic_images(labels, seed + n, shape))
         write_idx(directory / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
     return directory
 

@@ -106,6 +106,18 @@ def test_classify_matches_the_command(tmp_path, model_path, fashion_test):  # no
     assert data.enlarge(seen, 3).shape == (84, 84)
 
 
+def test_classify_frames_to_a_custom_models_image_size():
+    from mnist_pipeline.nn.model import LoadedModel, Model, architecture
+
+    settings = {"model": "cnn", "conv_channels": [2], "hidden": [], "activation": "relu", "dropout": 0.0, "batch_norm": False}
+    loaded = LoadedModel(Model(architecture(settings, 20 * 16, 3, image_shape=(20, 16))), {"mean": 0.1, "std": 0.3},
+                         ["a", "b", "c"], {"dataset": "custom"})
+    photo = Image.new("L", (200, 120), 255)
+    photo.paste(0, (60, 20, 90, 100))
+    seen, proba = data.classify(loaded, photo)
+    assert seen.shape == (20, 16) and proba.shape == (3,)
+
+
 # --- the page, through Streamlit's AppTest -----------------------------------------------
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import numpy as np
 import pytest
 
-from mnist_pipeline.datasets import IDX_STEMS, KNOWN_DATASETS, class_names, get_dataset
+from mnist_pipeline.datasets import IDX_STEMS, KNOWN_DATASETS, class_names, dataset_classes, get_dataset
+from mnist_pipeline.errors import IdxFormatError
 
 HEX = {"content_sha256": 64, "gz_sha256": 64, "gz_md5": 32}
 
@@ -58,3 +60,23 @@ def test_the_registry_cannot_be_changed_by_accident():
         spec.checksums["train-images-idx3-ubyte"] = None  # type: ignore[index]
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.mirrors = ()  # type: ignore[misc]
+
+
+def test_known_datasets_state_their_image_size_and_training_counts():
+    for spec in KNOWN_DATASETS.values():
+        assert spec.image_shape == (28, 28)
+        assert len(spec.train_class_counts) == len(spec.classes) and sum(spec.train_class_counts) == 60000
+
+
+def test_undeclared_classes_are_the_label_values_the_data_uses():
+    classes = dataset_classes("my-set", None, np.array([5, 0, 5]), np.array([0, 5]))
+    assert classes.names == ("0", "5") and classes.labels == (0, 5)
+    assert classes.indices(np.array([5, 0, 0]), "labels").tolist() == [1, 0, 0]
+
+
+def test_declared_classes_keep_every_name_and_refuse_a_label_without_one():
+    classes = dataset_classes("my-set", ["zero", "one", "two"], np.array([0, 2]))
+    assert classes.names == ("zero", "one", "two")
+    assert dataset_classes("kmnist", None, np.array([0])).names[:2] == ("o", "ki")
+    with pytest.raises(IdxFormatError, match=r"my-labels: label 3 at index 1 .*class_names lists 3 names"):
+        classes.indices(np.array([0, 3]), "my-labels")

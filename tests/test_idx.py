@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 from hostile import MIB, gzip_bomb
 
 from mnist_pipeline.errors import IdxFormatError
-from mnist_pipeline.idx import DTYPES, MAX_IDX_BYTES, encode_idx, parse_idx, read_idx, read_split, write_idx
+from mnist_pipeline.idx import DTYPES, MAX_IDX_BYTES, encode_idx, parse_idx, read_header, read_idx, read_split, write_idx
 
 # Every dtype the format has, in both byte orders a caller might hand us.
 DTYPE_CHOICES = [dtype.newbyteorder(order) for dtype in DTYPES.values() for order in "<>"]
@@ -325,3 +325,17 @@ def test_corrupted_gzip_is_refused_or_gives_the_original(array, data):
             assert str(error).startswith(f"{path}: ")
         else:  # a flip in the gzip header's time or OS byte changes nothing that matters
             assert same_bits(parsed, array)
+
+
+@pytest.mark.parametrize("name", ["images-idx3-ubyte.gz", "images-idx3-ubyte"])
+def test_read_header_reads_only_the_header(tmp_path, name):
+    path = tmp_path / name
+    write_idx(path, np.zeros((7, 20, 32), np.uint8))
+    header = read_header(path)
+    assert header.shape == (7, 20, 32) and header.dtype == np.uint8
+    # Cut off the payload: the header alone is still read, the full parse refuses the file.
+    raw = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+    path.write_bytes(gzip.compress(raw[:20]) if name.endswith(".gz") else raw[:20])
+    assert read_header(path).shape == (7, 20, 32)
+    with pytest.raises(IdxFormatError, match="shorter"):
+        read_idx(path)

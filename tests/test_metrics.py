@@ -207,3 +207,15 @@ def test_read_predictions_names_the_source_and_missing_columns():
     table = M.predictions_table(np.arange(6), Y, P).drop_columns(["predicted"])
     with pytest.raises(TableSchemaError, match=r"run1\.parquet.*'predicted'"):
         M.read_predictions(table, source="run1.parquet")
+
+
+def test_a_class_without_test_images_is_absent_and_left_out_of_macro_f1():
+    # Class "one" never occurs: its scores are not zeros to average but absent.
+    y = np.array([0, 0, 2, 2])
+    proba = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.2, 0.1, 0.7]], dtype=np.float32)
+    result = M.evaluate(y, proba, classes=CLASSES, n_bootstrap=10)
+    assert result["absent_classes"] == ["one"]
+    assert result["per_class"]["one"] == {"absent": True, "precision": None, "recall": None, "f1": None, "support": 0}
+    assert result["macro_f1"] == 1.0 and result["test_accuracy"] == 1.0
+    assert np.array(result["confusion_matrix"]).shape == (3, 3)
+    assert M.evaluate(Y, P, classes=CLASSES, n_bootstrap=10)["absent_classes"] == []

@@ -11,7 +11,7 @@ import pytest
 from mnist_pipeline.errors import ConfigError, ModelFormatError
 from mnist_pipeline.nn.gradcheck import numerical_gradient, relative_error
 from mnist_pipeline.nn.losses import softmax_cross_entropy
-from mnist_pipeline.nn.model import FORMAT_VERSION, Model, architecture, load_model, save_model
+from mnist_pipeline.nn.model import FORMAT_VERSION, LoadedModel, Model, architecture, load_model, max_conv_blocks, save_model
 from mnist_pipeline.nn.settings import TrainSettings
 
 SHAPE_KEYS = {"model": "mlp", "hidden": [256, 128], "conv_channels": [32, 64], "activation": "relu",
@@ -41,11 +41,25 @@ def test_cnn_architecture():
     assert arch["layers"][-3] == {"type": "dense", "n_in": 7 * 7 * 64, "n_out": 128}
 
 
-def test_cnn_needs_square_images_and_room_to_pool():
-    with pytest.raises(ConfigError, match="model: cnn"):
-        architecture(shape_settings(model="cnn"), 780, 10)
-    with pytest.raises(ConfigError, match="conv_channels"):
+def test_cnn_takes_any_image_size_its_blocks_fit():
+    arch = architecture(shape_settings(model="cnn", hidden=[8]), 20 * 12, 10, image_shape=(20, 12))
+    assert arch["image_shape"] == [20, 12] and arch["layers"][0] == {"type": "reshape", "shape": [20, 12, 1]}
+    assert arch["layers"][-3] == {"type": "dense", "n_in": 5 * 3 * 64, "n_out": 8}
+    assert Model(arch).forward(np.zeros((2, 240), np.float32)).shape == (2, 10)
+    assert max_conv_blocks((20, 20)) == 4 and max_conv_blocks((32, 32)) == 5 and max_conv_blocks((3, 40)) == 1
+
+
+def test_cnn_whose_blocks_do_not_fit_is_refused_naming_the_size_and_the_fit():
+    with pytest.raises(ConfigError, match=r"conv_channels: \[4, 4, 4, 4, 4\] is 5 conv-pool blocks, but a 20x20 image fits at most 4"):
+        architecture(shape_settings(model="cnn", conv_channels=[4] * 5), 400, 10, image_shape=(20, 20))
+    with pytest.raises(ConfigError, match="6 conv-pool blocks, but a 28x28 image fits at most 4"):
         architecture(shape_settings(model="cnn", conv_channels=[4] * 6), 784, 10)
+
+
+def test_model_files_without_an_image_size_are_28x28():
+    arch = architecture(shape_settings(hidden=[4]), 784, 10)
+    del arch["image_shape"]
+    assert LoadedModel(Model(arch), {}, [], {}).image_shape == (28, 28)
 
 
 def model_gradient_errors(settings, n_inputs, *, seed=0):

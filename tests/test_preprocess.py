@@ -278,3 +278,23 @@ def test_model_inputs_normalise_like_the_prepared_splits():
     assert x.dtype == np.float32 and x.shape == (3, 784)
     np.testing.assert_array_equal(x, Normalization(0.28, 0.35).apply(images))
     np.testing.assert_allclose(x[0, :5], (images[0, 0, :5] / 255 - 0.28) / 0.35, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(20, 20), (32, 32), (20, 40)])
+def test_framing_scales_the_box_and_the_centre_to_the_models_size(shape):
+    photo = seven((600, 400), origin=(380, 30), scale=9, ink="black", paper="white")
+    digit = to_mnist(to_gray(photo), MNIST_FRAMING, shape)
+    assert digit.shape == shape and digit.max() >= 250
+    # MNIST's 20-of-28 box, in proportion: the 7 is taller than wide, so its height sets the scale.
+    assert abs(ink_box(digit)[0] - 20 * shape[0] / 28) <= 1.5
+    cy, cx = centre_of_mass(digit)
+    assert abs(cy - shape[0] / 2) <= 0.5 and abs(cx - shape[1] / 2) <= 0.5
+
+
+def test_images_and_flat_arrays_of_the_models_size_are_taken_as_they_are(tmp_path):
+    image = np.zeros((20, 20), np.uint8)
+    image[4:9, 10:15] = 200
+    assert np.array_equal(as_dataset_image(image, shape=(20, 20)), image)
+    np.save(tmp_path / "flat.npy", np.stack([image.reshape(400)] * 3))
+    loaded = load_images(tmp_path / "flat.npy", shape=(20, 20))
+    assert loaded.images.shape == (3, 20, 20) and loaded.indexed and np.array_equal(loaded.images[1], image)

@@ -3,7 +3,7 @@ import pytest
 
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.parsed import ParsedDataset
-from mnist_pipeline.splits import fit_normalization, prepare_splits, stratified_split
+from mnist_pipeline.splits import fit_normalization, prepare_splits, stratified_split, validation_counts
 from mnist_pipeline.tables import read_split
 
 
@@ -48,3 +48,25 @@ def test_prepare_uses_training_rows_only_for_statistics(tmp_path):
     assert np.array_equal(np.sort(np.concatenate([train.ids, val.ids])), np.arange(200))
     assert np.array_equal(train.pixels, norm.apply(train_images[train.ids]))
     assert train.metadata["split"] == {"val_fraction": 0.25, "seed": 0}
+
+
+def test_validation_counts_name_the_smallest_class_and_the_bound():
+    assert validation_counts({"a": 100, "b": 30, "absent": 0}, 0.1) == {"a": 10, "b": 3}
+    with pytest.raises(ConfigError, match=r"prepare.val_fraction': 0.01 gives class 'b' \(30 training images, the fewest\) no validation image; val_fraction must exceed 0.5/30"):
+        validation_counts({"a": 100, "b": 30}, 0.01)
+    with pytest.raises(ConfigError, match=r"leaves no training image of class 'b' \(3 images, the fewest\)"):
+        validation_counts({"a": 100, "b": 3}, 0.9)
+
+
+def test_prepare_refuses_a_fraction_that_gives_a_class_no_validation_image(tmp_path):
+    # It used to end in numpy's "cannot reshape array of size 0" while writing the val split.
+    labels = np.tile(np.arange(2), 20)
+    images = np.random.default_rng(0).integers(0, 255, size=(40, 20, 20), dtype=np.uint8)
+    parsed = ParsedDataset(images, labels, images[:4], labels[:4], {"dataset": "t", "classes": ["0", "5"], "files": {}, "image_shape": [20, 20]})
+    outputs = {name: tmp_path / f"{name}.parquet" for name in ("train", "val", "test")}
+    with pytest.raises(ConfigError, match="prepare.val_fraction': 0.01 gives class '0' .*no validation image"):
+        prepare_splits(parsed, val_fraction=0.01, seed=0, outputs=outputs)
+    assert not any(path.exists() for path in outputs.values())
+    prepare_splits(parsed, val_fraction=0.1, seed=0, outputs=outputs)
+    val = read_split(outputs["val"])
+    assert val.image_shape == (20, 20) and val.pixels.shape == (4, 400)

@@ -55,7 +55,7 @@ def classify_files(loaded, paths: Sequence[str], top: int = 1, center: str = "au
     inputs: list[Any] = []
     for path in paths:
         try:
-            inputs.append(load_images(path, framing, center))
+            inputs.append(load_images(path, framing, center, loaded.image_shape))
         except PipelineError as exc:
             inputs.append(str(exc))  # our messages name the file already
         except OSError as exc:
@@ -126,6 +126,7 @@ def model_info(path: str, loaded) -> dict[str, Any]:
         "dataset": loaded.metadata.get("dataset"),
         "experiment": loaded.metadata.get("experiment"),
         "classes": list(loaded.classes),
+        "image_shape": list(loaded.image_shape),
         "architecture": loaded.model.architecture,
         "n_parameters": loaded.model.n_parameters,
         "normalization": loaded.normalization,
@@ -155,7 +156,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"model:        {info['model']}",
         f"dataset:      {info['dataset']}  experiment: {info['experiment']}",
         f"classes:      {', '.join(info['classes'])}",
-        f"architecture: {arch.get('model', '?')}, {arch['n_inputs']} inputs -> {arch['n_classes']} classes,"
+        f"architecture: {arch.get('model', '?')}, {info['image_shape'][0]}x{info['image_shape'][1]} images"
+        f" ({arch['n_inputs']} inputs) -> {arch['n_classes']} classes,"
         f" {info['n_parameters']:,} parameters",
         "  " + ", ".join(describe_layer(spec) for spec in arch["layers"]),
         f"normalization: mean {info['normalization'].get('mean')}, std {info['normalization'].get('std')} (of pixel/255)",
@@ -172,6 +174,9 @@ def format_info(info: dict[str, Any]) -> str:
         # metrics.json sorts its keys; the classes' own order is the one people know.
         for name in (name for name in info["classes"] if name in per_class):
             scores = per_class[name]
+            if scores.get("absent"):
+                lines.append(f"  {name}: absent (no test images)")
+                continue
             lines.append(f"  {name}: precision {scores['precision']:.3f}, recall {scores['recall']:.3f}, f1 {scores['f1']:.3f}")
     return "\n".join(lines)
 
@@ -225,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=1, metavar="K", help="show the K most probable classes (default 1)")
     predict.add_argument(
         "--center", choices=CENTER_MODES, default="auto",
-        help="re-frame images like the dataset (crop, scale, centre): auto = those not already 28x28 (default)",
+        help="re-frame images like the dataset (crop, scale, centre): auto = those not already the model's size (default)",
     )
     predict.set_defaults(run=cmd_predict)
 

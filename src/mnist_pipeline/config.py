@@ -42,6 +42,7 @@ def resolve_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict
     _fill_defaults(resolved, schema, schema)
     _validate(resolved, schema)
     _check_dataset_source(resolved)
+    _check_class_names(resolved)
     _expand_sweep(resolved, schema)
     _validate(resolved, schema)
     return canonical(resolved)
@@ -131,6 +132,18 @@ def _check_dataset_source(config: Mapping[str, Any]) -> None:
     from mnist_pipeline.download import resolve_sources
 
     resolve_sources(config["dataset"], get_dataset(config["dataset"]), config["source"])
+
+
+def _check_class_names(config: Mapping[str, Any]) -> None:
+    """A known dataset's classes are fixed (its confusion matrix is 10 x 10 by contract)."""
+    from mnist_pipeline.datasets import get_dataset
+
+    spec = get_dataset(config["dataset"])
+    if spec is not None and config.get("class_names") is not None:
+        raise ConfigError(
+            f"config key 'class_names': {config['dataset']} has its own classes ({', '.join(spec.classes)});"
+            " class_names is for custom datasets only: remove it, or use null"
+        )
 
 
 def _resolve_ref(node: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -1,4 +1,6 @@
-"""The datasets the pipeline knows by name: file names, mirrors, class names, checksums.
+"""The datasets the pipeline knows by name: file names, mirrors, class names, checksums,
+and the shape facts (image size, training images per class) the config check needs before
+any file is downloaded.
 
 Checksums: where the SHA-256 of the decompressed IDX content is known it is what a file
 must match, because mirrors re-compress the files (Debian's Fashion-MNIST .gz files differ
@@ -12,6 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from mnist_pipeline.errors import IdxFormatError
 
 IDX_STEMS = (
     "train-images-idx3-ubyte",
@@ -32,12 +39,16 @@ class FileChecksum:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A known dataset: mirror base URLs (tried in order), per-stem checksums, class names."""
+    """A known dataset: mirror base URLs (tried in order), per-stem checksums, class names,
+    image size (rows, cols) and training images per class (the checksums pin the content,
+    so these are facts, not guesses)."""
 
     name: str
     mirrors: tuple[str, ...]
     checksums: Mapping[str, FileChecksum]
     classes: tuple[str, ...]
+    train_class_counts: tuple[int, ...] = ()
+    image_shape: tuple[int, int] = (28, 28)
 
 
 def _checksums(by_stem: dict[str, FileChecksum]) -> Mapping[str, FileChecksum]:
@@ -77,6 +88,8 @@ MNIST = DatasetSpec(
         }
     ),
     classes=tuple(str(digit) for digit in range(10)),
+    # Lightning-AI's tests_pytorch/helpers/test_datasets.py asserts these per-digit counts.
+    train_class_counts=(5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
 )
 
 # Fashion-MNIST. Mirrors: Zalando's own (zalandoresearch/fashion-mnist README, torchvision
@@ -118,6 +131,8 @@ FASHION_MNIST = DatasetSpec(
         }
     ),
     classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    # The Zalando README: 6,000 training images per class (also counted in Debian's files).
+    train_class_counts=(6000,) * 10,
 )
 
 # Kuzushiji-MNIST. Mirror: torchvision KMNIST.mirrors and TFDS url_checksums/kmnist.txt
@@ -151,6 +166,8 @@ KMNIST = DatasetSpec(
         }
     ),
     classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    # rois-codh/kmnist README: balanced, 6,000 training images per class.
+    train_class_counts=(6000,) * 10,
 )
 
 KNOWN_DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({spec.name: spec for spec in (MNIST, FASHION_MNIST, KMNIST)})
@@ -167,3 +184,44 @@ def class_names(dataset_name: str, n_classes: int) -> list[str]:
     if spec is not None and len(spec.classes) == n_classes:
         return list(spec.classes)
     return [str(index) for index in range(n_classes)]
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    """A dataset's classes: display names by class index, and the IDX label each index stands for."""
+
+    names: tuple[str, ...]
+    labels: tuple[int, ...]
+
+    def indices(self, labels: np.ndarray, source: str) -> np.ndarray:
+        """Class index int64 (n,) of each IDX label; IdxFormatError naming `source` for a label no class has."""
+        known = np.asarray(self.labels, dtype=np.int64)
+        labels = np.asarray(labels, dtype=np.int64)
+        index = np.minimum(np.searchsorted(known, labels), len(known) - 1)
+        stray = known[index] != labels
+        if stray.any():
+            at = int(np.flatnonzero(stray)[0])
+            raise IdxFormatError(
+                f"{source}: label {int(labels[at])} at index {at} is not one of the {len(known)} classes "
+                f"({int(stray.sum())} such labels); class_names lists {len(known)} names, for labels 0 to {len(known) - 1}"
+            )
+        return index
+
+
+def dataset_classes(dataset_name: str, declared: list[str] | None, *label_arrays: np.ndarray) -> ClassSet:
+    """The classes of a dataset. Known datasets and custom ones that declare `class_names` have
+    one class per name (label i is names[i]), whether or not their data has every class; any
+    other custom dataset has one class per label value its data uses, named by that value, so
+    labels {0, 5} make two classes, not six with four empty."""
+    spec = get_dataset(dataset_name)
+    names = spec.classes if spec is not None else declared
+    if names is not None:
+        return ClassSet(tuple(str(name) for name in names), tuple(range(len(names))))
+    values = np.unique(np.concatenate([np.asarray(labels, dtype=np.int64).ravel() for labels in label_arrays]))
+    return ClassSet(tuple(str(int(value)) for value in values), tuple(int(value) for value in values))
+
+
+def absent_classes(info: Mapping[str, Any]) -> list[str]:
+    """Names of the classes of a dataset.json that have no training or no test images."""
+    counts = zip(info["classes"], info.get("train_class_counts") or [], info.get("test_class_counts") or [])
+    return [name for name, n_train, n_test in counts if n_train == 0 or n_test == 0]

@@ -222,6 +222,23 @@ def read_idx(path: str | os.PathLike, limit: int = MAX_IDX_BYTES) -> np.ndarray:
         return parse_idx(read_content(handle, source, limit), source)
 
 
+def read_header(path: str | os.PathLike) -> IdxHeader:
+    """The header of the IDX file at `path` (gzipped or not), reading only its first bytes:
+    cheap enough to run on every workflow start, whatever the file's size."""
+    source = os.fspath(path)
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == GZIP_MAGIC
+        raw.seek(0)
+        handle = gzip.GzipFile(fileobj=raw) if gzipped else raw
+        try:
+            head = handle.read(4)
+            if len(head) == 4 and head[3]:
+                head += handle.read(4 * head[3])
+        except (OSError, EOFError, zlib.error) as error:
+            raise IdxFormatError(f"{source}: bad gzip stream: {error}") from None
+    return parse_header(head, source)
+
+
 def encode_idx(array: np.ndarray, target: str = "<array>") -> bytes:
     """The uncompressed IDX bytes of `array`; `target` names the destination in errors."""
     array = np.asarray(array)

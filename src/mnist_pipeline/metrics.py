@@ -185,8 +185,13 @@ def evaluate(
 ) -> dict:
     """Metrics of the test split as a JSON-ready dict (see the module docstring for shapes).
 
-    Keys: classes, test_accuracy, test_accuracy_ci95, n_test, per_class, confusion_matrix, macro_f1,
-    weighted_f1, log_loss, top2_accuracy, ece {value, bins}, errors_per_class, top_confusions.
+    Keys: classes, absent_classes, test_accuracy, test_accuracy_ci95, n_test, per_class,
+    confusion_matrix, macro_f1, weighted_f1, log_loss, top2_accuracy, ece {value, bins},
+    errors_per_class, top_confusions.
+
+    A class with no test image is absent: its per_class entry says `"absent": true` with null
+    scores, and macro_f1 is the mean over the present classes only (an absent class has no
+    F1 to average; counting it as 0 would report a perfect model as a poor one).
     """
     y, p = _check(y_true, proba)
     k = p.shape[1]
@@ -199,10 +204,12 @@ def evaluate(
     cm = confusion_matrix(y, pred, k)
     scores = per_class_scores(cm)
     support = scores["support"]
+    present = support > 0
     names = [str(c) for c in classes]
     return {
         # JSON writers may sort keys, so the class order is kept as a list, not per_class's order.
         "classes": names,
+        "absent_classes": [name for i, name in enumerate(names) if not present[i]],
         "test_accuracy": float(correct.mean()),
         "test_accuracy_ci95": bootstrap_accuracy_ci(correct, n_bootstrap=n_bootstrap, seed=seed),
         "n_test": int(y.size),
@@ -213,10 +220,12 @@ def evaluate(
                 "f1": float(scores["f1"][i]),
                 "support": int(support[i]),
             }
+            if present[i]
+            else {"precision": None, "recall": None, "f1": None, "support": 0, "absent": True}
             for i, name in enumerate(names)
         },
         "confusion_matrix": cm.tolist(),
-        "macro_f1": float(scores["f1"].mean()),
+        "macro_f1": float(scores["f1"][present].mean()),
         "weighted_f1": float(np.sum(scores["f1"] * support) / support.sum()),
         "log_loss": log_loss(y, p),
         "top2_accuracy": top_k_accuracy(y, p, 2),

@@ -6,6 +6,10 @@ its centre of mass lies at the field's centre. A photo or a drawing from a brows
 light, off-centre and of any size; `to_mnist` undoes all three. An image that is already 28x28 is
 taken to be in the dataset's own format and left as it is (apart from inverting a dark-on-light
 one), because re-framing a Fashion-MNIST picture, which fills its frame, would shrink it.
+
+A model trained on a custom dataset of H x W images gets H x W images made the same way, with
+the box and the centre scaled in proportion (a 20/28 box of each side, the centre of mass at
+the centre of the field).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from mnist_pipeline.idx import DTYPES, GZIP_MAGIC, read_idx_bytes
 from mnist_pipeline.splits import Normalization
 
 SIDE = 28
+MNIST_SHAPE = (SIDE, SIDE)
 # Ink below this fraction of the brightest stroke counts as background: it removes JPEG noise
 # and paper texture, which would otherwise stretch the bounding box to the whole photo.
 INK_THRESHOLD = 0.1
@@ -38,7 +43,8 @@ MAX_IMAGE_PIXELS = 50_000_000
 @dataclass(frozen=True)
 class Framing:
     """How a digit is placed in the 28x28 field: the side of the box its longer side is scaled
-    to (pixels), and whether its centre of mass (else its bounding box) goes to the centre."""
+    to (pixels of a 28-pixel side, scaled in proportion for other sizes), and whether its
+    centre of mass (else its bounding box) goes to the centre."""
 
     box: int = 20
     by_mass: bool = True
@@ -78,50 +84,54 @@ def ink(gray: np.ndarray) -> np.ndarray:
     return strokes
 
 
-def to_mnist(gray: np.ndarray, framing: Framing = MNIST_FRAMING) -> np.ndarray:
-    """A grayscale image uint8 (h, w) of any size as an MNIST-style image uint8 (28, 28)."""
+def to_mnist(gray: np.ndarray, framing: Framing = MNIST_FRAMING, shape: tuple[int, int] = MNIST_SHAPE) -> np.ndarray:
+    """A grayscale image uint8 (h, w) of any size as an MNIST-style image uint8 `shape` (rows, cols)."""
     strokes = ink(np.asarray(gray, dtype=np.uint8))
     rows, cols = np.flatnonzero(strokes.any(axis=1)), np.flatnonzero(strokes.any(axis=0))
     crop = strokes[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     height, width = crop.shape
-    scale = framing.box / max(height, width)
+    box_rows, box_cols = (framing.box * side / SIDE for side in shape)
+    scale = min(box_rows / height, box_cols / width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     # Lanczos on the 8-bit image: anti-aliased like MNIST's, and Pillow clips the ringing.
     digit = np.asarray(Image.fromarray(crop.round().astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
     if framing.by_mass and digit.sum() > 0:
         ys, xs = np.indices(digit.shape)
         centre = ((ys * digit).sum() / digit.sum(), (xs * digit).sum() / digit.sum())
-        target = SIDE / 2
+        targets = (shape[0] / 2, shape[1] / 2)
     else:
         centre = ((digit.shape[0] - 1) / 2, (digit.shape[1] - 1) / 2)
-        target = (SIDE - 1) / 2
-    top, left = (int(np.floor(target - c + 0.5)) for c in centre)
-    return _paste(digit, top, left).round().astype(np.uint8)
+        targets = ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
+    top, left = (int(np.floor(target - c + 0.5)) for target, c in zip(targets, centre))
+    return _paste(digit, top, left, shape).round().astype(np.uint8)
 
 
-def _paste(digit: np.ndarray, top: int, left: int) -> np.ndarray:
-    """digit placed with its corner at (top, left) of a black 28x28 field, cut at the edges."""
-    field = np.zeros((SIDE, SIDE), np.float32)
+def _paste(digit: np.ndarray, top: int, left: int, shape: tuple[int, int]) -> np.ndarray:
+    """digit placed with its corner at (top, left) of a black field of `shape`, cut at the edges."""
+    field = np.zeros(shape, np.float32)
     y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + digit.shape[0], SIDE), min(left + digit.shape[1], SIDE)
+    y1, x1 = min(top + digit.shape[0], shape[0]), min(left + digit.shape[1], shape[1])
     if y1 > y0 and x1 > x0:
         field[y0:y1, x0:x1] = digit[y0 - top : y1 - top, x0 - left : x1 - left]
     return field
 
 
-def as_dataset_image(gray: np.ndarray, framing: Framing = MNIST_FRAMING, center: str = "auto") -> np.ndarray:
-    """uint8 (28, 28) for one grayscale image uint8 (h, w).
+def as_dataset_image(
+    gray: np.ndarray, framing: Framing = MNIST_FRAMING, center: str = "auto", shape: tuple[int, int] = MNIST_SHAPE
+) -> np.ndarray:
+    """uint8 `shape` (the model's rows, cols) for one grayscale image uint8 (h, w).
 
-    center: "auto" re-frames only images that are not 28x28; "always" re-frames every image;
-    "never" only inverts (and resizes to 28x28 if needed).
+    center: "auto" re-frames only images that are not of `shape`; "always" re-frames every
+    image; "never" only inverts (and resizes to `shape` if needed).
     """
     if center not in CENTER_MODES:
         raise ValueError(f"center must be one of {', '.join(CENTER_MODES)}, got {center!r}")
     gray = np.asarray(gray, dtype=np.uint8)
-    if center == "always" or (center == "auto" and gray.shape != (SIDE, SIDE)):
-        return to_mnist(gray, framing)
-    if gray.shape != (SIDE, SIDE):
-        gray = np.asarray(Image.fromarray(gray).resize((SIDE, SIDE), Image.Resampling.LANCZOS))
+    shape = tuple(shape)
+    if center == "always" or (center == "auto" and gray.shape != shape):
+        return to_mnist(gray, framing, shape)
+    if gray.shape != shape:
+        gray = np.asarray(Image.fromarray(gray).resize((shape[1], shape[0]), Image.Resampling.LANCZOS))
     return 255 - gray if needs_inversion(gray) else gray.copy()
 
 
@@ -186,21 +196,23 @@ def to_gray(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def array_images(array: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
+def array_images(array: np.ndarray, source: str, shape: tuple[int, int] = MNIST_SHAPE) -> tuple[np.ndarray, bool]:
     """Images of an IDX/.npy array as uint8, and whether the array holds a stack of them.
 
-    Accepted: (784,), (n, 784), (h, w), (n, h, w); integers in [0, 255], booleans, or floats
-    in [0, 1] or [0, 255]. Returns uint8 (n, h, w) and False for a single image.
+    Accepted, for a model of `shape` (H, W): (H*W,), (n, H*W), (h, w), (n, h, w); integers in
+    [0, 255], booleans, or floats in [0, 1] or [0, 255]. Returns uint8 (n, h, w) and False for
+    a single image.
     """
     array = np.asarray(array)
-    if array.ndim == 1 and array.size == SIDE * SIDE:
-        array = array.reshape(SIDE, SIDE)
-    elif array.ndim == 2 and array.shape[1] == SIDE * SIDE and array.shape[0] != SIDE * SIDE:
-        array = array.reshape(-1, SIDE, SIDE)
+    flat = shape[0] * shape[1]
+    if array.ndim == 1 and array.size == flat:
+        array = array.reshape(shape)
+    elif array.ndim == 2 and array.shape[1] == flat and tuple(array.shape) != tuple(shape):
+        array = array.reshape(-1, *shape)
     if array.ndim not in (2, 3) or 0 in array.shape:
         raise ImageInputError(
             f"{source}: array of shape {array.shape} is not an image or a stack of images;"
-            f" expected (h, w), (n, h, w), ({SIDE * SIDE},) or (n, {SIDE * SIDE})"
+            f" expected (h, w), (n, h, w), ({flat},) or (n, {flat})"
         )
     stacked = array.ndim == 3
     check_image_size(array.shape[:-3:-1], source)
@@ -258,7 +270,7 @@ def looks_like_array(data: bytes) -> bool:
 
 @dataclass(frozen=True)
 class InputImages:
-    """The images of one input file: uint8 (n, 28, 28), and indexed=True when the file holds a
+    """The images of one input file: uint8 (n, H, W), and indexed=True when the file holds a
     stack (IDX/.npy with an image axis), so each image is reported with its index."""
 
     path: str
@@ -266,24 +278,27 @@ class InputImages:
     indexed: bool
 
 
-def load_images(path: str | os.PathLike, framing: Framing = MNIST_FRAMING, center: str = "auto") -> InputImages:
-    """Read one input file (format told by its content, not its name) as dataset-format images.
+def load_images(
+    path: str | os.PathLike, framing: Framing = MNIST_FRAMING, center: str = "auto", shape: tuple[int, int] = MNIST_SHAPE
+) -> InputImages:
+    """Read one input file (format told by its content, not its name) as dataset-format images
+    of `shape` (the model's rows, cols).
 
     Raises ImageInputError or IdxFormatError naming the file; OSError if it cannot be read.
     """
     source = os.fspath(path)
     data = Path(path).read_bytes()
     if looks_like_array(data):
-        grays, indexed = array_images(read_array(data, source), source)
+        grays, indexed = array_images(read_array(data, source), source, shape)
     else:
         grays, indexed = decode_image(data, source)[None], False
     try:
-        images = np.stack([as_dataset_image(gray, framing, center) for gray in grays])
+        images = np.stack([as_dataset_image(gray, framing, center, shape) for gray in grays])
     except ImageInputError as exc:
         raise ImageInputError(f"{source}: {exc}") from None
     return InputImages(source, images, indexed)
 
 
 def model_inputs(images: np.ndarray, normalization: dict) -> np.ndarray:
-    """Network input float32 (n, 784) of uint8 images (n, 28, 28), normalised like the training data."""
+    """Network input float32 (n, H*W) of uint8 images (n, H, W), normalised like the training data."""
     return Normalization(mean=float(normalization["mean"]), std=float(normalization["std"])).apply(images)

@@ -29,7 +29,7 @@ class Normalization:
     std: float
 
     def apply(self, images: np.ndarray) -> np.ndarray:
-        """images: uint8 (n, 28, 28) or (n, 784) -> float32 (n, 784), C-contiguous."""
+        """images: uint8 (n, H, W) or (n, H*W) -> float32 (n, H*W), C-contiguous."""
         # A 256-entry lookup table does the scaling once per byte value, not once per pixel,
         # and keeps every step in float32.
         table = ((np.arange(256, dtype=np.float32) / np.float32(255) - np.float32(self.mean)) / np.float32(self.std)).astype(np.float32)
@@ -52,26 +52,50 @@ def fit_normalization(images: np.ndarray) -> Normalization:
     return Normalization(mean=float(np.float32(mean)), std=float(np.float32(std)))
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val), each sorted, with round(val_fraction * count) of each class in val.
+def validation_counts(class_counts: Mapping[str, int], val_fraction: float) -> dict[str, int]:
+    """Class name -> validation images the stratified split takes from its `class_counts`
+    training images: round(val_fraction * count). Classes without images are skipped.
 
-    Deterministic for a given (labels, val_fraction, seed) on every platform: numpy's PCG64
-    stream is stable across versions for `permutation`.
+    ConfigError naming prepare.val_fraction when it leaves a class with no validation image or
+    no training image: the config check calls this with the known counts before any job runs.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"config key 'prepare.val_fraction': {val_fraction!r} must lie strictly between 0 and 1")
+    taken = {name: int(round(val_fraction * count)) for name, count in class_counts.items() if count > 0}
+    if not taken:
+        return taken
+    # round(f * count) grows with count, so the smallest class is the first to get no
+    # validation image, and the first to give all its images to validation.
+    name = min(taken, key=lambda name: class_counts[name])
+    count = class_counts[name]
+    if taken[name] == 0:
+        raise ConfigError(
+            f"config key 'prepare.val_fraction': {val_fraction} gives class {name!r} ({count} training images, the"
+            f" fewest) no validation image; val_fraction must exceed 0.5/{count} = {0.5 / count:.3g}"
+        )
+    if taken[name] >= count:
+        raise ConfigError(
+            f"config key 'prepare.val_fraction': {val_fraction} leaves no training image of class {name!r}"
+            f" ({count} images, the fewest); val_fraction must be below 1 - 0.5/{count} = {1 - 0.5 / count:.3g}"
+        )
+    return taken
+
+
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, seed: int, class_names: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val), each sorted, with round(val_fraction * count) of each class in val.
+
+    labels: class indices (n,); class_names name them in errors (default: the indices).
+    Deterministic for a given (labels, val_fraction, seed) on every platform: numpy's PCG64
+    stream is stable across versions for `permutation`.
+    """
     labels = np.asarray(labels)
+    classes = np.unique(labels)
+    names = [class_names[c] if class_names is not None else str(c) for c in classes]
+    taken = validation_counts({name: int(np.count_nonzero(labels == c)) for name, c in zip(names, classes)}, val_fraction)
     rng = np.random.default_rng(seed)
-    val_parts = []
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        n_val = int(round(val_fraction * len(members)))
-        if n_val >= len(members):
-            raise ConfigError(
-                f"config key 'prepare.val_fraction': {val_fraction} leaves no training sample of class {cls} "
-                f"({len(members)} samples)"
-            )
-        val_parts.append(rng.permutation(members)[:n_val])
+    val_parts = [rng.permutation(np.flatnonzero(labels == c))[: taken[name]] for name, c in zip(names, classes)]
     val = np.sort(np.concatenate(val_parts)) if val_parts else np.empty(0, dtype=np.int64)
     mask = np.ones(len(labels), dtype=bool)
     mask[val] = False
@@ -80,13 +104,14 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
 
 def prepare_splits(parsed: ParsedDataset, *, val_fraction: float, seed: int, outputs: Mapping[str, str | Path]) -> Normalization:
     """Write the train, val and test Parquet splits (keys of `outputs`) and return the normalization."""
-    train_idx, val_idx = stratified_split(parsed.train_labels, val_fraction, seed)
+    info = parsed.info
+    train_idx, val_idx = stratified_split(parsed.train_labels, val_fraction, seed, info["classes"])
     train_images = np.asarray(parsed.train_images)[train_idx]
     norm = fit_normalization(train_images)
-    info = parsed.info
     common = {
         "dataset": info["dataset"],
         "classes": info["classes"],
+        "image_shape": info.get("image_shape", [28, 28]),
         "normalization": norm.as_dict(),
         "source": info.get("source"),
         "source_files": info.get("files", {}),

@@ -4,10 +4,10 @@ Schema of every split file (train, val, test):
 
     id      int64                       row index of the sample in its source IDX file
     label   int64                       class index, 0 <= label < n_classes
-    pixels  fixed_size_list<float32>[784]   the 28x28 image, row-major, normalized
+    pixels  fixed_size_list<float32>[H*W]   the H x W image, row-major, normalized (784 for 28x28)
 
 The file's key-value metadata holds, under ``mnist_pipeline``, a JSON object with the schema
-version, the split name, the normalization (mean, std of pixel/255 over the training split),
+version, the split name, the image size ``image_shape`` [H, W], the normalization (mean, std of pixel/255 over the training split),
 the source checksums, and the split's seed and fraction: everything needed to trace a row
 back to its IDX file and to normalize new images the same way.
 
@@ -33,15 +33,20 @@ from mnist_pipeline.fileio import atomic_path
 
 SCHEMA_VERSION = 1
 METADATA_KEY = b"mnist_pipeline"
-N_PIXELS = 28 * 28
 
-SPLIT_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.int64(), nullable=False),
-        pa.field("label", pa.int64(), nullable=False),
-        pa.field("pixels", pa.list_(pa.field("item", pa.float32(), nullable=False), N_PIXELS), nullable=False),
-    ]
-)
+
+def split_schema(n_pixels: int) -> pa.Schema:
+    """The columns of a split whose images have `n_pixels` (H*W) pixels each."""
+    return pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("label", pa.int64(), nullable=False),
+            pa.field("pixels", pa.list_(pa.field("item", pa.float32(), nullable=False), n_pixels), nullable=False),
+        ]
+    )
+
+
+SPLIT_SCHEMA = split_schema(28 * 28)
 
 # One row group for a whole split: the splits are at most 60k rows (~190 MB of float32
 # decoded), and a single group lets the reader hand back one contiguous buffer.
@@ -50,7 +55,7 @@ _WRITE_OPTIONS = dict(compression="zstd", compression_level=1, use_dictionary=Tr
 
 @dataclass(frozen=True)
 class Split:
-    """One prepared split in memory. pixels: float32 (n, 784) C-contiguous; ids, labels: int64 (n,)."""
+    """One prepared split in memory. pixels: float32 (n, H*W) C-contiguous; ids, labels: int64 (n,)."""
 
     ids: np.ndarray
     labels: np.ndarray
@@ -59,6 +64,12 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of the images the rows hold; splits from before it was recorded are 28x28."""
+        rows, cols = self.metadata.get("image_shape", (28, 28))
+        return int(rows), int(cols)
 
     def require_normalization(self, expected: dict[str, float], user: str) -> None:
         """Refuse to feed these pixels to `user` (a model file) if it was trained on another normalization."""
@@ -71,16 +82,19 @@ class Split:
 
 
 def write_split(path: str | Path, ids: np.ndarray, labels: np.ndarray, pixels: np.ndarray, metadata: dict) -> None:
-    """Write one split. pixels: float32 (n, 784); metadata: JSON-able dict stored in the file."""
-    pixels = np.ascontiguousarray(pixels, dtype=np.float32).reshape(len(labels), -1)
-    if pixels.shape[1] != N_PIXELS:
-        raise TableSchemaError(f"{path}: expected {N_PIXELS} pixels per row, got {pixels.shape[1]}")
+    """Write one split. pixels: float32 (n, H*W) or (n, H, W); metadata: JSON-able dict stored
+    in the file, whose `image_shape` [H, W] (28x28 when absent) the pixels must fit."""
+    rows, cols = metadata.get("image_shape", (28, 28))
+    n_pixels = int(rows) * int(cols)
     if not len(ids) == len(labels) == len(pixels):
         raise TableSchemaError(f"{path}: ids, labels and pixels differ in length ({len(ids)}, {len(labels)}, {len(pixels)})")
-    column = pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1), type=pa.float32()), N_PIXELS)
+    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+    if pixels.size != len(labels) * n_pixels or n_pixels == 0:
+        raise TableSchemaError(f"{path}: expected {len(labels)} images of {rows}x{cols} pixels, got an array of shape {pixels.shape}")
+    column = pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1), type=pa.float32()), n_pixels)
     table = pa.Table.from_arrays(
         [pa.array(np.asarray(ids, dtype=np.int64)), pa.array(np.asarray(labels, dtype=np.int64)), column],
-        schema=SPLIT_SCHEMA,
+        schema=split_schema(n_pixels),
     )
     meta = {"schema_version": SCHEMA_VERSION, **metadata}
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
@@ -95,17 +109,23 @@ def read_split(path: str | Path) -> Split:
     except (OSError, pa.ArrowInvalid) as exc:
         raise TableSchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
     _check_schema(path, schema)
+    metadata = read_metadata(path, schema)
+    rows, cols = metadata.get("image_shape", (28, 28))
+    n_pixels = int(rows) * int(cols)
+    stored = schema.field("pixels").type.list_size
+    if stored != n_pixels:
+        raise TableSchemaError(f"{path}: rows hold {stored} pixels, but the metadata says {rows}x{cols} images; rerun prepare")
     table = pq.read_table(path)
     pixels_col = table.column("pixels").combine_chunks()
     n = len(table)
     # The child buffer of a null-free fixed-size list is the whole image block in row order.
     flat = pixels_col.values.to_numpy(zero_copy_only=False)
-    pixels = np.ascontiguousarray(flat[pixels_col.offset * N_PIXELS : (pixels_col.offset + n) * N_PIXELS]).reshape(n, N_PIXELS)
+    pixels = np.ascontiguousarray(flat[pixels_col.offset * n_pixels : (pixels_col.offset + n) * n_pixels]).reshape(n, n_pixels)
     return Split(
         ids=table.column("id").to_numpy(),
         labels=table.column("label").to_numpy(),
         pixels=pixels,
-        metadata=read_metadata(path, schema),
+        metadata=metadata,
     )
 
 
@@ -131,9 +151,12 @@ def write_table(table: pa.Table, path: str | Path, **options: Any) -> None:
 
 def _check_schema(path: Path, schema: pa.Schema) -> None:
     actual = pa.schema([schema.field(name) for name in schema.names])
-    for expected in SPLIT_SCHEMA:
+    pixels = actual.field("pixels").type if "pixels" in schema.names else None
+    # Any image size is allowed; read_split compares it with the metadata's image_shape.
+    expected_schema = split_schema(pixels.list_size if isinstance(pixels, pa.FixedSizeListType) else 28 * 28)
+    for expected in expected_schema:
         if expected.name not in schema.names:
-            raise TableSchemaError(f"{path}: missing column {expected.name!r} (expected columns: {', '.join(SPLIT_SCHEMA.names)})")
+            raise TableSchemaError(f"{path}: missing column {expected.name!r} (expected columns: {', '.join(expected_schema.names)})")
         field = actual.field(expected.name)
         if not field.type.equals(expected.type):
             raise TableSchemaError(f"{path}: column {expected.name!r} has type {field.type}, expected {expected.type}")

@@ -8,16 +8,21 @@ from snakemake.exceptions import WorkflowError
 import mnist_pipeline
 from mnist_pipeline.codedeps import package_modules_used
 from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
+from mnist_pipeline.datafacts import check_config_against_data
 from mnist_pipeline.datasets import IDX_STEMS
 from mnist_pipeline.download import local_source_dir, locate_idx
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.errors import PipelineError
 
 SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
 PACKAGE = Path(mnist_pipeline.__file__).parent
 
 
 def validated_config(config):
-    return _before_any_job(resolve_config, config, SCHEMA)
+    """The resolved config; a WorkflowError, before any job, for a bad key or value, including
+    the ones the data rules out (conv blocks vs image size, validation split vs class counts)."""
+    resolved = _before_any_job(resolve_config, config, SCHEMA)
+    _before_any_job(check_config_against_data, resolved, experiments(resolved))
+    return resolved
 
 
 def experiments(config):
@@ -27,10 +32,10 @@ def experiments(config):
 
 
 def _before_any_job(check, *args):
-    """Stop the run with the ConfigError's message alone: it names the key, a traceback would bury it."""
+    """Stop the run with the error's message alone: it names the key or file, a traceback would bury it."""
     try:
         return check(*args)
-    except ConfigError as error:
+    except PipelineError as error:
         raise WorkflowError(str(error)) from None
 
 

@@ -10,6 +10,7 @@ rule parse:
         info="results/{dataset}/parsed/dataset.json",
     params:
         dataset=lambda wildcards: CONFIG["dataset"],
+        class_names=lambda wildcards: CONFIG["class_names"],
     log:
         "results/{dataset}/logs/parse.log",
     benchmark:

@@ -6,4 +6,4 @@ log_to(snakemake.log[0])
 
 from mnist_pipeline.parsed import parse_raw_dataset
 
-parse_raw_dataset(snakemake.input["raw"], snakemake.params["dataset"], dict(snakemake.output.items()))
+parse_raw_dataset(snakemake.input["raw"], snakemake.params["dataset"], dict(snakemake.output.items()), snakemake.params["class_names"])

@@ -13,7 +13,8 @@ from mnist_pipeline.tables import read_split
 
 train, val = read_split(snakemake.input["train"]), read_split(snakemake.input["val"])
 settings, meta = TrainSettings.from_dict(snakemake.params["settings"]), train.metadata
-result = fit(settings, train.pixels, train.labels, val.pixels, val.labels, n_classes=len(meta["classes"]), threads=snakemake.threads)
+result = fit(settings, train.pixels, train.labels, val.pixels, val.labels, n_classes=len(meta["classes"]),
+             image_shape=train.image_shape, threads=snakemake.threads)
 # Timings stay out of the model file, so that the same config and seed give the same bytes.
 save_model(
     snakemake.output["model"],

@@ -3,7 +3,7 @@
 Layout read (the outputs README.md's "What the stages do" lists):
 
     results/{dataset}/{experiment}/model.npz, metrics.json, history.json, predictions.parquet
-    results/{dataset}/parsed/test-images.npy      uint8 (n, 28, 28), indexed by predictions' `id`
+    results/{dataset}/parsed/test-images.npy      uint8 (n, H, W), indexed by predictions' `id`
 
 Everything is read, never computed by training: the app must answer in a blink and must show
 exactly what the pipeline produced.
@@ -137,19 +137,19 @@ def mistakes(predictions: Mapping[str, np.ndarray], true: int, predicted: int, l
 
 
 def test_images(results: str | os.PathLike, dataset: str) -> np.ndarray | None:
-    """results/{dataset}/parsed/test-images.npy memory-mapped, uint8 (n, 28, 28); None if absent."""
+    """results/{dataset}/parsed/test-images.npy memory-mapped, uint8 (n, H, W); None if absent."""
     path = Path(results) / dataset / "parsed" / "test-images.npy"
     return np.load(path, mmap_mode="r", allow_pickle=False) if path.is_file() else None
 
 
 def classify(loaded, image, center: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """(what the network sees: uint8 (28, 28), class probabilities float32 (k,)) for one image.
+    """(what the network sees: uint8 (H, W) of the model, class probabilities float32 (k,)) for one image.
 
     `image` is a Pillow image of any mode and size, or a grayscale uint8 array (h, w).
     Raises errors.ImageInputError when there is nothing to classify (blank, transparent).
     """
     gray = image if isinstance(image, np.ndarray) else to_gray(image)
-    seen = as_dataset_image(gray, framing_for(loaded.metadata.get("dataset")), center)
+    seen = as_dataset_image(gray, framing_for(loaded.metadata.get("dataset")), center, loaded.image_shape)
     return seen, loaded.model.predict_proba(model_inputs(seen[None], loaded.normalization))[0]
 
 

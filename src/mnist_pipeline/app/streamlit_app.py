@@ -47,7 +47,7 @@ def show_prediction(loaded, seen: np.ndarray, proba: np.ndarray) -> None:
     st.metric("Prediction", loaded.classes[best], help="the most probable class")
     st.caption(f"probability {proba[best]:.1%}")
     st.bar_chart(pd.DataFrame({"probability": proba.astype(float)}, index=list(loaded.classes)), horizontal=True, sort=False)
-    st.image(data.enlarge(seen, 5), caption="what the network sees (28x28)")
+    st.image(data.enlarge(seen, max(1, 140 // max(seen.shape))), caption=f"what the network sees ({seen.shape[0]}x{seen.shape[1]})")
 
 
 def classify_tab(loaded) -> None:

@@ -35,37 +35,57 @@ LAYER_TYPES: dict[str, type[Layer]] = {
 _PARAMETRIC = (Dense, BatchNorm, Conv2D)
 
 
-def architecture(settings: TrainSettings, n_inputs: int, n_classes: int) -> dict:
+def max_conv_blocks(image_shape: tuple[int, int]) -> int:
+    """How many conv-pool blocks an image of `image_shape` (rows, cols) takes: each 2x2 pool
+    halves both sides (rounding down), and a side of 1 cannot be pooled again."""
+    return max(min(image_shape), 1).bit_length() - 1
+
+
+def check_conv_fits(conv_channels, image_shape: tuple[int, int]) -> None:
+    """ConfigError unless every block of `conv_channels` fits an image of `image_shape`."""
+    blocks, fit = len(conv_channels), max_conv_blocks(image_shape)
+    if blocks > fit:
+        rows, cols = image_shape
+        raise ConfigError(
+            f"conv_channels: {list(conv_channels)} is {blocks} conv-pool blocks, but a {rows}x{cols} image fits at most "
+            f"{fit} (each block halves both sides); use at most {fit} entries, or model: mlp"
+        )
+
+
+def image_shape_of(n_inputs: int) -> tuple[int, int]:
+    """The image size of a flat input whose size is all that is known: 28x28 for 784 (every model
+    file written before the size was recorded), else the square it is, else one row."""
+    side = math.isqrt(n_inputs)
+    return (side, side) if side * side == n_inputs else (1, n_inputs)
+
+
+def architecture(settings: TrainSettings, n_inputs: int, n_classes: int, image_shape: tuple[int, int] | None = None) -> dict:
     """The JSON-able architecture the training settings describe.
 
-    mlp: [dense, (batch norm), activation, (dropout)] per hidden size, then a dense output.
-    cnn: the flat input as a square one-channel image, [3x3 conv, 2x2 max pool, (batch norm),
-    activation] per conv channel count, flatten, then the mlp part.
+    `image_shape` (rows, cols) is the size of the images the n_inputs pixels come from,
+    row-major; None means square. mlp: [dense, (batch norm), activation, (dropout)] per
+    hidden size, then a dense output. cnn: the flat input as a one-channel image, [3x3 conv,
+    2x2 max pool, (batch norm), activation] per conv channel count, flatten, then the mlp part.
     """
+    rows, cols = image_shape if image_shape is not None else image_shape_of(n_inputs)
+    if rows * cols != n_inputs:
+        raise ValueError(f"image_shape {rows}x{cols} does not hold {n_inputs} inputs")
     layers: list[dict] = []
     width = n_inputs
     if settings.model == "cnn":
-        side = math.isqrt(n_inputs)
-        if side * side != n_inputs:
-            raise ConfigError(f"model: cnn needs square one-channel images; got {n_inputs} pixels per image")
-        layers.append({"type": "reshape", "shape": [side, side, 1]})
+        check_conv_fits(settings.conv_channels, (rows, cols))
+        layers.append({"type": "reshape", "shape": [rows, cols, 1]})
         channels = 1
         for out_channels in settings.conv_channels:
-            if side < 2:
-                image = math.isqrt(n_inputs)
-                raise ConfigError(
-                    f"conv_channels: {len(settings.conv_channels)} blocks halve a {image}x{image} image "
-                    f"below one pixel; expected at most {int(math.log2(image))} blocks"
-                )
             layers.append({"type": "conv2d", "in_channels": channels, "out_channels": out_channels, "kernel_size": 3})
             # Pooling first: every activation here is non-decreasing and so commutes with max,
             # which makes the order change only the cost; batch norm then normalises the pooled
             # maps, and both run on a quarter of the values.
             layers.append({"type": "max_pool"})
             layers += _normalised_activation(settings, out_channels)
-            side, channels = side // 2, out_channels
+            rows, cols, channels = rows // 2, cols // 2, out_channels
         layers.append({"type": "flatten"})
-        width = side * side * channels
+        width = rows * cols * channels
     for size in settings.hidden:
         layers.append({"type": "dense", "n_in": width, "n_out": size})
         layers += _normalised_activation(settings, size)
@@ -73,7 +93,8 @@ def architecture(settings: TrainSettings, n_inputs: int, n_classes: int) -> dict
             layers.append({"type": "dropout", "rate": settings.dropout})
         width = size
     layers.append({"type": "dense", "n_in": width, "n_out": n_classes})
-    return {"model": settings.model, "n_inputs": n_inputs, "n_classes": n_classes, "layers": layers}
+    shape = list(image_shape) if image_shape is not None else list(image_shape_of(n_inputs))
+    return {"model": settings.model, "n_inputs": n_inputs, "image_shape": shape, "n_classes": n_classes, "layers": layers}
 
 
 def _normalised_activation(settings: TrainSettings, width: int) -> list[dict]:
@@ -208,6 +229,13 @@ class LoadedModel:
     normalization: dict
     classes: list[str]
     metadata: dict
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the images the model takes; files from before it was recorded are 28x28."""
+        arch = self.model.architecture
+        shape = arch.get("image_shape")
+        return (int(shape[0]), int(shape[1])) if shape else image_shape_of(int(arch["n_inputs"]))
 
 
 def save_model(path, model: Model, *, normalization: dict, classes: list, metadata: dict) -> None:

@@ -37,10 +37,12 @@ class Trainer:
     changing, say, the dropout rate leaves the initial weights and batch order as they were.
     """
 
-    def __init__(self, settings: TrainSettings, n_inputs: int, n_classes: int, n_train: int) -> None:
+    def __init__(
+        self, settings: TrainSettings, n_inputs: int, n_classes: int, n_train: int, image_shape: tuple[int, int] | None = None
+    ) -> None:
         self.settings = settings
         init_seed, shuffle_seed, dropout_seed = np.random.SeedSequence(settings.seed).spawn(3)
-        self.model = Model(architecture(settings, n_inputs, n_classes))
+        self.model = Model(architecture(settings, n_inputs, n_classes, image_shape))
         self.model.initialize(settings.init, np.random.default_rng(init_seed))
         self.model.set_dropout_rng(np.random.default_rng(dropout_seed))
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
@@ -99,10 +101,13 @@ def fit(
     y_val: np.ndarray,
     *,
     n_classes: int = 10,
+    image_shape: tuple[int, int] | None = None,
     threads: int | None = None,
     log: logging.Logger | None = None,
 ) -> TrainResult:
     """Train the network `settings` describes; x float32 (n, n_inputs) normalised, y int (n,).
+
+    `image_shape` (rows, cols) is the size of the row-major images x holds (None: square).
 
     Validation loss and accuracy are measured after every epoch. With early_stopping = k > 0,
     training stops after k epochs without a lower validation loss and the best weights are
@@ -121,7 +126,7 @@ def fit(
         raise ValueError(f"x_val has {x_val.shape[1]} features per row, x_train {x_train.shape[1]}")
     limits = threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext()
     with limits:
-        trainer = Trainer(settings, x_train.shape[1], n_classes, len(x_train))
+        trainer = Trainer(settings, x_train.shape[1], n_classes, len(x_train), image_shape)
         model, epochs, patience = trainer.model, settings.epochs, settings.early_stopping
         result = TrainResult(model)
         best_loss, best_state = math.inf, None

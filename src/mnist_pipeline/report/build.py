@@ -24,10 +24,8 @@ MUTED_COLOR = "#5b6470"
 
 def _images(test_images: np.ndarray, view: ReportView) -> np.ndarray:
     images = np.asarray(test_images)
-    if images.ndim == 2 and images.shape[1] == 28 * 28:
-        images = images.reshape(-1, 28, 28)
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"test_images must have shape (n, 28, 28), got {images.shape}")
+    if images.ndim != 3 or 0 in images.shape[1:]:
+        raise ValueError(f"test_images must have shape (n, H, W), got {images.shape}")
     for exp in view.experiments:
         if exp.ids.size and (exp.ids.min() < 0 or exp.ids.max() >= len(images)):
             raise TableSchemaError(
@@ -65,8 +63,9 @@ def render_figures(view: ReportView, images: np.ndarray) -> Figures:
                 "loss": fig.loss_curves(exp.history),
                 "accuracy": fig.accuracy_curves(exp.history, m.get("test_accuracy")),
                 "confusion_matrix": fig.confusion_heatmap(np.asarray(m["confusion_matrix"]), classes),
-                "per_class": fig.per_class_bars([c.get("precision", 0.0) for c in scores],
-                                                [c.get("recall", 0.0) for c in scores], classes),
+                # An absent class (no test images, null scores) draws no bar.
+                "per_class": fig.per_class_bars([c.get("precision") or 0.0 for c in scores],
+                                                [c.get("recall") or 0.0 for c in scores], classes),
                 "reliability": fig.reliability_diagram(exp.calibration, float((m.get("ece") or {}).get("value", np.nan))),
                 "mistakes": _mistakes_mosaic(exp, images, classes),
                 "confused_pairs": _pairs_mosaic(exp, images, classes),
@@ -111,7 +110,7 @@ def build_report(
 
     experiments: dicts with name, metrics (metrics.json), history (per-epoch dicts), settings
     (the experiment's full train settings) and predictions (a table or dict of arrays with
-    id, label, predicted, prob_0..prob_{k-1}; id indexes test_images, uint8 (n, 28, 28)).
+    id, label, predicted, prob_0..prob_{k-1}; id indexes test_images, uint8 (n, H, W)).
     classes: class names in label order; by default the metrics' `classes`.
     """
     out_html, out_md, figures_dir = Path(out_html), Path(out_md), Path(figures_dir)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import mnist_pipeline
+from mnist_pipeline.datasets import absent_classes
 
 PACKAGES = ("mnist-pipeline", "numpy", "pyarrow", "matplotlib", "pillow", "threadpoolctl", "snakemake")
 
@@ -101,7 +102,9 @@ def collect_provenance(
     `date` should come from the run's own records (e.g. when training finished), never from
     the clock at render time, so that re-rendering the same run gives the same report.
     """
-    counts = {key: dataset_info[key] for key in ("n_train", "n_test", "classes") if key in dataset_info}
+    counts = {key: dataset_info[key] for key in ("n_train", "n_test", "classes", "image_shape") if key in dataset_info}
+    if "train_class_counts" in dataset_info:
+        counts["absent_classes"] = absent_classes(dataset_info)
     return {
         "dataset": dataset_info.get("dataset", config.get("dataset")),
         "source": dataset_info.get("source"),

@@ -45,7 +45,7 @@ figcaption { font-size: 0.85rem; color: var(--muted); margin-top: 0.3rem; }
 .gallery { list-style: none; padding: 0; margin: 0.5rem 0 1rem; display: grid; gap: 10px 8px;
            grid-template-columns: repeat(auto-fill, minmax(76px, 1fr)); }
 .gallery li { font-size: 0.75rem; line-height: 1.25; text-align: center; overflow-wrap: anywhere; }
-.gallery img { display: block; width: 72px; height: 72px; margin: 0 auto 3px; image-rendering: pixelated;
+.gallery img { display: block; width: 72px; height: auto; margin: 0 auto 3px; image-rendering: pixelated;
                border-radius: 3px; }
 .gallery .pred { color: var(--bad); }
 .gallery .meta { color: var(--muted); }

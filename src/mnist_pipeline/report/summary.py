@@ -240,6 +240,8 @@ def build_view(
 
 # Text formatters shared by the HTML and Markdown writers; None (a key the metrics lack) is "n/a".
 NA = "n/a"
+# A class with no test images has no scores to show.
+ABSENT = "absent"
 
 
 def pct(x: float | None, digits: int = 2) -> str:
@@ -405,6 +407,9 @@ def per_class_rows(view: ExperimentView, classes: Sequence[str]) -> list[list[st
     rows = []
     for name in classes:
         scores = per_class.get(name, {})
+        if scores.get("absent"):
+            rows.append([name, ABSENT, ABSENT, ABSENT, count(0), count(errors.get(name))])
+            continue
         rows.append([
             name, pct(scores.get("precision"), 1), pct(scores.get("recall"), 1), num(scores.get("f1")),
             count(scores.get("support")), count(errors.get(name)),
@@ -448,10 +453,11 @@ LEADERBOARD_NOTE = (
 
 GLOSSARY = (
     ("Test accuracy", "Share of the test images whose most probable class is the true one."),
-    ("Macro F1", "Mean over classes of the harmonic mean of precision and recall; every class counts equally."),
+    ("Macro F1", "Mean over classes of the harmonic mean of precision and recall; every class counts equally. "
+                 "A class with no test images is absent: it has no scores and is left out of the mean."),
     ("Weighted F1", "The same, each class weighted by its number of test images."),
     ("Log loss", "Mean of -ln(probability given to the true class), in nats; lower is better and it "
-                 "punishes confident mistakes. Guessing uniformly among 10 classes scores 2.303."),
+                 "punishes confident mistakes. Guessing uniformly among k classes scores ln k (2.303 for 10)."),
     ("Top-2 accuracy", "Share of test images whose true class is among the two most probable."),
     ("ECE", "Expected calibration error: the gap between confidence and accuracy, averaged over "
             "equal-width confidence bins weighted by their size. 0 means the probabilities can be taken at face value."),
@@ -469,8 +475,12 @@ def provenance_facts(prov: Mapping[str, Any]) -> list[tuple[str, str]]:
     sizes = []
     if "n_train" in prov and "n_test" in prov:
         sizes.append(f"{count(prov['n_train'])} training and {count(prov['n_test'])} test images")
+    if prov.get("image_shape"):
+        sizes.append("{}x{} pixels".format(*prov["image_shape"]))
     if prov.get("classes"):
         sizes.append(f"{len(prov['classes'])} classes: {', '.join(map(str, prov['classes']))}")
+    if prov.get("absent_classes"):
+        sizes.append(f"absent from the training or test images: {', '.join(map(str, prov['absent_classes']))}")
     dataset = str(prov.get("dataset", NA)) + (f" ({'; '.join(sizes)})" if sizes else "")
     return [
         ("Dataset", dataset),
