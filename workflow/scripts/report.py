@@ -10,10 +10,12 @@ import pyarrow.parquet as pq
 from mnist_pipeline.fileio import read_json
 from mnist_pipeline.report import build_report
 from mnist_pipeline.report.provenance import collect_provenance
+from mnist_pipeline.runs import write_current
 
 config, settings = snakemake.params["config"], snakemake.params["experiments"]
 info = read_json(snakemake.input["info"])
 histories = [read_json(path) for path in snakemake.input["history"]]
+write_current(snakemake.output["current"], config["train"], {name: read_json(path)["run"] for name, path in zip(settings, snakemake.input["record"])})
 experiments = [
     {"name": name, "settings": settings[name], "metrics": read_json(metrics), "history": history["epochs"], "predictions": pq.read_table(predictions)}
     for name, metrics, history, predictions in zip(settings, snakemake.input["metrics"], histories, snakemake.input["predictions"])
