@@ -2,6 +2,7 @@
 
 Files under the figures directory:
     {experiment}/{figure}.png    for figure in EXPERIMENT_FIGURES, one folder per experiment
+    {experiment}/history.png     for an experiment with earlier runs (the History section)
     _comparison/{figure}.png     for figure in COMPARISON_FIGURES, when there are 2+ experiments
 Experiment names start with a letter or digit (the config schema), so `_comparison` can
 never collide with one; every file matches the single pattern "{experiment}/{figure}.png".
@@ -66,6 +67,11 @@ FIGURE_TEXT = {
     "val_accuracy": (
         "Validation accuracy of every experiment",
         "Validation accuracy per epoch, all experiments on one axis.",
+    ),
+    "history": (
+        "Current run against the best earlier one",
+        "Validation accuracy per epoch of the experiment's current run and of the best run tried earlier "
+        "under its name (highest test accuracy).",
     ),
 }
 GALLERY_TEXT = {name: FIGURE_TEXT[name] for name in ("mistakes", "confused_pairs")}

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from mnist_pipeline.report import history as h
 from mnist_pipeline.report import summary as s
 from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, FIGURE_TEXT, PANEL_FIGURES
 
@@ -52,6 +53,15 @@ def _experiment(exp: s.ExperimentView, view: s.ReportView, link: LinkFn) -> list
     return lines
 
 
+def _history(view: s.ReportView, link: LinkFn) -> list[str]:
+    lines = [f"## {h.TITLE}", "", h.NOTE, ""]
+    for history in view.histories:
+        lines += [f"### {history.name}", "", h.current_line(history), ""]
+        lines += _table(h.COLUMNS, [h.history_row(run) for run in history.runs], text_cols=(0, 1, h.DIFFERS_COLUMN))
+        lines += _image(link, history.name, "history")
+    return lines
+
+
 def _provenance(prov: Mapping[str, Any]) -> list[str]:
     lines = ["## Provenance", ""] + [f"- **{k}**: {v}" for k, v in s.provenance_facts(prov)] + [""]
     columns, rows = s.file_rows(prov.get("files") or {})
@@ -79,5 +89,7 @@ def render_markdown(view: s.ReportView, link: LinkFn) -> str:
             lines += _image(link, COMPARISON, name)
     for exp in view.experiments:
         lines += _experiment(exp, view, link)
+    if view.histories:
+        lines += _history(view, link)
     lines += _provenance(view.provenance)
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -105,6 +105,8 @@ class ReportView:
     # Every group, best mean test accuracy first, when some configuration ran with 2+ seeds;
     # empty otherwise, and then the report shows no seed table.
     seed_groups: list[SeedGroup] = field(default_factory=list)
+    # report.history.ExperimentHistory of each experiment with earlier runs, in rank order
+    histories: list[Any] = field(default_factory=list)
 
     @property
     def best(self) -> ExperimentView:
@@ -324,8 +326,13 @@ def differs_text(view: ExperimentView) -> str:
 
 
 def epochs_text(view: ExperimentView) -> str:
-    run = view.metrics.get("epochs_run")
-    planned = view.settings.get("epochs")
+    return epochs_run_text(view.metrics, view.settings)
+
+
+def epochs_run_text(metrics: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+    """Epochs run, as `7 of 20` when early stopping ended training before the planned count."""
+    run = metrics.get("epochs_run")
+    planned = settings.get("epochs")
     if run is None:
         return NA
     if planned is not None and int(planned) > int(run):
