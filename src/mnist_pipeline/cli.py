@@ -127,6 +127,7 @@ def model_info(path: str, loaded) -> dict[str, Any]:
         "model": os.fspath(path),
         "dataset": loaded.metadata.get("dataset"),
         "experiment": loaded.metadata.get("experiment"),
+        "run": loaded.metadata.get("run"),  # the workflow's models are named by run, not experiment
         "classes": list(loaded.classes),
         "architecture": loaded.model.architecture,
         "n_parameters": loaded.model.n_parameters,
@@ -143,7 +144,7 @@ def format_info(info: dict[str, Any]) -> str:
     arch = info["architecture"]
     lines = [
         f"model:        {info['model']}",
-        f"dataset:      {info['dataset']}  experiment: {info['experiment']}",
+        f"dataset:      {info['dataset']}  " + (f"run: {info['run']}" if info["run"] else f"experiment: {info['experiment']}"),
         f"classes:      {', '.join(info['classes'])}",
         f"architecture: {arch.get('model', '?')}, {arch['n_inputs']} inputs -> {arch['n_classes']} classes,"
         f" {info['n_parameters']:,} parameters",
