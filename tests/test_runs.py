@@ -11,7 +11,7 @@ import pytest
 from mnist_pipeline.cli import main
 from mnist_pipeline.fileio import write_json
 from mnist_pipeline.metrics import evaluate, paired_difference_ci, predictions_table
-from mnist_pipeline.report import build_report
+from mnist_pipeline.report import build_report, figure_files
 from mnist_pipeline.rundiff import diff_runs
 from mnist_pipeline.runid import code_digest, data_identity, run_id, run_record
 from mnist_pipeline.runs import RUN_FILES, RunNotFound, prune, publish, read_store, resolve, run_files, write_current
@@ -222,7 +222,8 @@ def test_report_history_lists_earlier_runs_against_the_current_one(store, tmp_pa
     history = (out / "report.md").read_text().split("## History", 1)[1]
     assert history.index(ids[0.02]) < history.index(ids[0.03])  # newest first
     assert "learning_rate=0.02" in history and "learning_rate=0.03" in history
-    assert (out / "figures/baseline/history.png").is_file()
+    written = sorted(path.relative_to(out / "figures").as_posix() for path in (out / "figures").rglob("*.png"))
+    assert written == sorted(figure_files(["baseline"], with_history=["baseline"]))
     assert 'href="#history"' in (out / "report.html").read_text()
 
 

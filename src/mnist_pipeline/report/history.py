@@ -24,7 +24,7 @@ NOTE = (
     "For each experiment, the runs tried earlier under its name, newest first: the settings that differ "
     "from its current run and what each reached. vs current: the earlier run's test accuracy minus the "
     "current run's, in percentage points, with a paired bootstrap 95% interval over the same test images. "
-    "`mnist-pipeline runs --diff` compares any two runs; the runs listed here are those kept when the "
+    "The command mnist-pipeline runs --diff compares any two runs; the runs listed here are those kept when the "
     "report was built."
 )
 COLUMNS = ("Run", "Finished", "Differs from the current run", "Test accuracy", "Validation accuracy", "Epochs",

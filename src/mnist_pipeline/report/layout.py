@@ -81,9 +81,11 @@ def figure_path(figures_dir: str | Path, group: str, figure: str) -> Path:
     return Path(figures_dir) / group / f"{figure}.png"
 
 
-def figure_files(experiments: Sequence[str]) -> list[str]:
-    """Relative paths of every PNG build_report writes for these experiment names."""
+def figure_files(experiments: Sequence[str], with_history: Sequence[str] = ()) -> list[str]:
+    """Relative paths of every PNG build_report writes for these experiment names, those in
+    `with_history` having earlier runs."""
     files = [f"{name}/{figure}.png" for name in experiments for figure in EXPERIMENT_FIGURES]
+    files += [f"{name}/history.png" for name in with_history]
     if len(experiments) > 1:
         files += [f"{COMPARISON}/{figure}.png" for figure in COMPARISON_FIGURES]
     return files
