@@ -28,7 +28,7 @@ RUNS = planned_runs(CONFIG, EXPERIMENTS)
 wildcard_constraints:
     dataset=re.escape(CONFIG["dataset"]),
     experiment="|".join(map(re.escape, EXPERIMENTS)),
-    run=RUN_ID_PATTERN,
+    run="|".join(sorted({record["run"] for record in RUNS.values()})),
 
 
 include: "workflow/rules/download.smk"

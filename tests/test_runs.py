@@ -236,3 +236,19 @@ def test_an_experiment_cannot_take_the_run_stores_folder_name():
     schema = load_schema(REPO / "workflow/schemas/config.schema.yaml")
     with pytest.raises(ConfigError, match="experiments"):
         resolve_config({"dataset": "fashion-mnist", "source": "/", "experiments": {"runs": {}}}, schema)
+
+
+def test_a_damaged_run_is_left_out_and_named_not_fatal(store, caplog):
+    dataset_dir, ids = store
+    (dataset_dir / "runs" / ids[0.03] / "metrics.json").write_text("{not json")
+    assert ids[0.03] not in {run.id for run in read_store(dataset_dir)}
+    assert ids[0.03] in caplog.text and "not valid JSON" in caplog.text
+
+
+def test_prune_finishes_what_an_interrupted_prune_left(store):
+    dataset_dir, ids = store
+    leftover = dataset_dir / "runs" / ".0123456789ab.pruning"
+    leftover.mkdir()
+    (leftover / "model.npz").write_bytes(b"x" * 1000)
+    pruned = prune(dataset_dir, keep=5)
+    assert pruned.removed == [] and pruned.freed == 1000 and not leftover.exists()

@@ -18,6 +18,7 @@ Copies, not links: a published file can then never alias a kept one, whatever wr
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -28,6 +29,8 @@ from typing import Any
 
 from mnist_pipeline.fileio import atomic_path, read_json, write_json
 from mnist_pipeline.runid import ID_PATTERN
+
+log = logging.getLogger(__name__)
 
 STORE = "runs"
 CURRENT = "current.json"
@@ -93,11 +96,15 @@ class KeptRun:
 
     @property
     def size(self) -> int:
-        """Bytes of every file in the run's folder."""
-        return sum(path.stat().st_size for path in self.directory.rglob("*") if path.is_file())
+        return folder_size(self.directory)
 
     def path(self, key: str) -> Path:
         return self.directory / RUN_FILES[key]
+
+
+def folder_size(directory: Path) -> int:
+    """Bytes of every file under `directory`."""
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
 
 
 def is_run_id(name: str) -> bool:
@@ -140,13 +147,19 @@ def read_store(dataset_dir: str | Path) -> list[KeptRun]:
     for directory in sorted(store.iterdir()) if store.is_dir() else []:
         if not (is_run_id(directory.name) and all((directory / RUN_FILES[key]).is_file() for key in ("record", "metrics", "history"))):
             continue
+        try:
+            record, metrics, history = (read_json(directory / RUN_FILES[key]) for key in ("record", "metrics", "history"))
+        except ValueError as error:
+            # One damaged run must not hide the others, nor stop the report that lists them.
+            log.warning("%s: a file of this run is not valid JSON (%s); the run is left out", directory, error)
+            continue
         names = directory / NAMES
         runs.append(KeptRun(
             id=directory.name,
             directory=directory,
-            record=read_json(directory / RUN_FILES["record"]),
-            metrics=read_json(directory / RUN_FILES["metrics"]),
-            history=read_json(directory / RUN_FILES["history"]),
+            record=record,
+            metrics=metrics,
+            history=history,
             names=sorted(path.name for path in names.iterdir()) if names.is_dir() else [],
             current_for=sorted(name for name, run in current.items() if run == directory.name),
         ))
@@ -214,12 +227,11 @@ def prune(dataset_dir: str | Path, keep: int) -> Pruned:
     for members in by_name.values():
         kept_ids.update(run.id for run in members[:keep])
     removed = [run for run in candidates if run.id not in kept_ids]
-    freed = 0
     for run in removed:
-        freed += run.size
         # Renamed first, so that a crash half way never leaves a half-deleted run that looks kept.
-        doomed = run.directory.with_name(f".{run.id}.pruning")
-        os.replace(run.directory, doomed)
+        os.replace(run.directory, run.directory.with_name(f".{run.id}.pruning"))
+    freed = 0
+    for doomed in store_dir(dataset_dir).glob(".*.pruning"):  # this prune's, and any an interrupted one left
+        freed += folder_size(doomed)
         shutil.rmtree(doomed)
     return Pruned(removed=removed, freed=freed, kept=len(runs) - len(removed))
-

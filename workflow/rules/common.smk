@@ -11,7 +11,7 @@ from mnist_pipeline.config import experiment_settings, load_schema, resolve_conf
 from mnist_pipeline.datasets import IDX_STEMS
 from mnist_pipeline.download import local_source_dir, locate_idx
 from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.runid import ID_PATTERN as RUN_ID_PATTERN, code_digest, data_identity, run_record
+from mnist_pipeline.runid import code_digest, data_identity, run_record
 from mnist_pipeline.runs import run_files
 
 SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
@@ -60,7 +60,8 @@ def planned_runs(config, experiments):
 
 
 def run_record_of(wildcards):
-    """The record of the run a train or evaluate job makes, found by its run id."""
+    """The record of the run a train or evaluate job makes, found by its run id (one of
+    RUNS: the `run` wildcard allows no other)."""
     return next(record for record in RUNS.values() if record["run"] == wildcards.run)
 
 

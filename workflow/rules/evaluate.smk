@@ -6,12 +6,7 @@ rule evaluate:
         val="results/{dataset}/prepared/val.parquet",
         code=package_code("../scripts/evaluate.py"),
     output:
-        metrics=report(
-            "results/{dataset}/runs/{run}/metrics.json",
-            caption="../report/metrics.rst",
-            category="Evaluation",
-            subcategory="{run}",
-        ),
+        metrics="results/{dataset}/runs/{run}/metrics.json",
         predictions="results/{dataset}/runs/{run}/predictions.parquet",
         # Written last: a run folder with run.json is a finished run (mnist_pipeline.runs).
         record="results/{dataset}/runs/{run}/run.json",

@@ -11,8 +11,18 @@ rule publish:
         code=package_code("../scripts/publish.py"),
     output:
         model="results/{dataset}/{experiment}/model.npz",
-        history="results/{dataset}/{experiment}/history.json",
-        metrics="results/{dataset}/{experiment}/metrics.json",
+        history=report(
+            "results/{dataset}/{experiment}/history.json",
+            caption="../report/history.rst",
+            category="Training",
+            subcategory="{experiment}",
+        ),
+        metrics=report(
+            "results/{dataset}/{experiment}/metrics.json",
+            caption="../report/metrics.rst",
+            category="Evaluation",
+            subcategory="{experiment}",
+        ),
         predictions="results/{dataset}/{experiment}/predictions.parquet",
         record="results/{dataset}/{experiment}/run.json",
     log:

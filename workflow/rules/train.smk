@@ -9,12 +9,7 @@ rule train:
         val="results/{dataset}/prepared/val.parquet",
     output:
         model="results/{dataset}/runs/{run}/model.npz",
-        history=report(
-            "results/{dataset}/runs/{run}/history.json",
-            caption="../report/history.rst",
-            category="Training",
-            subcategory="{run}",
-        ),
+        history="results/{dataset}/runs/{run}/history.json",
     params:
         settings=lambda wildcards: run_record_of(wildcards)["settings"],
     log:
