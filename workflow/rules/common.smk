@@ -1,6 +1,7 @@
 # Helpers shared by the rule files (config validation, the package code each stage runs);
 # functions only, never a rule, as the snakemake-workflows catalog keeps them.
 
+from functools import cache
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -32,7 +33,13 @@ def experiments(config):
 def package_code(script):
     """The package modules `script` imports, as inputs: Snakemake does not track imported
     code, so listing it is what makes an edit to a module rerun the stages that use it."""
-    return [str(path) for path in package_modules_used(workflow.source_path(script), PACKAGE)]
+    return [str(path) for path in modules_used(script)]
+
+
+@cache
+def modules_used(script):
+    # Read once per run of Snakemake: both the rule inputs and the run ids need them.
+    return tuple(package_modules_used(workflow.source_path(script), PACKAGE))
 
 
 def code_files(script):
@@ -40,7 +47,7 @@ def code_files(script):
     checkout, so that a copy of the workflow elsewhere gives the same code digest."""
     path = Path(workflow.source_path(script))
     files = {f"workflow/scripts/{path.name}": path}
-    files.update({f"mnist_pipeline/{module.relative_to(PACKAGE).as_posix()}": module for module in package_modules_used(path, PACKAGE)})
+    files.update({f"mnist_pipeline/{module.relative_to(PACKAGE).as_posix()}": module for module in modules_used(script)})
     return files
 
 
