@@ -21,11 +21,14 @@ include: "workflow/rules/common.smk"
 # Stops the run, before any job starts, with a message naming each bad key.
 CONFIG = validated_config(config)
 EXPERIMENTS = experiments(CONFIG)
+# Experiment name -> the run (id, settings, data, code) it needs; see workflow/rules/publish.smk.
+RUNS = planned_runs(CONFIG, EXPERIMENTS)
 
 
 wildcard_constraints:
     dataset=re.escape(CONFIG["dataset"]),
     experiment="|".join(map(re.escape, EXPERIMENTS)),
+    run="|".join(sorted({record["run"] for record in RUNS.values()})),
 
 
 include: "workflow/rules/download.smk"
@@ -33,6 +36,7 @@ include: "workflow/rules/parse.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/publish.smk"
 include: "workflow/rules/report.smk"
 
 

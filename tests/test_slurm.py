@@ -3,8 +3,9 @@ through `--executor slurm`.
 
 tests/slurm/start-slurm.sh starts the cluster (munged, slurmctld and slurmd on 127.0.0.1) or
 reuses the one already running; the fixture stops it after the session only if it started it.
-download and report are `localrules` and run here; parse, prepare and each experiment's train
-and evaluate must each have been a SLURM job, sized by its rule's threads and resources.
+download, publish and report are `localrules` and run here; parse, prepare and each
+experiment's train and evaluate must each have been a SLURM job, sized by its rule's threads
+and resources.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from conftest import REPO, copy_workflow, require, snakemake, workflow_env
 START_SLURM = REPO / "tests/slurm/start-slurm.sh"
 TEST_CONFIG = REPO / "tests/workflow/synthetic.yaml"
 EXPERIMENTS = ("baseline", "narrow")
-# The compute stages, each to be one SLURM job: (rule, wildcards).
+# The compute stages, each to be one SLURM job: (rule, wildcards), a run id read as RUN; the
+# two experiments' settings differ, so each is its own run.
 CLUSTER_JOBS = sorted(
     [("parse", "dataset=synthetic"), ("prepare", "dataset=synthetic")]
-    + [(rule, f"dataset=synthetic, experiment={name}") for rule in ("train", "evaluate") for name in EXPERIMENTS]
+    + [(rule, "dataset=synthetic, run=RUN") for rule in ("train", "evaluate") for _ in EXPERIMENTS]
 )
 
 
@@ -53,7 +55,7 @@ def test_profile_is_used_and_every_key_accepted(tmp_path, synthetic_dir, profile
     )
     output = result.stdout + result.stderr
     assert f"Using workflow specific profile {path} for setting default command line arguments" in output
-    assert re.search(r"^total\s+9$", output, re.MULTILINE), output
+    assert re.search(r"^total\s+11$", output, re.MULTILINE), output
 
 
 @pytest.fixture(scope="session")
@@ -180,7 +182,8 @@ def test_compute_stages_ran_as_slurm_jobs_sized_by_their_rules(sweep, slurm_conf
     workdir, output = sweep
     jobs = submitted_jobs(output)
     # One SLURM job per compute stage and experiment: --retries 0, and nothing ran twice.
-    assert sorted((job["rule"], job["wildcards"]) for job in jobs.values()) == CLUSTER_JOBS
+    assert sorted((job["rule"], re.sub(r"run=[0-9a-f]{12}", "run=RUN", job["wildcards"])) for job in jobs.values()) == CLUSTER_JOBS
+    assert len({job["wildcards"] for job in jobs.values() if job["rule"] == "train"}) == len(EXPERIMENTS)
     records = squeue_records(list(jobs), slurm_conf)
     node = socket.gethostname().split(".")[0]
     for slurm_id, job in jobs.items():
@@ -194,8 +197,8 @@ def test_compute_stages_ran_as_slurm_jobs_sized_by_their_rules(sweep, slurm_conf
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_download_and_report_ran_locally(sweep):
+def test_download_publish_and_report_ran_locally(sweep):
     _, output = sweep
     submitted_rules = {job["rule"] for job in submitted_jobs(output).values()}
-    for rule in ("download", "report"):
+    for rule in ("download", "publish", "report"):
         assert f"localrule {rule}:" in output and rule not in submitted_rules, rule

@@ -69,26 +69,26 @@ def test_second_run_schedules_nothing(finished_run):
 
 def test_train_value_change_reruns_only_training_onward(finished_run):
     workdir, config = finished_run
-    assert planned_jobs(workdir, *config, "train={epochs: 4}") == {"train": 2, "evaluate": 2, "report": 1, "all": 1}
+    assert planned_jobs(workdir, *config, "train={epochs: 4}") == {"train": 2, "evaluate": 2, "publish": 2, "report": 1, "all": 1}
 
 
 def test_experiment_override_reruns_only_that_experiment(finished_run):
     workdir, config = finished_run
     changed = planned_jobs(workdir, *config, "experiments={baseline: {}, narrow: {hidden: [8]}}")
-    assert changed == {"train": 1, "evaluate": 1, "report": 1, "all": 1}
+    assert changed == {"train": 1, "evaluate": 1, "publish": 1, "report": 1, "all": 1}
 
 
 def test_adding_an_experiment_trains_only_that_one(finished_run):
     workdir, config = finished_run
     jobs = planned_jobs(workdir, *config, "experiments={baseline: {}, narrow: {hidden: [16]}, extra: {learning_rate: 0.02}}")
-    assert jobs == {"train": 1, "evaluate": 1, "report": 1, "all": 1}
+    assert jobs == {"train": 1, "evaluate": 1, "publish": 1, "report": 1, "all": 1}
 
 
 def test_a_sweep_adds_named_jobs_and_keeps_finished_experiments(finished_run):
     workdir, config = finished_run
     # Two seeds of one grid point: two new experiments beside the two finished ones.
     jobs = planned_jobs(workdir, *config, "sweep={grid: {hidden: [[8]]}, seeds: [0, 1]}")
-    assert jobs == {"train": 2, "evaluate": 2, "report": 1, "all": 1}
+    assert jobs == {"train": 2, "evaluate": 2, "publish": 2, "report": 1, "all": 1}
 
 
 def test_removing_an_experiment_rebuilds_only_the_report(finished_run, tmp_path):
@@ -105,7 +105,7 @@ def test_removing_an_experiment_rebuilds_only_the_report(finished_run, tmp_path)
 def test_prepare_value_change_reruns_prepare_onward_not_download_or_parse(finished_run):
     workdir, config = finished_run
     jobs = planned_jobs(workdir, *config, "prepare={val_fraction: 0.25, seed: 1}")
-    assert jobs == {"prepare": 1, "train": 2, "evaluate": 2, "report": 1, "all": 1}
+    assert jobs == {"prepare": 1, "train": 2, "evaluate": 2, "publish": 2, "report": 1, "all": 1}
 
 
 def test_same_values_written_another_way_is_no_change(finished_run):
@@ -134,13 +134,13 @@ def test_jobs_import_the_package_copy_under_test(finished_run):
 def test_editing_a_package_module_reruns_the_stages_that_import_it(finished_run):
     workdir, config = finished_run
     with edited(workdir / "src/mnist_pipeline/metrics.py"):
-        assert planned_jobs(workdir, *config) == {"evaluate": 2, "report": 1, "all": 1}
+        assert planned_jobs(workdir, *config) == {"evaluate": 2, "publish": 2, "report": 1, "all": 1}
 
 
 def test_editing_a_stage_script_reruns_that_stage_onward(finished_run):
     workdir, config = finished_run
     with edited(workdir / "workflow/scripts/prepare.py"):
-        assert planned_jobs(workdir, *config) == {"prepare": 1, "train": 2, "evaluate": 2, "report": 1, "all": 1}
+        assert planned_jobs(workdir, *config) == {"prepare": 1, "train": 2, "evaluate": 2, "publish": 2, "report": 1, "all": 1}
 
 
 def test_snakemake_report_shows_the_outputs_with_their_captions(finished_run):

@@ -3,6 +3,8 @@
     mnist-pipeline predict MODEL.npz FILE... [--json] [--top K] [--center auto|always|never]
     mnist-pipeline info MODEL.npz [--json]
     mnist-pipeline app [--results DIR] [--address ADDR] [--port N] [--headless]
+    mnist-pipeline runs [--results DIR] [--dataset NAME] [--json]
+    mnist-pipeline runs --diff A B | --prune --keep N
 
 Exit status: 0 when everything worked, 1 when some input could not be classified (the others
 are still printed), 2 for a usage error or an unusable model file.
@@ -27,6 +29,9 @@ from mnist_pipeline.fileio import read_json
 from mnist_pipeline.nn.model import load_model
 from mnist_pipeline.nn.settings import TrainSettings
 from mnist_pipeline.preprocess import CENTER_MODES, framing_for, load_images, model_inputs
+from mnist_pipeline.report.summary import change_text, pct, seconds, settings_diff, settings_text, value_text
+from mnist_pipeline.rundiff import RunDiff, diff_runs
+from mnist_pipeline.runs import KeptRun, RunNotFound, datasets, prune, read_current, read_store, resolve
 
 PROG = "mnist-pipeline"
 APP_SCRIPT = Path(__file__).parent / "app" / "streamlit_app.py"
@@ -125,6 +130,7 @@ def model_info(path: str, loaded) -> dict[str, Any]:
         "model": os.fspath(path),
         "dataset": loaded.metadata.get("dataset"),
         "experiment": loaded.metadata.get("experiment"),
+        "run": loaded.metadata.get("run"),  # the workflow's models are named by run, not experiment
         "classes": list(loaded.classes),
         "image_shape": list(loaded.image_shape),
         "architecture": loaded.model.architecture,
@@ -154,7 +160,7 @@ def format_info(info: dict[str, Any]) -> str:
     arch = info["architecture"]
     lines = [
         f"model:        {info['model']}",
-        f"dataset:      {info['dataset']}  experiment: {info['experiment']}",
+        f"dataset:      {info['dataset']}  " + (f"run: {info['run']}" if info["run"] else f"experiment: {info['experiment']}"),
         f"classes:      {', '.join(info['classes'])}",
         f"architecture: {arch.get('model', '?')}, {info['image_shape'][0]}x{info['image_shape'][1]} images"
         f" ({arch['n_inputs']} inputs) -> {arch['n_classes']} classes,"
@@ -217,6 +223,135 @@ def cmd_app(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def text_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells as left-aligned columns two spaces apart."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(columns, *rows)]
+    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in (columns, *rows)]
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def run_entry(dataset: str, run: KeptRun, defaults: dict[str, Any]) -> dict[str, Any]:
+    """One kept run as `runs --json` lists it."""
+    return {
+        "dataset": dataset,
+        "run": run.id,
+        "experiment": ", ".join(run.names or run.current_for),
+        "experiments": run.names,
+        "finished": run.finished,
+        "settings": run.settings,
+        "differs": settings_diff(run.settings, defaults),
+        "test_accuracy": run.metrics.get("test_accuracy"),
+        "val_accuracy": run.metrics.get("val_accuracy"),
+        "train_seconds": run.metrics.get("train_seconds"),
+        "current": run.current,
+        "current_for": run.current_for,
+        "bytes": run.size,
+    }
+
+
+RUN_COLUMNS = ("run", "experiment", "finished", "test acc", "val acc", "train time", "current", "differs from defaults")
+
+
+def format_runs(dataset: str, entries: list[dict[str, Any]]) -> list[str]:
+    total = sum(entry["bytes"] for entry in entries)
+    rows = [
+        [entry["run"], entry["experiment"] or "-", entry["finished"].replace("T", " ").removesuffix("+00:00"),
+         pct(entry["test_accuracy"]), pct(entry["val_accuracy"]), seconds(entry["train_seconds"]),
+         "yes" if entry["current"] else "", settings_text(entry["differs"])]
+        for entry in entries
+    ]
+    return [f"{dataset}: {len(entries)} kept run(s), {megabytes(total)}"] + ["  " + line for line in text_table(RUN_COLUMNS, rows)]
+
+
+def _stores(args: argparse.Namespace) -> list[str]:
+    found = datasets(args.results)
+    if args.dataset is not None:
+        if args.dataset not in found:
+            raise RunNotFound(f"{args.results}: no runs of dataset {args.dataset!r} (datasets with runs: {', '.join(found) or 'none'})")
+        return [args.dataset]
+    if not found:
+        raise RunNotFound(f"{args.results}: no kept runs (run the workflow first: snakemake --cores 4)")
+    return found
+
+
+def _metric_text(key: str, value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if key.endswith("accuracy"):
+        return pct(value)
+    if key == "train_seconds":
+        return seconds(value)
+    return value_text(round(value, 4) if isinstance(value, float) else value)
+
+
+def diff_entry(diff: RunDiff) -> dict[str, Any]:
+    change = diff.accuracy_change
+    return {
+        "a": diff.a.id, "b": diff.b.id,
+        "settings": {key: list(pair) for key, pair in diff.settings.items()},
+        "metrics": {key: list(pair) for key, pair in diff.metrics.items()},
+        "same_data": diff.same_data, "same_code": diff.same_code,
+        "accuracy_change": None if change is None else {"difference": change[0], "ci95": [change[1], change[2]]},
+        "n_test": diff.n_test,
+    }
+
+
+def format_diff(diff: RunDiff) -> list[str]:
+    def who(run: KeptRun) -> str:
+        names = ", ".join(run.names) or "no experiment"
+        return f"{run.id}  {names}{' (current)' if run.current else ''}, finished {run.finished}"
+
+    lines = [f"A  {who(diff.a)}", f"B  {who(diff.b)}", "", "settings (A -> B):"]
+    lines += [f"  {key}: {value_text(a)} -> {value_text(b)}" for key, (a, b) in diff.settings.items()] or ["  the same"]
+    if not diff.same_data:
+        lines.append("  prepared data: different (dataset, source or prepare settings, or their code)")
+    if not diff.same_code:
+        lines.append("  training code: different")
+    lines += ["", "metrics (A -> B):"]
+    lines += [f"  {key}: {_metric_text(key, a)} -> {_metric_text(key, b)}" for key, (a, b) in diff.metrics.items()] or ["  the same"]
+    if diff.accuracy_change is None:
+        lines += ["", "test accuracy B - A: not comparable (the two were evaluated on different test items)"]
+    else:
+        lines += ["", f"test accuracy B - A: {change_text(diff.accuracy_change)} percentage points "
+                      f"(paired bootstrap 95% interval over the same {diff.n_test:,} test images)"]
+    return lines
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    if (args.keep is None) != (not args.prune):
+        return _fail("--prune needs --keep N (and --keep goes with --prune)")
+    try:
+        stores = _stores(args)
+        if args.diff:
+            if len(stores) > 1:
+                return _fail(f"runs of several datasets ({', '.join(stores)}): say which with --dataset")
+            runs = read_store(Path(args.results) / stores[0])
+            diff = diff_runs(*(resolve(runs, ref) for ref in args.diff))
+            print(json.dumps(diff_entry(diff), indent=2) if args.json else "\n".join(format_diff(diff)))
+            return 0
+        if args.prune:
+            for dataset in stores:
+                pruned = prune(Path(args.results) / dataset, args.keep)
+                removed = ", ".join(run.id for run in pruned.removed) or "nothing"
+                print(f"{dataset}: removed {len(pruned.removed)} run(s) ({removed}), freed {megabytes(pruned.freed)};"
+                      f" {pruned.kept} kept")
+            return 0
+        listed = {}
+        for dataset in stores:
+            defaults = read_current(Path(args.results) / dataset)["defaults"]
+            listed[dataset] = [run_entry(dataset, run, defaults) for run in read_store(Path(args.results) / dataset)]
+    except (RunNotFound, PipelineError, OSError, ValueError) as exc:
+        return _fail(str(exc))
+    if args.json:
+        print(json.dumps([entry for entries in listed.values() for entry in entries], indent=2))
+    else:
+        print("\n\n".join("\n".join(format_runs(dataset, entries)) for dataset, entries in listed.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Use the models the mnist-pipeline workflow trained.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -251,6 +386,26 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--port", type=int, default=None, help="port to serve on (default: Streamlit's, 8501)")
     app.add_argument("--headless", action="store_true", help="do not open a browser window")
     app.set_defaults(run=cmd_app)
+
+    runs = commands.add_parser(
+        "runs", help="list, compare and prune the kept runs",
+        description="Every trained model the workflow kept, newest first; compare two, or remove old ones.",
+    )
+    runs.add_argument(
+        "--results", default=os.environ.get(RESULTS_ENV, "results"),
+        help=f"the workflow's results directory (default: ${RESULTS_ENV} or ./results)",
+    )
+    runs.add_argument("--dataset", metavar="NAME", help="only this dataset's runs")
+    runs.add_argument("--json", action="store_true", help="print JSON")
+    action = runs.add_mutually_exclusive_group()
+    action.add_argument(
+        "--diff", nargs=2, metavar=("A", "B"),
+        help="settings and metrics that differ from run A to run B; each a run id (or 4+ of its first digits), "
+             "an experiment name (its current run) or NAME~N (its Nth run before that)",
+    )
+    action.add_argument("--prune", action="store_true", help="remove old runs that no experiment uses now (with --keep)")
+    runs.add_argument("--keep", type=int, metavar="N", help="with --prune: keep the newest N runs per experiment besides its current one")
+    runs.set_defaults(run=cmd_runs)
     return parser
 
 

@@ -1,6 +1,7 @@
 # Helpers shared by the rule files (config validation, the package code each stage runs);
 # functions only, never a rule, as the snakemake-workflows catalog keeps them.
 
+from functools import cache
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -12,6 +13,8 @@ from mnist_pipeline.datafacts import check_config_against_data
 from mnist_pipeline.datasets import IDX_STEMS
 from mnist_pipeline.download import local_source_dir, locate_idx
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.runid import code_digest, data_identity, run_record
+from mnist_pipeline.runs import run_files
 
 SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
 PACKAGE = Path(mnist_pipeline.__file__).parent
@@ -42,7 +45,48 @@ def _before_any_job(check, *args):
 def package_code(script):
     """The package modules `script` imports, as inputs: Snakemake does not track imported
     code, so listing it is what makes an edit to a module rerun the stages that use it."""
-    return [str(path) for path in package_modules_used(workflow.source_path(script), PACKAGE)]
+    return [str(path) for path in modules_used(script)]
+
+
+@cache
+def modules_used(script):
+    # Read once per run of Snakemake: both the rule inputs and the run ids need them.
+    return tuple(package_modules_used(workflow.source_path(script), PACKAGE))
+
+
+def code_files(script):
+    """The script and the package modules it imports, labelled by where they sit in the
+    checkout, so that a copy of the workflow elsewhere gives the same code digest."""
+    path = Path(workflow.source_path(script))
+    files = {f"workflow/scripts/{path.name}": path}
+    files.update({f"mnist_pipeline/{module.relative_to(PACKAGE).as_posix()}": module for module in modules_used(script)})
+    return files
+
+
+def planned_runs(config, experiments):
+    """Experiment name -> the record of the run its settings make (mnist_pipeline.runid): the
+    run id is fixed here, from the settings, the prepared data's making and the training
+    code, so that settings trained before point at the run folder that already holds them."""
+    upstream = {}
+    for script in ("../scripts/download.py", "../scripts/parse.py", "../scripts/prepare.py"):
+        upstream.update(code_files(script))
+    data = data_identity(
+        dataset=config["dataset"], prepare=config["prepare"], code=code_digest(upstream), source=config["source"],
+        checksums=config["checksums"], source_files=local_source_files(None),
+    )
+    code = code_digest(code_files("../scripts/train.py"))
+    return {name: run_record(settings, data, code) for name, settings in experiments.items()}
+
+
+def run_record_of(wildcards):
+    """The record of the run a train or evaluate job makes, found by its run id (one of
+    RUNS: the `run` wildcard allows no other)."""
+    return next(record for record in RUNS.values() if record["run"] == wildcards.run)
+
+
+def current_run_files(wildcards):
+    """The files of the run an experiment's settings make, for publish to copy."""
+    return run_files(f"results/{wildcards.dataset}", RUNS[wildcards.experiment]["run"])
 
 
 def local_source_files(wildcards):

@@ -1,22 +1,21 @@
 rule evaluate:
     input:
-        model="results/{dataset}/{experiment}/model.npz",
-        history="results/{dataset}/{experiment}/history.json",
+        model="results/{dataset}/runs/{run}/model.npz",
+        history="results/{dataset}/runs/{run}/history.json",
         test="results/{dataset}/prepared/test.parquet",
         val="results/{dataset}/prepared/val.parquet",
         code=package_code("../scripts/evaluate.py"),
     output:
-        metrics=report(
-            "results/{dataset}/{experiment}/metrics.json",
-            caption="../report/metrics.rst",
-            category="Evaluation",
-            subcategory="{experiment}",
-        ),
-        predictions="results/{dataset}/{experiment}/predictions.parquet",
+        metrics="results/{dataset}/runs/{run}/metrics.json",
+        predictions="results/{dataset}/runs/{run}/predictions.parquet",
+        # Written last: a run folder with run.json is a finished run (mnist_pipeline.runs).
+        record="results/{dataset}/runs/{run}/run.json",
+    params:
+        run=run_record_of,
     log:
-        "results/{dataset}/logs/evaluate/{experiment}.log",
+        "results/{dataset}/runs/{run}/evaluate.log",
     benchmark:
-        "results/{dataset}/benchmarks/evaluate/{experiment}.tsv"
+        "results/{dataset}/runs/{run}/evaluate.tsv"
     threads: 1
     resources:
         mem_mb=600,

@@ -7,6 +7,7 @@ rule report:
         metrics=expand("results/{{dataset}}/{experiment}/metrics.json", experiment=EXPERIMENTS),
         history=expand("results/{{dataset}}/{experiment}/history.json", experiment=EXPERIMENTS),
         predictions=expand("results/{{dataset}}/{experiment}/predictions.parquet", experiment=EXPERIMENTS),
+        record=expand("results/{{dataset}}/{experiment}/run.json", experiment=EXPERIMENTS),
         test_images="results/{dataset}/parsed/test-images.npy",
         info="results/{dataset}/parsed/dataset.json",
         code=package_code("../scripts/report.py"),
@@ -21,6 +22,9 @@ rule report:
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "figure": "{figure}"},
         ),
+        # The run each experiment uses now, for `mnist-pipeline runs`; the History section reads
+        # the other kept runs without declaring them, so that pruning them reruns nothing.
+        current="results/{dataset}/runs/current.json",
     params:
         config=lambda wildcards: CONFIG,
         experiments=lambda wildcards: EXPERIMENTS,

@@ -1,22 +1,21 @@
+# A run's folder is named by its id, the digest of its settings, prepared data and training
+# code (planned_runs): settings trained before find their run here and are not trained again.
+# That is also why the package modules train imports are not inputs, as they are for the other
+# stages: the id already changes with them, and a module edited and put back (newer, same
+# content) must not retrain a kept run.
 rule train:
     input:
         train="results/{dataset}/prepared/train.parquet",
         val="results/{dataset}/prepared/val.parquet",
-        code=package_code("../scripts/train.py"),
     output:
-        model="results/{dataset}/{experiment}/model.npz",
-        history=report(
-            "results/{dataset}/{experiment}/history.json",
-            caption="../report/history.rst",
-            category="Training",
-            subcategory="{experiment}",
-        ),
+        model="results/{dataset}/runs/{run}/model.npz",
+        history="results/{dataset}/runs/{run}/history.json",
     params:
-        settings=lambda wildcards: EXPERIMENTS[wildcards.experiment],
+        settings=lambda wildcards: run_record_of(wildcards)["settings"],
     log:
-        "results/{dataset}/logs/train/{experiment}.log",
+        "results/{dataset}/runs/{run}/train.log",
     benchmark:
-        "results/{dataset}/benchmarks/train/{experiment}.tsv"
+        "results/{dataset}/runs/{run}/train.tsv"
     # One BLAS thread: measured on 2 cores, a second thread makes one epoch only 1.3x faster,
     # while two 2-thread jobs side by side run 2x slower than two 1-thread jobs (spinning BLAS
     # threads); and a fixed count keeps the model bytes the same whatever --cores is.

@@ -20,3 +20,4 @@ metrics["val_accuracy"] = float((loaded.model.predict_proba(val.pixels).argmax(a
 metrics.update(epochs_run=history["epochs_run"], train_seconds=history["train_seconds"], n_parameters=loaded.model.n_parameters)
 write_json(snakemake.output["metrics"], metrics)
 write_table(predictions_table(test.ids, test.labels, test_proba), snakemake.output["predictions"])
+write_json(snakemake.output["record"], {**snakemake.params["run"], "finished": history["finished"]})

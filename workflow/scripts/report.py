@@ -4,16 +4,22 @@ from mnist_pipeline.logs import log_to
 
 log_to(snakemake.log[0])
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 
 from mnist_pipeline.fileio import read_json
 from mnist_pipeline.report import build_report
+from mnist_pipeline.report.history import earlier_run_entries
 from mnist_pipeline.report.provenance import collect_provenance
+from mnist_pipeline.runs import read_store, write_current
 
 config, settings = snakemake.params["config"], snakemake.params["experiments"]
 info = read_json(snakemake.input["info"])
 histories = [read_json(path) for path in snakemake.input["history"]]
+write_current(snakemake.output["current"], config["train"], {name: read_json(path)["run"] for name, path in zip(settings, snakemake.input["record"])})
+store = read_store(Path(snakemake.output["md"]).parent)
 experiments = [
     {"name": name, "settings": settings[name], "metrics": read_json(metrics), "history": history["epochs"], "predictions": pq.read_table(predictions)}
     for name, metrics, history, predictions in zip(settings, snakemake.input["metrics"], histories, snakemake.input["predictions"])
@@ -28,4 +34,5 @@ build_report(
     out_html=snakemake.output["html"],
     out_md=snakemake.output["md"],
     figures_dir=snakemake.output["figures"],
+    history={name: earlier_run_entries(store, name) for name in settings},
 )

@@ -21,7 +21,7 @@ save_model(
     result.model,
     normalization=meta["normalization"],
     classes=meta["classes"],
-    metadata={"dataset": meta["dataset"], "experiment": snakemake.wildcards["experiment"], "settings": settings.as_dict(),
+    metadata={"dataset": meta["dataset"], "run": snakemake.wildcards["run"], "settings": settings.as_dict(),
               "epochs_run": result.epochs_run, "best_epoch": result.best_epoch},
 )
 write_json(

@@ -12,6 +12,7 @@ import numpy as np
 from mnist_pipeline.errors import TableSchemaError
 from mnist_pipeline.fileio import atomic_path
 from mnist_pipeline.report import figures as fig
+from mnist_pipeline.report.history import experiment_histories
 from mnist_pipeline.report.html import render_html
 from mnist_pipeline.report.layout import COMPARISON, Figures, figure_path
 from mnist_pipeline.report.markdown import render_markdown
@@ -78,6 +79,9 @@ def render_figures(view: ReportView, images: np.ndarray) -> Figures:
                     [e.metrics.get("test_accuracy_ci95") or [e.metrics["test_accuracy"]] * 2 for e in exps]),
                 "val_accuracy": fig.val_accuracy_overlay([e.name for e in exps], [e.history for e in exps]),
             }
+        for history in view.histories:
+            out[history.name]["history"] = fig.val_accuracy_overlay(
+                [f"{history.name} now", f"best earlier ({history.best.run})"], [history.current.history, history.best.history])
     return out
 
 
@@ -105,6 +109,7 @@ def build_report(
     out_md: str | Path,
     figures_dir: str | Path,
     classes: Sequence[str] | None = None,
+    history: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> None:
     """Write report.html (self-contained), report.md and the PNGs it links under figures_dir.
 
@@ -112,9 +117,12 @@ def build_report(
     (the experiment's full train settings) and predictions (a table or dict of arrays with
     id, label, predicted, prob_0..prob_{k-1}; id indexes test_images, uint8 (n, H, W)).
     classes: class names in label order; by default the metrics' `classes`.
+    history: experiment name -> its earlier runs, newest first (report.history.earlier_run_entries):
+    dicts with run, finished, settings, metrics, history and predictions; shown in the History section.
     """
     out_html, out_md, figures_dir = Path(out_html), Path(out_md), Path(figures_dir)
     view = build_view(dataset=dataset, experiments=experiments, defaults=defaults, provenance=provenance, classes=classes)
+    view.histories = experiment_histories(view.experiments, history or {})
     images = _images(test_images, view)
     figures = render_figures(view, images)
     for group, pngs in figures.items():

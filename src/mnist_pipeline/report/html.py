@@ -9,6 +9,7 @@ from html import escape
 from typing import Any
 
 import mnist_pipeline
+from mnist_pipeline.report import history as h
 from mnist_pipeline.report import summary as s
 from mnist_pipeline.report.figures import Png
 from mnist_pipeline.report.layout import COMPARISON, FIGURE_TEXT, GALLERY_TEXT, PANEL_FIGURES, Figures
@@ -161,6 +162,20 @@ def _experiment(exp: s.ExperimentView, view: s.ReportView, figures: Figures, til
     return "".join(parts)
 
 
+def _history(view: s.ReportView, figures: Figures) -> str:
+    parts = [f'<section id="history"><h2>{escape(h.TITLE)}</h2><p class="note">{escape(h.NOTE)}</p>']
+    for history in view.histories:
+        rows = [h.history_row(run) for run in history.runs]
+        parts += [
+            f"<h3>{_exp_link(history.name)}</h3><p>{escape(h.current_line(history))}</p>",
+            _table(h.COLUMNS, rows, text_cols=(0, 1, h.DIFFERS_COLUMN),
+                   cell_classes={(r, h.DIFFERS_COLUMN): "wrap" for r in range(len(rows))}),
+            _figure(figures[history.name]["history"], "history"),
+        ]
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def _facts(items: Iterable[tuple[str, str]]) -> str:
     return '<dl class="facts">' + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items) + "</dl>"
 
@@ -186,6 +201,8 @@ def render_html(view: s.ReportView, figures: Figures, tiles: Mapping[int, Png]) 
     """The whole page. `figures`: group (experiment name or COMPARISON) -> figure name -> PNG;
     `tiles`: test image id -> its PNG, for the galleries."""
     nav = " ".join(_exp_link(e.name) for e in view.experiments)
+    if view.histories:
+        nav += f' <a href="#history">{escape(h.TITLE)}</a>'
     if view.seed_groups:
         nav = f'<a href="#seeds">{escape(s.SEED_TITLE)}</a> {nav}'
     title = f"Classifier report: {view.dataset}"
@@ -202,6 +219,7 @@ def render_html(view: s.ReportView, figures: Figures, tiles: Mapping[int, Png]) 
         "<main>",
         _leaderboard(view, figures),
         "".join(_experiment(e, view, figures, tiles) for e in view.experiments),
+        _history(view, figures) if view.histories else "",
         _provenance(view.provenance),
         "</main>",
         f"<footer>Written by mnist-pipeline {escape(mnist_pipeline.__version__)} from the run's own outputs: "

@@ -2,6 +2,7 @@
 
 Files under the figures directory:
     {experiment}/{figure}.png    for figure in EXPERIMENT_FIGURES, one folder per experiment
+    {experiment}/history.png     for an experiment with earlier runs (the History section)
     _comparison/{figure}.png     for figure in COMPARISON_FIGURES, when there are 2+ experiments
 Experiment names start with a letter or digit (the config schema), so `_comparison` can
 never collide with one; every file matches the single pattern "{experiment}/{figure}.png".
@@ -67,6 +68,11 @@ FIGURE_TEXT = {
         "Validation accuracy of every experiment",
         "Validation accuracy per epoch, all experiments on one axis.",
     ),
+    "history": (
+        "Current run against the best earlier one",
+        "Validation accuracy per epoch of the experiment's current run and of the best run tried earlier "
+        "under its name (highest test accuracy).",
+    ),
 }
 GALLERY_TEXT = {name: FIGURE_TEXT[name] for name in ("mistakes", "confused_pairs")}
 
@@ -75,9 +81,11 @@ def figure_path(figures_dir: str | Path, group: str, figure: str) -> Path:
     return Path(figures_dir) / group / f"{figure}.png"
 
 
-def figure_files(experiments: Sequence[str]) -> list[str]:
-    """Relative paths of every PNG build_report writes for these experiment names."""
+def figure_files(experiments: Sequence[str], with_history: Sequence[str] = ()) -> list[str]:
+    """Relative paths of every PNG build_report writes for these experiment names, those in
+    `with_history` having earlier runs."""
     files = [f"{name}/{figure}.png" for name in experiments for figure in EXPERIMENT_FIGURES]
+    files += [f"{name}/history.png" for name in with_history]
     if len(experiments) > 1:
         files += [f"{COMPARISON}/{figure}.png" for figure in COMPARISON_FIGURES]
     return files

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from mnist_pipeline.report import history as h
 from mnist_pipeline.report import summary as s
 from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, FIGURE_TEXT, PANEL_FIGURES
 
@@ -91,6 +92,13 @@ def _experiment(exp: s.ExperimentView, view: s.ReportView, link: LinkFn) -> list
 
 def _facts(items: Iterable[tuple[str, str]]) -> list[str]:
     return [f"- **{_text(k)}**: {_text(v)}" for k, v in items]
+def _history(view: s.ReportView, link: LinkFn) -> list[str]:
+    lines = [f"## {_text(h.TITLE)}", "", _text(h.NOTE), ""]
+    for history in view.histories:
+        lines += [f"### {_text(history.name)}", "", _text(h.current_line(history)), ""]
+        lines += _table(h.COLUMNS, [h.history_row(run) for run in history.runs], text_cols=(0, 1, h.DIFFERS_COLUMN))
+        lines += _image(link, history.name, "history")
+    return lines
 
 
 def _provenance(prov: Mapping[str, Any]) -> list[str]:
@@ -120,5 +128,7 @@ def render_markdown(view: s.ReportView, link: LinkFn) -> str:
             lines += _image(link, COMPARISON, name)
     for exp in view.experiments:
         lines += _experiment(exp, view, link)
+    if view.histories:
+        lines += _history(view, link)
     lines += _provenance(view.provenance)
     return "\n".join(lines).rstrip("\n") + "\n"

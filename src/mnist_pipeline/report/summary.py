@@ -105,6 +105,8 @@ class ReportView:
     # Every group, best mean test accuracy first, when some configuration ran with 2+ seeds;
     # empty otherwise, and then the report shows no seed table.
     seed_groups: list[SeedGroup] = field(default_factory=list)
+    # report.history.ExperimentHistory of each experiment with earlier runs, in rank order
+    histories: list[Any] = field(default_factory=list)
 
     @property
     def best(self) -> ExperimentView:
@@ -154,7 +156,7 @@ def _experiment_view(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> Exp
         raise TableSchemaError(f"metrics of experiment {name!r}: confusion_matrix is {cm.shape}, predictions have {k} classes")
     correct = preds["predicted"] == preds["label"]
     bins = int(metrics.get("ece", {}).get("bins", 15))
-    order = np.argsort(preds["id"], kind="stable")
+    ids, correct_by_id = outcomes(preds)
     return ExperimentView(
         name=name,
         rank=0,
@@ -165,9 +167,26 @@ def _experiment_view(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> Exp
         calibration=calibration_bins(preds["label"], preds["proba"], bins),
         mistakes=_sorted_samples(np.flatnonzero(~correct), preds, N_MISTAKES),
         pairs=_pairs(cm, preds),
-        correct=correct[order],
-        ids=preds["id"][order],
+        correct=correct_by_id,
+        ids=ids,
     )
+
+
+def outcomes(preds: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The test item ids in order and whether each was predicted right: what accuracy_change pairs."""
+    order = np.argsort(preds["id"], kind="stable")
+    return preds["id"][order], (preds["predicted"] == preds["label"])[order]
+
+
+def accuracy_change(
+    ids: np.ndarray, correct: np.ndarray, base_ids: np.ndarray, base_correct: np.ndarray
+) -> tuple[float, float, float] | None:
+    """accuracy - base accuracy as (difference, lo, hi) with the paired bootstrap 95% interval
+    the leaderboard shows; None when the two were not evaluated on the same test items."""
+    if not np.array_equal(ids, base_ids):
+        return None
+    lo, hi = paired_difference_ci(correct, base_correct, seed=DIFF_SEED)
+    return float(correct.mean() - base_correct.mean()), lo, hi
 
 
 def _rank_key(view: ExperimentView) -> tuple:
@@ -229,9 +248,8 @@ def build_view(
     best = views[0]
     for rank, view in enumerate(views, start=1):
         view.rank = rank
-        if rank > 1 and np.array_equal(view.ids, best.ids):
-            lo, hi = paired_difference_ci(view.correct, best.correct, seed=DIFF_SEED)
-            view.vs_best = (float(view.correct.mean() - best.correct.mean()), lo, hi)
+        if rank > 1:
+            view.vs_best = accuracy_change(view.ids, view.correct, best.ids, best.correct)
     if classes is None:
         classes = best.metrics.get("classes") or [str(i) for i in range(len(best.metrics["confusion_matrix"]))]
     return ReportView(dataset=dataset, classes=[str(c) for c in classes], experiments=views, provenance=provenance,
@@ -277,9 +295,14 @@ def points(x: float) -> str:
 def vs_best(view: ExperimentView) -> str:
     if view.rank == 1:
         return "best"
-    if view.vs_best is None:
+    return change_text(view.vs_best)
+
+
+def change_text(change: tuple[float, float, float] | None) -> str:
+    """An accuracy_change as `+0.40 [-0.10, +0.90]` (percentage points)."""
+    if change is None:
         return NA
-    diff, lo, hi = view.vs_best
+    diff, lo, hi = change
     return f"{points(diff)} [{points(lo)}, {points(hi)}]"
 
 
@@ -305,8 +328,13 @@ def differs_text(view: ExperimentView) -> str:
 
 
 def epochs_text(view: ExperimentView) -> str:
-    run = view.metrics.get("epochs_run")
-    planned = view.settings.get("epochs")
+    return epochs_run_text(view.metrics, view.settings)
+
+
+def epochs_run_text(metrics: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+    """Epochs run, as `7 of 20` when early stopping ended training before the planned count."""
+    run = metrics.get("epochs_run")
+    planned = settings.get("epochs")
     if run is None:
         return NA
     if planned is not None and int(planned) > int(run):

@@ -1,0 +1,9 @@
+"""Copy an experiment's current run to results/{dataset}/{experiment}/ and note the name in the run."""
+
+from mnist_pipeline.logs import log_to
+
+log_to(snakemake.log[0])
+
+from mnist_pipeline.runs import RUN_FILES, publish
+
+publish({key: snakemake.input[key] for key in RUN_FILES}, {key: snakemake.output[key] for key in RUN_FILES}, snakemake.wildcards["experiment"])
