@@ -1,0 +1,9 @@
+"""Put the verified files of a finished download in place as results/{dataset}/raw/."""
+
+from mnist_pipeline.logs import log_to
+
+log_to(snakemake.log[0])
+
+from mnist_pipeline.download import keep_download
+
+keep_download(snakemake.input["fetched"], snakemake.output[0])
