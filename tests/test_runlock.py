@@ -107,3 +107,25 @@ def test_markers_are_read_as_snakemake_names_them_even_for_long_paths(tmp_path, 
     assert marker.parent.name.startswith("@")
     assert claim_workdir(".snakemake", "results") is True
     assert not (tmp_path / output).exists() and not marker.exists()
+
+
+JOB = "from mnist_pipeline.runlock import join_run; join_run(); print('joined', flush=True); input()"
+
+
+def test_jobs_left_running_by_a_killed_snakemake_keep_the_next_run_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = leave_dead_run(tmp_path)  # also makes .snakemake/, where a job finds the run's lock
+    job = subprocess.Popen([sys.executable, "-c", JOB], cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout.readline().strip() == "joined"
+        assert run_in_progress(".snakemake")
+        with pytest.raises(RunInProgressError, match=r"jobs of a snakemake run that was killed are still running in .*fuser -k"):
+            claim_workdir(".snakemake", "results")
+        assert claim_workdir(".snakemake", "results", dry_run=True) is False
+        assert all(path.exists() for path in paths.values())  # nothing of theirs touched
+    finally:
+        job.kill()
+        job.wait()
+    assert not run_in_progress(".snakemake")
+    assert claim_workdir(".snakemake", "results") is True
+    assert not paths["half_model"].exists()

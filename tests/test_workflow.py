@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import REPO, copy_workflow, planned_jobs, snakemake, snakemake_command, workflow_env
+
+from mnist_pipeline.runlock import run_in_progress
 
 pytestmark = pytest.mark.slow
 
@@ -235,27 +238,33 @@ def test_a_second_run_is_refused_while_one_is_going_and_a_dry_run_works(finished
 
 def test_a_run_killed_mid_training_continues_with_the_plain_command(tmp_path, synthetic_dir):
     workdir = copy_workflow(tmp_path / "wf")
-    config = ("--configfile", str(TEST_CONFIG), "--config", f"source={synthetic_dir}", "train={epochs: 200}")
+    config = ("--configfile", str(TEST_CONFIG), "--config", f"source={synthetic_dir}", "train={epochs: 400}")
     terminal = tmp_path / "terminal.txt"
     with open(terminal, "w") as out:
-        # Its own session, so that the kill takes its jobs too, as a power loss would.
+        # Its own session: the kill takes the jobs too, as a power loss would.
         run = subprocess.Popen(snakemake_command(workdir, *config), cwd=workdir, env=workflow_env(workdir), stdout=out, stderr=out, start_new_session=True)
         try:
             train_log, deadline = workdir / "results/synthetic/logs/train/baseline.log", time.monotonic() + 300
-            while not (train_log.exists() and "epoch 2/200" in train_log.read_text()) and run.poll() is None and time.monotonic() < deadline:
+            while not (train_log.exists() and "epoch 2/400" in train_log.read_text()) and run.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
-            os.killpg(run.pid, signal.SIGKILL)
-        finally:
+            # snakemake alone first: its jobs live on, and count as a run still going.
+            os.kill(run.pid, signal.SIGKILL)
             run.wait()
+            assert run_in_progress(workdir / ".snakemake")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.pid, signal.SIGKILL)
+    while run_in_progress(workdir / ".snakemake") and time.monotonic() < deadline:
+        time.sleep(0.02)
     results = workdir / "results/synthetic"
     # Killed while training, holding Snakemake's locks: what used to need --unlock.
     assert any((workdir / ".snakemake/locks").iterdir())
     assert not all((results / name / "model.npz").exists() for name in ("baseline", "narrow"))
     rerun = snakemake(workdir, *config)
     for name in ("baseline", "narrow"):
-        assert json.loads((results / name / "metrics.json").read_text())["epochs_run"] == 200
+        assert json.loads((results / name / "metrics.json").read_text())["epochs_run"] == 400
         # One line per epoch at the terminal while it trains.
-        assert re.search(rf"^train {name}: epoch 200/200: train loss [\d.]+ accuracy [\d.]+, val loss", rerun.stderr, re.M)
+        assert re.search(rf"^train {name}: epoch 400/400: train loss [\d.]+ accuracy [\d.]+, val loss", rerun.stderr, re.M)
     assert not (workdir / ".snakemake/locks").exists() and not list((workdir / ".snakemake/incomplete").iterdir())
     assert [p.name for p in results.rglob(".*") if p.name != ".snakemake_timestamp"] == []
     # The end of the run says what it achieved and where the report is.

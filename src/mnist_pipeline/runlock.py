@@ -6,6 +6,10 @@ loss), so whoever can take it knows that no run is going, and that what Snakemak
 stages left behind belongs to a dead run: Snakemake's lock files (which would stop the next
 run until `--unlock`), its incomplete-output markers (`--rerun-incomplete`), the outputs
 those markers name (half written) and our own temporary files under results/.
+
+Killing the snakemake process alone leaves its jobs running, writing the outputs a new run
+would make again. So each job holds a shared lock on `.snakemake/mnist-pipeline.jobs.lock`
+while it lives (join_run), and a new run waits for none of them: it refuses to start.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from mnist_pipeline.errors import RunInProgressError
 
 LOCK_NAME = "mnist-pipeline.lock"
+JOBS_LOCK_NAME = "mnist-pipeline.jobs.lock"
 # Temporary files our stages write beside their outputs, by where they sit under results/:
 # the download's staging folder and its work folders, and fileio.atomic_path's files.
 DEBRIS = ("*/.download", "*/.*.tmp", "*/.*.old-*", "**/.*.part")
@@ -34,8 +39,16 @@ def claim_workdir(state_dir: str | Path, results_dir: str | Path, *, dry_run: bo
     another run holds the lock and this is a dry run; raises RunInProgressError otherwise."""
     state_dir = Path(state_dir)
     if _take(state_dir / LOCK_NAME):
-        clear_dead_run(state_dir, results_dir)
-        return True
+        if not _locked_by_others(state_dir / JOBS_LOCK_NAME):
+            clear_dead_run(state_dir, results_dir)
+            return True
+        os.close(_held.pop(state_dir / LOCK_NAME))
+        if dry_run:
+            return False
+        raise RunInProgressError(
+            f"jobs of a snakemake run that was killed are still running in {Path.cwd()}, writing to"
+            f" {results_dir}/. Wait for them to end, or stop them (`fuser -k {state_dir / JOBS_LOCK_NAME}`)."
+        )
     if dry_run:
         return False
     pid = holder(state_dir)
@@ -47,18 +60,24 @@ def claim_workdir(state_dir: str | Path, results_dir: str | Path, *, dry_run: bo
 
 
 def run_in_progress(state_dir: str | Path) -> bool:
-    """Whether another process holds the run lock of `state_dir` (a workflow run is going)."""
-    path = Path(state_dir) / LOCK_NAME
-    if path in _held or not path.exists():
-        return False
-    fd = os.open(path, os.O_RDONLY)
+    """Whether another process holds the run lock of `state_dir`, or a job of a run is still
+    going: a workflow run is writing to its results."""
+    return any(path not in _held and _locked_by_others(path) for path in (Path(state_dir) / LOCK_NAME, Path(state_dir) / JOBS_LOCK_NAME))
+
+
+def join_run(state_dir: str | Path = ".snakemake") -> None:
+    """Count this process, a job of the run working in the current directory, as part of that
+    run until it ends, even if the snakemake process that started it is killed first."""
+    path = Path(state_dir) / JOBS_LOCK_NAME
+    if path in _held or not path.parent.is_dir():
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # also releases the lock if it was taken
-    return False
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a new run checks for jobs, a moment
+    except OSError:  # a filesystem without locks: the job runs all the same
+        os.close(fd)
+        return
+    _held[path] = fd
 
 
 def holder(state_dir: str | Path) -> int | None:
@@ -77,6 +96,22 @@ def clear_dead_run(state_dir: str | Path, results_dir: str | Path) -> None:
     for pattern in DEBRIS:
         for path in results_dir.glob(pattern) if results_dir.is_dir() else []:
             _remove(path)
+
+
+def _locked_by_others(path: Path) -> bool:
+    """Whether some process holds a lock on `path` (then it cannot be locked exclusively)."""
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also releases the lock if it was taken
+    return False
 
 
 def _take(path: Path) -> bool:

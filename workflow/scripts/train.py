@@ -1,8 +1,10 @@
 """Train one experiment's network on the prepared splits; save the model and its history."""
 
 from mnist_pipeline.logs import echo_to_terminal, log_to
+from mnist_pipeline.runlock import join_run
 
 log_to(snakemake.log[0])
+join_run()
 # One line per epoch on the terminal too: training is the stage that takes minutes.
 echo_to_terminal("mnist_pipeline.nn.train", prefix=f"train {snakemake.wildcards['experiment']}: ")
 
