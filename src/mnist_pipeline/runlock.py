@@ -9,7 +9,7 @@ those markers name (half written) and our own temporary files under results/.
 
 Killing the snakemake process alone leaves its jobs running, writing the outputs a new run
 would make again. So each job holds a shared lock on `.snakemake/mnist-pipeline.jobs.lock`
-while it lives (join_run), and a new run waits for none of them: it refuses to start.
+while it lives (join_run), and a new run refuses to start while any of them does.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ _held: dict[Path, int] = {}
 
 def claim_workdir(state_dir: str | Path, results_dir: str | Path, *, dry_run: bool = False) -> bool:
     """Take the run lock of the directory whose Snakemake state is `state_dir` and clear what a
-    dead run left there and in `results_dir`. Returns False, having changed nothing, when
-    another run holds the lock and this is a dry run; raises RunInProgressError otherwise."""
+    dead run left there and in `results_dir`. When a run (or a job of a killed one) is still
+    going, raises RunInProgressError, or for a dry run returns False having changed nothing."""
     state_dir = Path(state_dir)
     if _take(state_dir / LOCK_NAME):
         if not _locked_by_others(state_dir / JOBS_LOCK_NAME):
