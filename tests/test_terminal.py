@@ -70,3 +70,6 @@ def test_summary_shows_the_leaderboard_best_first_and_the_report(tmp_path):
         "  ... and 1 more on the report's leaderboard\n"
         f"Report: {results}/digits/report.html (and report.md beside it)\n"
     )
+    assert summary_text(results, "digits", ["deep"]).startswith(
+        "\nThe experiment on digits (test accuracy, validation accuracy):\n  1. deep   93.00%   95.00%\n"
+    )

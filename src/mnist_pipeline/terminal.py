@@ -57,7 +57,8 @@ def summary_text(results: str | Path, dataset: str, experiments: Iterable[str]) 
     metrics = {name: json.loads(f.read_text(encoding="utf-8")) for name, f in zip(names, files)}
     ranked = sorted(metrics, key=lambda name: leaderboard_key(name, metrics[name]))
     width = max(len(name) for name in ranked[:SHOWN_EXPERIMENTS])
-    lines = ["", f"Best of {len(ranked)} experiment{'s' * (len(ranked) > 1)} on {dataset} (test accuracy, validation accuracy):"]
+    heading = f"Best of {len(ranked)} experiments on {dataset}" if len(ranked) > 1 else f"The experiment on {dataset}"
+    lines = ["", f"{heading} (test accuracy, validation accuracy):"]
     for rank, name in enumerate(ranked[:SHOWN_EXPERIMENTS], start=1):
         m = metrics[name]
         lines.append(f"  {rank}. {name:<{width}}  {m['test_accuracy']:7.2%}  {m['val_accuracy']:7.2%}")
