@@ -38,8 +38,6 @@ rule keep_download:
         fetched=staging_dir(CONFIG),
     output:
         directory("results/{dataset}/raw"),
-    params:
-        fetch=lambda wildcards: fetch_settings(CONFIG),
     log:
         "results/{dataset}/logs/keep_download.log",
     benchmark:
