@@ -200,11 +200,15 @@ def test_a_bad_source_beside_a_finished_run_loses_nothing(finished_run, tmp_path
         assert refused.returncode != 0
         assert f"config key 'source': '{source}' {problem}" in refused.stderr and "expected a directory" in refused.stderr
         assert "Job stats" not in refused.stdout + refused.stderr
-    # A source whose download fails (a truncated file): the job fails, saying why at the end.
+    # A source whose download fails (a truncated file).
     broken = tmp_path / "broken"
     shutil.copytree(synthetic_dir, broken)
     image_file = broken / "train-images-idx3-ubyte.gz"
     image_file.write_bytes(image_file.read_bytes()[:1000])
+    # Another source is a change that reruns everything for the dataset...
+    assert planned_jobs(workdir, *others, f"source={broken}") == {
+        "download": 1, "keep_download": 1, "parse": 1, "prepare": 1, "train": 2, "evaluate": 2, "report": 1, "all": 1}
+    # ...but this one fails, saying why under Snakemake's error, and changes nothing.
     failed = snakemake(workdir, *others, f"source={broken}", check=False)
     assert failed.returncode != 0
     why = failed.stderr[failed.stderr.index("Error in rule download:"):]
@@ -212,8 +216,8 @@ def test_a_bad_source_beside_a_finished_run_loses_nothing(finished_run, tmp_path
     assert "bad gzip stream" in why
     assert output_digests(results) == before
     assert not (results / ".download").exists()
-    # ...and going back to the run's own source plans what it planned before (nothing, unless
-    # an earlier test left a change): the failed attempt counts as no change.
+    # Going back to the run's own source plans what it planned before (nothing, unless an
+    # earlier test left a change): the failed attempt counts as no change.
     assert planned_jobs(workdir, *config) == planned
     assert "download" not in planned
 
