@@ -18,6 +18,9 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 
 
+# One run at a time in this directory; a killed run's leftovers are cleared before this one.
+claim_working_directory()
+
 # Stops the run, before any job starts, with a message naming each bad key.
 CONFIG = validated_config(config)
 EXPERIMENTS = experiments(CONFIG)
@@ -38,6 +41,18 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/publish.smk"
 include: "workflow/rules/report.smk"
+
+
+onstart:
+    tell_plan(CONFIG, RUNS)
+
+
+onsuccess:
+    tell_outcome(True, CONFIG, EXPERIMENTS)
+
+
+onerror:
+    tell_outcome(False, CONFIG, EXPERIMENTS)
 
 
 rule all:

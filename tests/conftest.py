@@ -108,9 +108,13 @@ def workflow_env(workdir: Path) -> dict[str, str]:
 
 
 
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """The plain `snakemake --cores 2` a user types, run on the workflow copy in `workdir`."""
+    return [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"), *args]
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"), *args]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=workflow_env(workdir), timeout=600)
+    result = subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True, cwd=workdir, env=workflow_env(workdir), timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

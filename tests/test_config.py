@@ -67,13 +67,62 @@ def test_bad_key_or_value_is_named(path, value, words):
         assert word in str(info.value)
 
 
-def test_unknown_dataset_needs_a_source():
+def test_unknown_dataset_needs_a_source(tmp_path):
     config = shipped_config()
     config["dataset"] = "my-digits"
     with pytest.raises(ConfigError, match="source"):
         resolve_config(config, SCHEMA)
-    config["source"] = "/data/my-digits"
+    config["source"] = str(tmp_path)
     assert resolve_config(config, SCHEMA)["dataset"] == "my-digits"
+
+
+@pytest.mark.parametrize("scheme", ["", "file://"])
+def test_a_local_source_that_does_not_exist_is_refused(tmp_path, scheme):
+    config = shipped_config()
+    config["source"] = f"{scheme}{tmp_path / 'mistyped'}"
+    with pytest.raises(ConfigError, match=r"'source': .*mistyped' does not exist; expected a directory"):
+        resolve_config(config, SCHEMA)
+    (tmp_path / "mistyped").write_text("a file")
+    with pytest.raises(ConfigError, match="mistyped' is not a directory"):
+        resolve_config(config, SCHEMA)
+
+
+@pytest.mark.parametrize("inside", ["results/mnist/raw", "results", "./results/../results/mnist"])
+def test_a_source_among_the_outputs_is_refused(tmp_path, monkeypatch, inside):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results/mnist/raw").mkdir(parents=True)
+    config = shipped_config()
+    config["source"] = inside
+    with pytest.raises(ConfigError, match=r"'source': .* lies inside results/, .*expected a directory outside it"):
+        resolve_config(config, SCHEMA, results_dir="results")
+    config["source"] = str(tmp_path)  # the directory that holds results/ is not inside it
+    assert resolve_config(config, SCHEMA, results_dir="results")["source"] == str(tmp_path)
+
+
+def test_booleans_and_null_as_the_command_line_spells_them():
+    # What Snakemake makes of --config train='{batch_norm: false, grad_clip: null}': strings.
+    config = shipped_config()
+    config["source"] = "null"
+    config["train"].update(batch_norm="false", grad_clip="null")
+    config["experiments"] = {"baseline": {"batch_norm": "True", "grad_clip": "~"}, "clipped": {"grad_clip": "1e-1"}}
+    config["sweep"] = {"grid": {"batch_norm": ["true", "FALSE"], "grad_clip": ["null", "0.1"]}}
+    resolved = resolve_config(config, SCHEMA)
+    assert resolved["source"] is None
+    assert resolved["train"]["batch_norm"] is False and resolved["train"]["grad_clip"] is None
+    assert resolved["experiments"]["baseline"] == {"batch_norm": True, "grad_clip": None}
+    assert resolved["experiments"]["clipped"] == {"grad_clip": 0.1}
+    assert resolved["experiments"]["sweep_batch_norm-false_grad_clip-none"] == {"batch_norm": False, "grad_clip": None}
+    assert resolved["experiments"]["sweep_batch_norm-true_grad_clip-0.1"] == {"batch_norm": True, "grad_clip": 0.1}
+
+
+def test_a_word_is_not_taken_where_the_schema_does_not_allow_its_type():
+    config = shipped_config()
+    config["train"]["learning_rate"] = "null"  # not nullable
+    config["train"]["batch_norm"] = "yes"  # not a YAML 1.2 boolean
+    with pytest.raises(ConfigError) as info:
+        resolve_config(config, SCHEMA)
+    assert "'train.batch_norm': 'yes' is not of type 'boolean'" in str(info.value)
+    assert "'train.learning_rate': 'null' is not of type 'number'" in str(info.value)
 
 
 def test_canonical_sorts_keys_at_every_depth():

@@ -55,7 +55,7 @@ def test_profile_is_used_and_every_key_accepted(tmp_path, synthetic_dir, profile
     )
     output = result.stdout + result.stderr
     assert f"Using workflow specific profile {path} for setting default command line arguments" in output
-    assert re.search(r"^total\s+11$", output, re.MULTILINE), output
+    assert re.search(r"^total\s+12$", output, re.MULTILINE), output
 
 
 @pytest.fixture(scope="session")
@@ -200,5 +200,5 @@ def test_compute_stages_ran_as_slurm_jobs_sized_by_their_rules(sweep, slurm_conf
 def test_download_publish_and_report_ran_locally(sweep):
     _, output = sweep
     submitted_rules = {job["rule"] for job in submitted_jobs(output).values()}
-    for rule in ("download", "publish", "report"):
+    for rule in ("download", "keep_download", "publish", "report"):
         assert f"localrule {rule}:" in output and rule not in submitted_rules, rule

@@ -6,10 +6,16 @@ repository are never touched.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,7 +23,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, copy_workflow, planned_jobs, snakemake
+from conftest import REPO, copy_workflow, planned_jobs, snakemake, snakemake_command, workflow_env
+
+from mnist_pipeline.runlock import run_in_progress
 
 pytestmark = pytest.mark.slow
 
@@ -175,3 +183,106 @@ def test_lint_is_clean():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+# --- nothing verified lost, nothing hidden, nothing to type after a crash (issue #10) -------
+
+
+def output_digests(results: Path) -> dict[str, str]:
+    """SHA-256 of every output file; logs and benchmarks record each attempt, so they are not outputs."""
+    return {
+        str(path.relative_to(results)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(results.rglob("*"))
+        if path.is_file() and path.relative_to(results).parts[0] not in ("logs", "benchmarks")
+    }
+
+
+def test_a_bad_source_beside_a_finished_run_loses_nothing(finished_run, tmp_path, synthetic_dir):
+    workdir, config = finished_run
+    results = workdir / "results/synthetic"
+    before, planned = output_digests(results), planned_jobs(workdir, *config)
+    assert any(name.startswith("raw/") for name in before) and "report.html" in before
+    others = ("--configfile", str(TEST_CONFIG), "--config")
+    # Refused by the config check, before any job: a mistyped path, and the run's own raw/.
+    for source, problem in ((tmp_path / "mistyped", "does not exist"), ("results/synthetic/raw", "lies inside results/")):
+        refused = snakemake(workdir, *others, f"source={source}", check=False)
+        assert refused.returncode != 0
+        assert f"config key 'source': '{source}' {problem}" in refused.stderr and "expected a directory" in refused.stderr
+        assert "Job stats" not in refused.stdout + refused.stderr
+    # A source whose download fails (a truncated file).
+    broken = tmp_path / "broken"
+    shutil.copytree(synthetic_dir, broken)
+    image_file = broken / "train-images-idx3-ubyte.gz"
+    image_file.write_bytes(image_file.read_bytes()[:1000])
+    # Another source is a change that reruns everything for the dataset...
+    assert planned_jobs(workdir, *others, f"source={broken}") == {
+        "download": 1, "keep_download": 1, "parse": 1, "prepare": 1, "train": 2, "evaluate": 2, "report": 1, "all": 1}
+    # ...but this one fails, saying why under Snakemake's error, and changes nothing.
+    failed = snakemake(workdir, *others, f"source={broken}", check=False)
+    assert failed.returncode != 0
+    why = failed.stderr[failed.stderr.index("Error in rule download:"):]
+    assert "Why it failed:\n  download (results/synthetic/logs/download.log):\n    DownloadError: could not fetch train-images-idx3-ubyte" in why
+    assert "bad gzip stream" in why
+    assert output_digests(results) == before
+    assert not (results / ".download").exists()
+    # Going back to the run's own source plans what it planned before (nothing, unless an
+    # earlier test left a change): the failed attempt counts as no change.
+    assert planned_jobs(workdir, *config) == planned
+    assert "download" not in planned
+
+
+def test_a_second_run_is_refused_while_one_is_going_and_a_dry_run_works(finished_run):
+    workdir, config = finished_run
+    # What the running snakemake holds: the run lock of its working directory.
+    hold = "from mnist_pipeline.runlock import claim_workdir; claim_workdir('.snakemake', 'results'); print(flush=True); input()"
+    planned = planned_jobs(workdir, *config, "--forcerun", "report")
+    holder = subprocess.Popen([sys.executable, "-c", hold], cwd=workdir, env=workflow_env(workdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()
+        second = snakemake(workdir, *config, "--forcerun", "report", check=False)
+        assert second.returncode != 0
+        assert f"another snakemake run (process {holder.pid}) is working in {workdir}" in second.stderr
+        assert "--unlock" not in second.stderr
+        assert planned_jobs(workdir, *config, "--forcerun", "report") == planned and planned["report"] == 1
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_run_killed_mid_training_continues_with_the_plain_command(tmp_path, synthetic_dir):
+    workdir = copy_workflow(tmp_path / "wf")
+    config = ("--configfile", str(TEST_CONFIG), "--config", f"source={synthetic_dir}", "train={epochs: 400}")
+    terminal = tmp_path / "terminal.txt"
+    with open(terminal, "w") as out:
+        # Its own session: the kill takes the jobs too, as a power loss would.
+        run = subprocess.Popen(snakemake_command(workdir, *config), cwd=workdir, env=workflow_env(workdir), stdout=out, stderr=out, start_new_session=True)
+        try:
+            runs, deadline = workdir / "results/synthetic/runs", time.monotonic() + 300
+            while (not any("epoch 2/400" in log.read_text() for log in runs.glob("*/train.log"))
+                   and run.poll() is None and time.monotonic() < deadline):
+                time.sleep(0.02)
+            # snakemake alone first: its jobs live on, and count as a run still going.
+            os.kill(run.pid, signal.SIGKILL)
+            run.wait()
+            assert run_in_progress(workdir / ".snakemake")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.pid, signal.SIGKILL)
+    while run_in_progress(workdir / ".snakemake") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    results = workdir / "results/synthetic"
+    # Killed while training, holding Snakemake's locks: what used to need --unlock.
+    assert any((workdir / ".snakemake/locks").iterdir())
+    assert not all((results / name / "model.npz").exists() for name in ("baseline", "narrow"))
+    rerun = snakemake(workdir, *config)
+    for name in ("baseline", "narrow"):
+        assert json.loads((results / name / "metrics.json").read_text())["epochs_run"] == 400
+        # The start says which run trains which experiment; then one line per epoch while it trains.
+        run_id = re.search(rf"^Run (\w+) trains experiment\(s\): {name}$", rerun.stderr, re.M).group(1)
+        assert re.search(rf"^train run {run_id}: epoch 400/400: train loss [\d.]+ accuracy [\d.]+, val loss", rerun.stderr, re.M)
+    assert not (workdir / ".snakemake/locks").exists() and not list((workdir / ".snakemake/incomplete").iterdir())
+    assert [p.name for p in results.rglob(".*") if p.name != ".snakemake_timestamp"] == []
+    # The end of the run says what it achieved and where the report is.
+    summary = rerun.stderr[rerun.stderr.index("Best of 2 experiments on synthetic"):]
+    assert re.match(r"Best of 2 experiments on synthetic \(test accuracy, validation accuracy\):\n  1\. (baseline|narrow) +\d+\.\d\d%", summary)
+    assert "Report: results/synthetic/report.html (and report.md beside it)" in summary

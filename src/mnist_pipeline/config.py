@@ -25,6 +25,14 @@ from mnist_pipeline.nn.settings import TrainSettings
 
 
 _MISSING = object()
+# Snakemake parses a `--config` value such as `train={batch_norm: false}` with YAML's base
+# loader, which keeps every scalar a string. These are the YAML spellings of booleans and null,
+# taken as such where the schema allows that type: spelling -> (JSON type, value).
+_WORDS = {
+    **{word: ("boolean", True) for word in ("true", "True", "TRUE")},
+    **{word: ("boolean", False) for word in ("false", "False", "FALSE")},
+    **{word: ("null", None) for word in ("null", "Null", "NULL", "~")},
+}
 
 
 def load_schema(path: str | Path) -> dict:
@@ -32,16 +40,17 @@ def load_schema(path: str | Path) -> dict:
         return yaml.safe_load(handle)
 
 
-def resolve_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict:
+def resolve_config(config: Mapping[str, Any], schema: Mapping[str, Any], *, results_dir: str | Path | None = None) -> dict:
     """Check `config` against `schema`, fill defaults, canonicalize values.
 
+    `results_dir` is where the workflow writes; a local `source` inside it is refused.
     Returns a new dict; the input is left alone. Raises ConfigError naming every bad key.
     """
     resolved = _coerce(copy.deepcopy(dict(config)), schema, schema)
     _validate(resolved, schema)
     _fill_defaults(resolved, schema, schema)
     _validate(resolved, schema)
-    _check_dataset_source(resolved)
+    _check_dataset_source(resolved, results_dir)
     _check_class_names(resolved)
     _expand_sweep(resolved, schema)
     _validate(resolved, schema)
@@ -126,12 +135,29 @@ def _expand_sweep(config: dict, schema: Mapping[str, Any]) -> None:
         config["experiments"][name] = point
 
 
-def _check_dataset_source(config: Mapping[str, Any]) -> None:
-    """Refuse, before any job starts, a `source` the download stage could not use."""
-    from mnist_pipeline.datasets import get_dataset
-    from mnist_pipeline.download import resolve_sources
+def _check_dataset_source(config: Mapping[str, Any], results_dir: str | Path | None) -> None:
+    """Refuse, before any job starts, a `source` the download stage could not use. A local one
+    must exist, and must not lie among the outputs: a run replaces those, so the download
+    would destroy the very files it copies."""
+    from mnist_pipeline.download import local_source_dir
 
-    resolve_sources(config["dataset"], get_dataset(config["dataset"]), config["source"])
+    source = config["source"]
+    directory = local_source_dir(config["dataset"], source)
+    if directory is None:
+        return
+    if not directory.is_dir():
+        problem = "is not a directory" if directory.exists() else "does not exist"
+        raise ConfigError(
+            f"config key 'source': {source!r} {problem}; expected a directory (or file:// URL) holding"
+            " the four IDX files, an http(s):// URL, or null for the dataset's own mirrors"
+        )
+    if results_dir is not None:
+        results = Path(results_dir).resolve()
+        if directory.resolve() == results or results in directory.resolve().parents:
+            raise ConfigError(
+                f"config key 'source': {source!r} lies inside {results_dir}/, which holds the pipeline's own"
+                " outputs and is replaced by its runs; expected a directory outside it (copy the files elsewhere first)"
+            )
 
 
 def _check_class_names(config: Mapping[str, Any]) -> None:
@@ -164,9 +190,12 @@ def _types(node: Mapping[str, Any]) -> set[str]:
 
 
 def _coerce(value: Any, node: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
-    """Bring numbers to one spelling, guided by the schema; leave anything else for validation."""
+    """Bring numbers to one spelling, and the words `--config` leaves as strings (false, null)
+    to the values the schema asks for; leave anything else for validation."""
     node = _resolve_ref(node, root)
     types = _types(node)
+    if isinstance(value, str) and value in _WORDS and _WORDS[value][0] in types:
+        return _WORDS[value][1]
     if isinstance(value, str) and types & {"number", "integer"}:
         try:
             value = float(value)

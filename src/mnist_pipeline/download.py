@@ -108,6 +108,12 @@ def fetch_dataset(
     return manifest
 
 
+def keep_download(fetched: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Move the directory `fetch_dataset` verified into place as `dest`, replacing any old one."""
+    _replace_dir(Path(fetched), Path(dest))
+    log.info("%s: now holds the files verified in %s", dest, fetched)
+
+
 @dataclass(frozen=True)
 class _Source:
     """Where the files may be: a directory (`url` None) or an http(s) base URL ending in /."""

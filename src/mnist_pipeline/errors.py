@@ -39,3 +39,7 @@ class TrainingDivergedError(PipelineError, FloatingPointError):
 
 class ImageInputError(PipelineError, ValueError):
     """An input file is not an image or array we can classify."""
+
+
+class RunInProgressError(PipelineError, RuntimeError):
+    """Another workflow run is working in the same directory."""

@@ -1,6 +1,10 @@
 # Helpers shared by the rule files (config validation, the package code each stage runs);
 # functions only, never a rule, as the snakemake-workflows catalog keeps them.
 
+import hashlib
+import json
+import sys
+import time
 from functools import cache
 from pathlib import Path
 
@@ -12,19 +16,36 @@ from mnist_pipeline.config import experiment_settings, load_schema, resolve_conf
 from mnist_pipeline.datafacts import check_config_against_data
 from mnist_pipeline.datasets import IDX_STEMS
 from mnist_pipeline.download import local_source_dir, locate_idx
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, RunInProgressError
 from mnist_pipeline.runid import code_digest, data_identity, run_record
+from mnist_pipeline.runlock import claim_workdir
 from mnist_pipeline.runs import run_files
+from mnist_pipeline.terminal import failure_text, summary_text, training_plan_text
 
+# Where every output goes; the rules spell it out in their paths.
+RESULTS = "results"
+# A stage log written since then is from this run (see tell_outcome).
+RUN_STARTED = time.time()
 SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
 PACKAGE = Path(mnist_pipeline.__file__).parent
+
+
+def claim_working_directory():
+    """One run at a time here, starting clean after a killed one (see runlock.py). Only in the
+    main process: a cluster job parses this file again, inside the run that holds the lock."""
+    if not workflow.is_main_process:
+        return
+    try:
+        claim_workdir(".snakemake", RESULTS, dry_run=workflow.output_settings.dryrun)
+    except RunInProgressError as error:
+        raise WorkflowError(str(error)) from None
 
 
 def validated_config(config):
     """The resolved config; a WorkflowError, before any job, for a bad key or value, including
     the ones the data rules out (conv blocks vs image size, validation split vs class counts)."""
-    resolved = _before_any_job(resolve_config, config, SCHEMA)
-    _before_any_job(check_config_against_data, resolved, experiments(resolved))
+    resolved = _before_any_job(lambda: resolve_config(config, SCHEMA, results_dir=RESULTS))
+    _before_any_job(lambda: check_config_against_data(resolved, experiments(resolved)))
     return resolved
 
 
@@ -104,8 +125,35 @@ def local_source_files(wildcards):
     return files
 
 
+def fetch_settings(config):
+    """What the download job fetches."""
+    return {key: config[key] for key in ("checksums", "dataset", "source")}
+
+
+def staging_dir(config):
+    """The download's own output folder, named by a digest of what it fetches."""
+    digest = hashlib.sha256(json.dumps(fetch_settings(config), sort_keys=True).encode()).hexdigest()
+    return f"{RESULTS}/{{dataset}}/.download/{digest[:16]}"
+
+
 def final_outputs(config, experiments):
-    base = f"results/{config['dataset']}"
+    base = f"{RESULTS}/{config['dataset']}"
     per_experiment = [f"{base}/{name}/{leaf}" for name in experiments for leaf in ("model.npz", "metrics.json")]
     return per_experiment + [f"{base}/report.html", f"{base}/report.md"]
 
+
+def tell_plan(config, runs):
+    """At the start of a run, which experiments each run still to be trained serves, so that
+    the epoch lines (led by the run id) can be read."""
+    print(training_plan_text(f"{RESULTS}/{config['dataset']}", runs), end="", file=sys.stderr, flush=True)
+
+
+def tell_outcome(succeeded, config, experiments):
+    """The end of the run at the terminal: the best experiments and the report, or why each
+    stage that failed in this run failed, in the package's own words."""
+    if succeeded:
+        text = summary_text(RESULTS, config["dataset"], experiments)
+    else:
+        # Stage logs sit under logs/, a run's train and evaluate logs in its runs/ folder.
+        text = failure_text(f"{RESULTS}/{config['dataset']}", since=RUN_STARTED)
+    print(text, end="", file=sys.stderr, flush=True)

@@ -1,15 +1,22 @@
 localrules:
     download,
+    keep_download,
 
 
+# Two jobs, because Snakemake deletes a job's outputs right before it runs the job: the one
+# that fetches writes to a staging folder of its own, and raw/ is replaced only by
+# keep_download, which never starts when the fetch failed. So a mirror that is down or a file
+# with a bad checksum leaves the verified raw/ and everything after it as it was. The staging
+# folder is named by what it fetches: Snakemake records even a failed job's params, and a
+# shared name would make a failed fetch from another source count as a change later.
 rule download:
     input:
         source=local_source_files,
         code=package_code("../scripts/download.py"),
     output:
-        directory("results/{dataset}/raw"),
+        temp(directory(staging_dir(CONFIG))),
     params:
-        fetch=lambda wildcards: {key: CONFIG[key] for key in ("checksums", "dataset", "source")},
+        fetch=lambda wildcards: fetch_settings(CONFIG),
     log:
         "results/{dataset}/logs/download.log",
     benchmark:
@@ -22,3 +29,24 @@ rule download:
         "../envs/pipeline.yaml"
     script:
         "../scripts/download.py"
+
+
+# A rename. A change of `source` (or `checksums`) names another staging folder, so it reruns
+# this job, which needs that download, and through raw/ everything after it.
+rule keep_download:
+    input:
+        fetched=staging_dir(CONFIG),
+    output:
+        directory("results/{dataset}/raw"),
+    log:
+        "results/{dataset}/logs/keep_download.log",
+    benchmark:
+        "results/{dataset}/benchmarks/keep_download.tsv"
+    threads: 1
+    resources:
+        mem_mb=64,
+        runtime=1,
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../scripts/keep_download.py"

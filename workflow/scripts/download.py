@@ -1,8 +1,10 @@
 """Fetch the four IDX files of the configured dataset into results/{dataset}/raw/, verified."""
 
 from mnist_pipeline.logs import log_to
+from mnist_pipeline.runlock import join_run
 
 log_to(snakemake.log[0])
+join_run()
 
 from mnist_pipeline.download import fetch_dataset
 

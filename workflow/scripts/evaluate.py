@@ -1,8 +1,10 @@
 """Score one trained model on the test split: metrics.json and per-sample predictions."""
 
 from mnist_pipeline.logs import log_to
+from mnist_pipeline.runlock import join_run
 
 log_to(snakemake.log[0])
+join_run()
 
 from mnist_pipeline.fileio import read_json, write_json
 from mnist_pipeline.metrics import evaluate, predictions_table

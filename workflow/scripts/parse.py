@@ -1,8 +1,10 @@
 """Parse and validate the raw IDX files into cached .npy arrays and a dataset description."""
 
 from mnist_pipeline.logs import log_to
+from mnist_pipeline.runlock import join_run
 
 log_to(snakemake.log[0])
+join_run()
 
 from mnist_pipeline.parsed import parse_raw_dataset
 

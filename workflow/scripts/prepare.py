@@ -1,8 +1,10 @@
 """Split off a stratified validation set, normalize with training statistics, write Parquet."""
 
 from mnist_pipeline.logs import log_to
+from mnist_pipeline.runlock import join_run
 
 log_to(snakemake.log[0])
+join_run()
 
 from mnist_pipeline.parsed import load_parsed
 from mnist_pipeline.splits import prepare_splits

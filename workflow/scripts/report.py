@@ -1,8 +1,10 @@
 """Build the accuracy report of every experiment: report.html (self-contained) and report.md."""
 
 from mnist_pipeline.logs import log_to
+from mnist_pipeline.runlock import join_run
 
 log_to(snakemake.log[0])
+join_run()
 
 from pathlib import Path
 

@@ -1,8 +1,13 @@
 """Train one experiment's network on the prepared splits; save the model and its history."""
 
-from mnist_pipeline.logs import log_to
+from mnist_pipeline.logs import echo_to_terminal, log_to
+from mnist_pipeline.runlock import join_run
 
 log_to(snakemake.log[0])
+join_run()
+# One line per epoch on the terminal too: training is the stage that takes minutes. The run id
+# leads it (the run start lists the experiments of each run: see tell_plan in common.smk).
+echo_to_terminal("mnist_pipeline.nn.train", prefix=f"train run {snakemake.wildcards['run']}: ")
 
 from datetime import datetime, timezone
 

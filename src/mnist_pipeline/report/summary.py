@@ -190,9 +190,14 @@ def accuracy_change(
 
 
 def _rank_key(view: ExperimentView) -> tuple:
-    # Best first: higher test accuracy, then lower log loss, then name for a stable order.
-    loss = view.metrics.get("log_loss")
-    return (-float(view.metrics["test_accuracy"]), float("inf") if loss is None else float(loss), view.name)
+    return leaderboard_key(view.name, view.metrics)
+
+
+def leaderboard_key(name: str, metrics: Mapping[str, Any]) -> tuple:
+    """Sort key of the leaderboard, best first: higher test accuracy, then lower log loss, then
+    name for a stable order."""
+    loss = metrics.get("log_loss")
+    return (-float(metrics["test_accuracy"]), float("inf") if loss is None else float(loss), name)
 
 
 def _spread(values: Sequence[Any]) -> Spread | None:

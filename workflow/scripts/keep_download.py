@@ -1,0 +1,11 @@
+"""Put the verified files of a finished download in place as results/{dataset}/raw/."""
+
+from mnist_pipeline.logs import log_to
+from mnist_pipeline.runlock import join_run
+
+log_to(snakemake.log[0])
+join_run()
+
+from mnist_pipeline.download import keep_download
+
+keep_download(snakemake.input["fetched"], snakemake.output[0])
