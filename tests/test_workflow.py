@@ -216,7 +216,8 @@ def test_a_bad_source_beside_a_finished_run_loses_nothing(finished_run, tmp_path
     image_file.write_bytes(image_file.read_bytes()[:1000])
     # Another source is a change that reruns everything for the dataset...
     assert planned_jobs(workdir, *others, f"source={broken}") == {
-        "download": 1, "keep_download": 1, "parse": 1, "prepare": 1, "train": 2, "evaluate": 2, "report": 1, "all": 1}
+        "download": 1, "keep_download": 1, "parse": 1, "prepare": 1, "train": 2, "evaluate": 2, "publish": 2, "report": 1,
+        "all": 1}
     # ...but this one fails, saying why under Snakemake's error, and changes nothing.
     failed = snakemake(workdir, *others, f"source={broken}", check=False)
     assert failed.returncode != 0
@@ -229,6 +230,18 @@ def test_a_bad_source_beside_a_finished_run_loses_nothing(finished_run, tmp_path
     # earlier test left a change): the failed attempt counts as no change.
     assert planned_jobs(workdir, *config) == planned
     assert "download" not in planned
+
+
+def test_a_failed_training_says_why_at_the_terminal_and_keeps_the_published_model(finished_run):
+    workdir, config = finished_run
+    published = workdir / "results/synthetic/baseline/model.npz"
+    before = published.read_bytes()
+    failed = snakemake(workdir, *config, "train={learning_rate: 1e30, batch_norm: false, grad_clip: null}", check=False)
+    assert failed.returncode != 0
+    why = failed.stderr[failed.stderr.index("Error in rule train:"):]
+    assert re.search(r"Why it failed:\n  runs/\w+/train \(results/synthetic/runs/\w+/train\.log\):\n"
+                     r"    TrainingDivergedError: training diverged", why), why
+    assert published.read_bytes() == before
 
 
 def test_a_second_run_is_refused_while_one_is_going_and_a_dry_run_works(finished_run):

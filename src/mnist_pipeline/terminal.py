@@ -15,7 +15,12 @@ SHOWN_EXPERIMENTS = 3
 
 
 def failure_reasons(log_dir: str | Path, since: float) -> list[tuple[str, str]]:
-    """(stage, reason) for every stage log under `log_dir` written at or after `since` (a
+    """(stage, reason) for every stage that failed since `since`: see failed_logs."""
+    return [(stage, reason) for stage, _, reason in failed_logs(log_dir, since)]
+
+
+def failed_logs(log_dir: str | Path, since: float) -> list[tuple[str, Path, str]]:
+    """(stage, log path, reason) for every stage log under `log_dir` written at or after `since` (a
     time.time() value) whose stage failed, in stage order; the stage is the log's path
     under `log_dir` without `.log` (and without a leading `logs/`), such as `download` or
     `runs/3f2a9c01d4e7/train`."""
@@ -32,18 +37,18 @@ def failure_reasons(log_dir: str | Path, since: float) -> list[tuple[str, str]]:
             # A dataset's stage logs sit in logs/, a run's in runs/<id>/: "download", "runs/<id>/train".
             if stage.parts[0] == "logs":
                 stage = stage.relative_to("logs")
-            found.append((stage.as_posix(), text[at + 1 + len(FAILED) :].strip()))
+            found.append((stage.as_posix(), log, text[at + 1 + len(FAILED) :].strip()))
     return found
 
 
 def failure_text(log_dir: str | Path, since: float) -> str:
     """The failure reasons as lines for the terminal, or "" when no stage recorded one."""
-    reasons = failure_reasons(log_dir, since)
-    if not reasons:
+    failed = failed_logs(log_dir, since)
+    if not failed:
         return ""
     lines = ["", "Why it failed:"]
-    for stage, reason in reasons:
-        lines.append(f"  {stage} ({Path(log_dir) / stage}.log):")
+    for stage, log, reason in failed:
+        lines.append(f"  {stage} ({log}):")
         lines.append(textwrap.indent(reason, "    "))
     return "\n".join(lines) + "\n"
 
