@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import Browser, chromium
+from browser import Browser, chromium, served_app, wait_until
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -171,47 +167,10 @@ def test_app_reports_a_bad_upload_and_an_empty_results_dir(trained_results, tmp_
 # --- the served app in a real browser -----------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def served_app(trained_results, tmp_path):
-    """`mnist-pipeline app` serving the results on a free port, stopped after the test."""
-    port, log = free_port(), tmp_path / "app.log"
-    with open(log, "w") as output:
-        server = subprocess.Popen(
-            ["mnist-pipeline", "app", "--results", str(trained_results), "--port", str(port), "--headless"],
-            stdout=output, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(url + "_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, f"the app did not start:\n{log.read_text()}"
-            time.sleep(0.3)
+def served(trained_results, tmp_path):
+    with served_app(trained_results, tmp_path / "app.log") as url:
         yield url
-    finally:
-        # The launcher execs Streamlit, so this stops the server itself.
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def wait_until(condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
 
 
 CANVAS_RECT = """(() => {
@@ -225,10 +184,10 @@ CANVAS_RECT = """(() => {
 
 
 @pytest.mark.slow
-def test_drawing_on_the_canvas_in_a_browser(served_app, tmp_path):
+def test_drawing_on_the_canvas_in_a_browser(served, tmp_path):
     browser = Browser(chromium(), tmp_path / "profile")
     try:
-        browser.open(served_app, 1400, 1000)
+        browser.open(served, 1400, 1000)
         x, y, w, h = wait_until(lambda: browser.evaluate(CANVAS_RECT), what="the drawing canvas")
         stroke = [(x + 0.25 * w, y + 0.2 * h), (x + 0.75 * w, y + 0.2 * h), (x + 0.45 * w, y + 0.85 * h)]
 
