@@ -59,8 +59,6 @@ def settings_form(workflow: Workflow, config: dict, runs: Runs) -> None:
         runs.start(name.strip(), run_targets(workflow, resolved, name.strip()))
     except (ConfigError, RuntimeError) as error:
         st.error(str(error))
-        return
-    st.rerun()  # so that the run panel above shows the new run and refreshes while it lasts
 
 
 def epoch_charts(epochs: list[dict]) -> None:
@@ -83,7 +81,7 @@ def outcome(runs: Runs, run: Run, dataset: str) -> None:
     if state == "running":
         progress = steps_done(runs.output())
         st.info(f"Training {name}" + (f": {progress[0]} of {progress[1]} Snakemake steps done" if progress else ": starting"))
-        if st.button("Stop", key="stop"):
+        if st.button("Stop training", key="stop"):
             runs.stop()
     elif state == "done":
         metrics = runs.workflow.results / dataset / name / "metrics.json"
@@ -102,8 +100,10 @@ def outcome(runs: Runs, run: Run, dataset: str) -> None:
         st.code(failure_reason(runs.output(), runs.workflow.workdir), language=None)
 
 
+# Refreshed on its own, without rerunning the page: the form keeps what is being typed into it.
+@st.fragment(run_every=REFRESH_SECONDS)
 def run_panel(runs: Runs, dataset: str) -> None:
-    """The last run: its state, its epochs so far, Stop; refreshed every second while it runs."""
+    """The last run: its state, its epochs so far, Stop."""
     run = runs.last()
     if run is None:
         return
@@ -112,11 +112,6 @@ def run_panel(runs: Runs, dataset: str) -> None:
     epochs = runs.epochs(run, dataset) if run.experiment else []
     if epochs:
         epoch_charts(epochs)
-    if run.state != "running" and st.session_state.pop("watching", False):
-        # The run just ended: a full rerun lists the new model in the sidebar and the other page.
-        st.rerun()
-    if run.state == "running":
-        st.session_state["watching"] = True
 
 
 def app_experiments(workflow: Workflow, runs: Runs, config: dict) -> None:
@@ -152,7 +147,6 @@ def train_page(results: Path) -> None:
     runs = Runs(workflow)
     st.caption(f"Trains on `{config['dataset']}` as config.yaml sets it; every field starts at config.yaml's "
                f"`train` value. Pressing Train adds the experiment to {APP_EXPERIMENTS} and runs Snakemake for it.")
-    running = runs.busy()
-    st.fragment(run_every=REFRESH_SECONDS if running else None)(run_panel)(runs, config["dataset"])
+    run_panel(runs, config["dataset"])
     settings_form(workflow, config, runs)
     app_experiments(workflow, runs, config)
