@@ -74,7 +74,7 @@ class Workflow:
 
     def user_experiments(self) -> set[str]:
         """The experiment names config.yaml itself defines (the app leaves those alone)."""
-        return set((_read_yaml(self.workdir / "config.yaml").get("experiments") or {}))
+        return set(_read_yaml(self.workdir / "config.yaml").get("experiments") or {})
 
     def app_experiments(self) -> dict[str, dict]:
         """Name -> overrides of `train`, as experiments.yaml holds them."""
