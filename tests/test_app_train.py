@@ -201,3 +201,41 @@ def test_without_a_workflow_beside_the_results_the_page_says_so(tmp_path, monkey
     (tmp_path / "results").mkdir()
     at = train_page(tmp_path / "results", monkeypatch)
     assert "Training needs the workflow" in at.info[0].value
+
+
+def wait_for_end(runs: Runs, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while runs.last() is None or runs.last().state == "running":
+        assert time.monotonic() < deadline, runs.output()
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_failed_run_shows_why_in_the_page(tmp_path, synthetic_dir, monkeypatch):
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    at = train_page(workdir / "results", monkeypatch)
+    at.text_input(key="experiment_name").input("explodes")
+    at.selectbox(key="train_optimizer").select("sgd")
+    at.number_input(key="train_learning_rate").set_value(1e6)
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert not at.exception and not at.error
+    wait_for_end(Runs(find_workflow(workdir / "results")))
+    at.run()
+    assert "The run of explodes failed" in at.error[0].value
+    assert "Error in rule train" in at.code[0].value and "training diverged" in at.code[0].value
+
+
+def test_an_app_experiment_is_removed_in_the_app(tmp_path, synthetic_dir, monkeypatch):
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    workflow = find_workflow(workdir / "results")
+    workflow.add_experiment("gone", {"hidden": [4]})
+    workflow.add_experiment("kept", {"hidden": [8]})
+    (workdir / "results/synthetic/gone").mkdir(parents=True)
+    (workdir / "results/synthetic/gone/model.npz").write_bytes(b"")
+    at = train_page(workdir / "results", monkeypatch)
+    at.button(key="remove_gone").click().run()
+    assert not at.exception
+    assert set(workflow.app_experiments()) == {"kept"} and not (workdir / "results/synthetic/gone").exists()
+    assert [b.key for b in at.button if b.key and b.key.startswith("remove_")] == ["remove_kept"]
+    # baseline and kept are untrained: the report cannot be rebuilt, so no run was started.
+    assert Runs(workflow).last() is None
