@@ -127,7 +127,7 @@ def test_a_failed_job_is_explained_by_the_end_of_its_log(tmp_path):
 
 
 @pytest.mark.slow
-def test_one_run_at_a_time_stop_then_continue(tmp_path, synthetic_dir):
+def test_one_run_at_a_time_stop_then_continue(tmp_path, synthetic_dir, monkeypatch):
     workdir = app_workflow(tmp_path / "wf", synthetic_dir)
     workflow = find_workflow(workdir / "results")
     workflow.add_experiment("long", {"hidden": [256, 256], "epochs": 400})
@@ -136,6 +136,11 @@ def test_one_run_at_a_time_stop_then_continue(tmp_path, synthetic_dir):
     runs.start("long", targets)
     with pytest.raises(RuntimeError, match="another run holds the lock"):
         runs.start("long", targets)
+    # The page says so too, and adds nothing.
+    at = train_page(workdir / "results", monkeypatch)
+    at.text_input(key="experiment_name").input("second")
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert "A run is in progress" in at.warning[0].value and set(workflow.app_experiments()) == {"long"}
     deadline = time.monotonic() + 120
     while not runs.epochs(runs.last(), "synthetic"):
         assert runs.last().state == "running" and time.monotonic() < deadline, runs.output()
@@ -239,3 +244,12 @@ def test_an_app_experiment_is_removed_in_the_app(tmp_path, synthetic_dir, monkey
     assert [b.key for b in at.button if b.key and b.key.startswith("remove_")] == ["remove_kept"]
     # baseline and kept are untrained: the report cannot be rebuilt, so no run was started.
     assert Runs(workflow).last() is None
+
+
+def test_a_run_whose_runner_died_is_reported_lost(tmp_path, synthetic_dir):
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    runs = Runs(find_workflow(workdir / "results"))
+    runs.state_dir.mkdir(parents=True)
+    # run.json still says running, but no process holds the lock: the runner was killed.
+    (runs.state_dir / "run.json").write_text('{"experiment": "x", "state": "running", "pid": 999999999, "started": 0}')
+    assert runs.last().state == "lost" and not runs.stop()
