@@ -69,6 +69,7 @@ def test_text_fields_read_as_yaml_so_the_workflow_judges_them():
 # --- experiments.yaml -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_experiments_file_is_checked_written_and_read_by_the_workflow(tmp_path, synthetic_dir):
     workdir = app_workflow(tmp_path / "wf", synthetic_dir)
     assert find_workflow(workdir / "results") is not None and find_workflow(tmp_path) is None
