@@ -198,8 +198,8 @@ def test_a_bad_value_is_refused_with_the_workflows_message(tmp_path, synthetic_d
     config = merge_config(find_workflow(workdir / "results").config(), {"experiments": {"fast": {"learning_rate": -0.5, "hidden": [64, 0]}}})
     with pytest.raises(ConfigError) as expected:
         resolve_config(config, SCHEMA)
-    assert not at.exception and at.error[0].value == str(expected.value)
-    assert "experiments.fast.hidden.1" in at.error[0].value and "experiments.fast.learning_rate" in at.error[0].value
+    assert not at.exception and "refuses these settings" in at.error[0].value and at.code[0].value == str(expected.value)
+    assert "experiments.fast.hidden.1" in at.code[0].value and "experiments.fast.learning_rate" in at.code[0].value
     assert not (workdir / "experiments.yaml").exists() and not (workdir / "results/.app/run.json").exists()
 
 
@@ -254,3 +254,12 @@ def test_a_run_whose_runner_died_is_reported_lost(tmp_path, synthetic_dir):
     # run.json still says running, but no process holds the lock: the runner was killed.
     (runs.state_dir / "run.json").write_text('{"experiment": "x", "state": "running", "pid": 999999999, "started": 0}')
     assert runs.last().state == "lost" and not runs.stop()
+
+
+def test_an_invalid_workflow_config_is_shown_not_trained_on(tmp_path, synthetic_dir, monkeypatch):
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    with open(workdir / "config.yaml", "a") as config:
+        config.write("epochz: 3\n")
+    at = train_page(workdir / "results", monkeypatch)
+    assert "config is invalid" in at.error[0].value and "'epochz'" in at.code[0].value
+    assert not any(b.label == "Train" for b in at.button)

@@ -57,8 +57,17 @@ def settings_form(workflow: Workflow, config: dict, runs: Runs) -> None:
         workflow.add_experiment(name.strip(), overrides(fields, values))
         resolved = workflow.resolved()
         runs.start(name.strip(), run_targets(workflow, resolved, name.strip()))
-    except (ConfigError, RuntimeError) as error:
-        st.error(str(error))
+    except ConfigError as error:
+        refused("The workflow refuses these settings; nothing was written or started:", error)
+    except RuntimeError as error:
+        refused("Snakemake could not be started:", error)
+
+
+def refused(why: str, error: Exception) -> None:
+    # As a code block: the message is the workflow's plain text, one key per line, which
+    # markdown would run together (and whose underscores it would read as emphasis).
+    st.error(why)
+    st.code(str(error), language=None)
 
 
 def epoch_charts(epochs: list[dict]) -> None:
@@ -142,7 +151,7 @@ def train_page(results: Path) -> None:
     try:
         config = workflow.resolved()
     except ConfigError as error:
-        st.error(f"The workflow's config is invalid, so nothing can be trained:\n\n{error}")
+        refused("The workflow's config is invalid, so nothing can be trained:", error)
         return
     runs = Runs(workflow)
     st.caption(f"Trains on `{config['dataset']}` as config.yaml sets it; every field starts at config.yaml's "
