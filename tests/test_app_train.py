@@ -77,6 +77,10 @@ def test_experiments_file_is_checked_written_and_read_by_the_workflow(tmp_path, 
     settings = workflow.add_experiment("wide", {"hidden": [64], "learning_rate": "1e-2"})
     assert settings["hidden"] == [64] and settings["epochs"] == TINY_TRAIN["epochs"]
     assert workflow.app_experiments() == {"wide": {"hidden": [64], "learning_rate": 0.01}}
+    # Training a name again replaces its settings: what is left at the default is no longer overridden.
+    workflow.add_experiment("wide", {"hidden": [64], "epochs": 9})
+    assert workflow.add_experiment("wide", {"hidden": [64]})["learning_rate"] == TINY_TRAIN["learning_rate"]
+    assert workflow.app_experiments() == {"wide": {"hidden": [64]}}
     # The workflow's own message, and nothing written.
     bad = merge_config(workflow.config(), {"experiments": {"neg": {"learning_rate": -1.0}}})
     with pytest.raises(ConfigError) as expected:

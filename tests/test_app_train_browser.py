@@ -40,10 +40,10 @@ class Page:
         return wait_until(lambda: re.search(pattern, self.text()), timeout, what=repr(pattern))
 
     def click(self, selector: str, text: str) -> None:
-        found = self.browser.evaluate(f"""(() => {{
+        """Click the first `selector` reading `text`, once the page shows one."""
+        wait_until(lambda: self.browser.evaluate(f"""(() => {{
             const el = [...document.querySelectorAll({json.dumps(selector)})].find(e => e.innerText.trim() === {json.dumps(text)});
-            if (el) el.click(); return !!el; }})()""")
-        assert found, f"no {selector} reading {text!r}"
+            if (el) el.click(); return !!el; }})()"""), what=f"a {selector} reading {text!r}")
 
     def press(self, selector: str) -> None:
         """A real mouse click in the middle of the first element matching `selector`."""
@@ -70,6 +70,8 @@ class Page:
         self.type_into("Experiment name", name)
         for label, value in fields.items():
             self.type_into(label, value)
+        # A number field takes what was typed when it loses the focus, as it would to a mouse click.
+        self.browser.evaluate("document.activeElement.blur(); true")
         self.click("button", "Train")
 
 
@@ -114,15 +116,19 @@ def test_train_watch_find_retrain_stop_and_continue(workdir, tmp_path):
             page.wait_text("Nothing to train: tiny is trained with these settings already")
             assert model.stat().st_mtime_ns == stamp
 
-            # Stop during training, then Train again: it completes.
+            # Leave the page during a run and come back: the run goes on. Stop it, then Train
+            # again (fewer epochs, so that the test stays short): it completes.
             page.train("long", {**FORM, "epochs": "500"})
             page.wait_text(r"epoch \d+ of 500")
+            browser.open(url, 1400, 2000)
+            page.choose_page("Train")
+            page.wait_text(r"Training long(.*\n)*epoch \d+ of 500")
             page.click("button", "Stop training")
             page.wait_text("The run of long was stopped")
             assert not (results / "synthetic/long/model.npz").exists()
-            page.train("long", {**FORM, "epochs": "2"})
+            page.train("long", {**FORM, "epochs": "3"})
             page.wait_text("long is trained", timeout=180)
-            assert (results / "synthetic/long/metrics.json").is_file()
+            assert json.loads((results / "synthetic/long/metrics.json").read_text())["epochs_run"] == 3
             assert not [e for e in browser.errors() if "uncaught" in e]
         finally:
             browser.close()

@@ -81,9 +81,11 @@ class Workflow:
         return dict(_read_yaml(self.experiments_file).get("experiments") or {})
 
     def config(self, added: Mapping[str, dict] | None = None) -> dict:
-        """config.yaml with experiments.yaml (and `added` experiments) merged over it, unvalidated."""
+        """config.yaml with experiments.yaml merged over it, and the `added` experiments in it
+        (each replacing an entry of its name, not merged into it), unvalidated."""
         merged = merge_config(_read_yaml(self.workdir / "config.yaml"), _read_yaml(self.experiments_file))
-        return merge_config(merged, {"experiments": dict(added or {})})
+        merged["experiments"] = {**(merged.get("experiments") or {}), **copy.deepcopy(dict(added or {}))}
+        return merged
 
     def resolved(self, added: Mapping[str, dict] | None = None) -> dict:
         """The config as the workflow validates it; raises ConfigError with the workflow's messages."""
