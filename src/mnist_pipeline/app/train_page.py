@@ -20,18 +20,18 @@ REFRESH_SECONDS = 1.0
 
 def field_widget(field: FormField):
     """The widget for one train key, showing its default; returns what the user left in it."""
-    key, label, help = f"train_{field.key}", field.key, field.help
+    key, label, tip = f"train_{field.key}", field.key, field.help
     if field.kind == "choice":
-        return st.selectbox(label, field.choices, index=field.choices.index(field.default), help=help, key=key)
+        return st.selectbox(label, field.choices, index=field.choices.index(field.default), help=tip, key=key)
     if field.kind == "boolean":
-        return st.checkbox(label, value=field.default, help=help, key=key)
+        return st.checkbox(label, value=field.default, help=tip, key=key)
     if field.kind == "integer":
         # No min/max here: a value out of range must reach the workflow's check and its message.
-        return st.number_input(label, value=int(field.default), step=1, help=help, key=key)
+        return st.number_input(label, value=int(field.default), step=1, help=tip, key=key)
     if field.kind == "number":
-        return st.number_input(label, value=float(field.default), format="%g", help=help, key=key)
+        return st.number_input(label, value=float(field.default), format="%g", help=tip, key=key)
     placeholder = "e.g. 256, 128" if field.kind == "list" else "empty for null"
-    return st.text_input(label, value=as_text(field, field.default), help=help, placeholder=placeholder, key=key)
+    return st.text_input(label, value=as_text(field, field.default), help=tip, placeholder=placeholder, key=key)
 
 
 def settings_form(workflow: Workflow, config: dict, runs: Runs) -> None:
