@@ -3,6 +3,7 @@
 # see README.md for the stages and workflow/schemas/config.schema.yaml for every key.
 
 import re
+from pathlib import Path
 
 from snakemake.utils import min_version
 
@@ -10,6 +11,13 @@ min_version("9.11")
 
 
 configfile: "config.yaml"
+
+
+# Experiments added by the browser app's Train page live in their own file, merged over
+# config.yaml as a --configfile would be (a --configfile or --config still wins over both).
+if Path("experiments.yaml").is_file():
+
+    configfile: "experiments.yaml"
 
 
 report: "workflow/report/workflow.rst"

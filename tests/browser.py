@@ -10,8 +10,11 @@ import io
 import json
 import os
 import select
+import socket
 import subprocess
 import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import require
@@ -139,3 +142,46 @@ class Browser:
         os.close(self._in)
         os.close(self._out)
         self._log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+@contextmanager
+def served_app(results: Path, log: Path, env: dict | None = None, options: tuple[str, ...] = ()):
+    """`mnist-pipeline app` serving `results` on a free port; yields its URL, stops it after."""
+    port = free_port()
+    with open(log, "w") as output:
+        server = subprocess.Popen(
+            ["mnist-pipeline", "app", "--results", str(results), "--port", str(port), "--headless", *options],
+            stdout=output, stderr=subprocess.STDOUT, env=env,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(url + "_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, f"the app did not start:\n{log.read_text()}"
+            time.sleep(0.3)
+        yield url
+    finally:
+        # The launcher execs Streamlit, so this stops the server itself.
+        server.terminate()
+        server.wait(timeout=30)

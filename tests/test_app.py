@@ -3,18 +3,15 @@ AppTest, and (slow) the served app in headless Chromium with a digit drawn on th
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import socket
-import subprocess
-import time
-import urllib.request
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import Browser, chromium
+from browser import Browser, chromium, served_app, wait_until
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -107,9 +104,10 @@ def test_classify_matches_the_command(tmp_path, model_path, fashion_test):  # no
 
 
 def test_classify_frames_to_a_custom_models_image_size():
+    from mnist_pipeline.nn import TrainSettings
     from mnist_pipeline.nn.model import LoadedModel, Model, architecture
 
-    settings = {"model": "cnn", "conv_channels": [2], "hidden": [], "activation": "relu", "dropout": 0.0, "batch_norm": False}
+    settings = TrainSettings(model="cnn", conv_channels=[2], hidden=[], dropout=0.0, batch_norm=False)
     loaded = LoadedModel(Model(architecture(settings, 20 * 16, 3, image_shape=(20, 16))), {"mean": 0.1, "std": 0.3},
                          ["a", "b", "c"], {"dataset": "custom"})
     photo = Image.new("L", (200, 120), 255)
@@ -184,45 +182,6 @@ def test_app_reports_a_bad_upload_and_an_empty_results_dir(trained_results, tmp_
 # --- the served app in a real browser -----------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_app(results: Path, log: Path, *options: str):
-    """`mnist-pipeline app` serving `results` on a free port, until the block ends: yields the port."""
-    port = free_port()
-    with open(log, "w") as output:
-        server = subprocess.Popen(
-            ["mnist-pipeline", "app", "--results", str(results), "--port", str(port), "--headless", *options],
-            stdout=output, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, f"the app did not start:\n{log.read_text()}"
-            time.sleep(0.3)
-        yield port
-    finally:
-        # The launcher execs Streamlit, so this stops the server itself.
-        server.terminate()
-        server.wait(timeout=30)
-
-
-@pytest.fixture
-def served_app(trained_results, tmp_path):
-    """`mnist-pipeline app` serving the results on a free port, stopped after the test."""
-    with running_app(trained_results, tmp_path / "app.log") as port:
-        yield f"http://127.0.0.1:{port}/"
-
-
 def listening_addresses(port: int) -> set[str]:
     """The local addresses of the TCP sockets listening on `port` on this machine (Linux /proc)."""
     found = set()
@@ -239,20 +198,16 @@ def listening_addresses(port: int) -> set[str]:
 
 def test_the_app_listens_on_this_machine_only(tmp_path):
     (tmp_path / "results").mkdir()
-    with running_app(tmp_path / "results", tmp_path / "app.log") as port:
-        assert listening_addresses(port) == {"127.0.0.1"}
-    with running_app(tmp_path / "results", tmp_path / "app.log", "--address", "0.0.0.0") as port:
-        assert listening_addresses(port) == {"0.0.0.0"}
+    with served_app(tmp_path / "results", tmp_path / "app.log") as url:
+        assert listening_addresses(urllib.parse.urlsplit(url).port) == {"127.0.0.1"}
+    with served_app(tmp_path / "results", tmp_path / "app.log", options=("--address", "0.0.0.0")) as url:
+        assert listening_addresses(urllib.parse.urlsplit(url).port) == {"0.0.0.0"}
 
 
-def wait_until(condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
+@pytest.fixture
+def served(trained_results, tmp_path):
+    with served_app(trained_results, tmp_path / "app.log") as url:
+        yield url
 
 
 CANVAS_RECT = """(() => {
@@ -266,10 +221,10 @@ CANVAS_RECT = """(() => {
 
 
 @pytest.mark.slow
-def test_drawing_on_the_canvas_in_a_browser(served_app, tmp_path):
+def test_drawing_on_the_canvas_in_a_browser(served, tmp_path):
     browser = Browser(chromium(), tmp_path / "profile")
     try:
-        browser.open(served_app, 1400, 1000)
+        browser.open(served, 1400, 1000)
         x, y, w, h = wait_until(lambda: browser.evaluate(CANVAS_RECT), what="the drawing canvas")
         stroke = [(x + 0.25 * w, y + 0.2 * h), (x + 0.75 * w, y + 0.2 * h), (x + 0.45 * w, y + 0.85 * h)]
 

@@ -124,3 +124,13 @@ def test_blas_threads_follow_the_threads_argument(monkeypatch):
     x, y = blobs(100)
     fit(TrainSettings(hidden=[4], epochs=1), x, y, x, y, n_classes=4, threads=1)
     assert seen == [{1}]
+
+
+def test_a_batch_size_beyond_the_training_set_is_full_batch_gradient_descent():
+    x, y = blobs(90)
+    plain = dict(hidden=[8], batch_norm=False, dropout=0.0, optimizer="sgd", schedule="constant", epochs=3)
+    full = fit(settings(batch_size=10**6, **plain), x, y, x, y, n_classes=4)
+    exact = fit(settings(batch_size=90, **plain), x, y, x, y, n_classes=4)
+    # One step per epoch over every example: the same weights as a batch of exactly the set.
+    assert all(np.array_equal(a, b) for a, b in zip(full.model.flat_params, exact.model.flat_params))
+    assert [row["train_loss"] for row in full.history] == [row["train_loss"] for row in exact.history]

@@ -1,7 +1,10 @@
-"""The browser app (Streamlit, the `[app]` extra): try trained models, browse mistakes, compare runs.
+"""The browser app (Streamlit, the `[app]` extra): try trained models, browse mistakes, compare
+runs, and train new experiments through the workflow.
 
-Launch with `mnist-pipeline app --results results`. `data` holds the logic and is tested
-without Streamlit; `streamlit_app` is the page, kept thin.
+Launch with `mnist-pipeline app --results results`. The logic is tested without Streamlit:
+`data` reads results/, `train_form` derives the Train page's fields from the settings'
+description, `workflow` finds the workflow and keeps experiments.yaml, `runs` and `runner`
+start, follow and stop Snakemake. `streamlit_app` and `train_page` lay the pages out, kept thin.
 """
 
 # The app reads its results directory from `--results` or this variable (AppTest cannot pass arguments).

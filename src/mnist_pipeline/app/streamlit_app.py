@@ -12,6 +12,7 @@ import streamlit as st
 from PIL import Image
 
 from mnist_pipeline.app import data
+from mnist_pipeline.app.train_page import train_page
 from mnist_pipeline.cli import describe_layer
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.nn.model import load_model
@@ -131,9 +132,13 @@ def main() -> None:
     st.set_page_config(page_title="mnist-pipeline", layout="wide")
     st.title("mnist-pipeline")
     results = data.results_dir(sys.argv[1:], os.environ)
+    page = st.sidebar.radio("Page", ["Models", "Train"], key="page", help="Models: try, inspect and compare trained models. Train: train a new one.")
+    if page == "Train":
+        train_page(results)
+        return
     experiments = data.find_experiments(results)
     if not experiments:
-        st.warning(f"No trained model under {results}/: run the workflow first (`snakemake --cores 4`).")
+        st.warning(f"No trained model under {results}/: train one in the Train page, or run the workflow (`snakemake --cores 4`).")
         st.stop()
     experiment = st.sidebar.selectbox("Model", experiments, format_func=lambda e: e.label, key="model")
     try:

@@ -51,7 +51,9 @@ class TrainSettings:
     batch_norm: bool = _key(True, "Batch normalisation before each hidden activation.")
     init: Literal["he", "glorot"] = _key("he", "Initial weights: he suits relu-like activations, glorot tanh and sigmoid.")
     epochs: int = _key(20, "Passes over the training set.", minimum=1)
-    batch_size: int = _key(128, "Examples per optimiser step.", minimum=1)
+    batch_size: int = _key(
+        128, "Examples per step; 1 is online SGD, one at least the training set's size full-batch gradient descent.",
+        minimum=1)
     optimizer: Literal["sgd", "momentum", "nesterov", "adam", "adamw"] = _key(
         "adamw", "Update rule; adamw is Adam with decoupled weight decay.")
     learning_rate: float = _key(0.002, "Learning rate after warm-up, before the schedule decays it.", exclusiveMinimum=0)

@@ -1,0 +1,269 @@
+"""The app's Train page: the form built from the schema, experiments.yaml, and runs of the real
+workflow started, followed and stopped from the app (AppTest here, Chromium in test_app_train_browser)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO, copy_workflow, planned_jobs, snakemake
+from streamlit.testing.v1 import AppTest
+
+from mnist_pipeline.app import RESULTS_ENV
+from mnist_pipeline.app.runs import Runs, epochs_in_log, failure_reason, steps_done
+from mnist_pipeline.app.train_form import FormField, as_text, overrides, read_value, train_fields
+from mnist_pipeline.app.workflow import find_workflow, merge_config, run_targets
+from mnist_pipeline.config import load_schema, resolve_config
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.nn import TrainSettings, fit
+
+APP = REPO / "src/mnist_pipeline/app/streamlit_app.py"
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+TINY_TRAIN = {"hidden": [16], "batch_norm": False, "dropout": 0.0, "epochs": 3, "batch_size": 32,
+              "optimizer": "adam", "learning_rate": 0.01}
+
+
+def app_workflow(directory: Path, synthetic_dir: Path, **train) -> Path:
+    """A workflow copy whose config.yaml trains tiny models on the synthetic dataset."""
+    workdir = copy_workflow(directory)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config.update(dataset="synthetic", source=str(synthetic_dir), prepare={"val_fraction": 0.2, "seed": 1},
+                  train={**config["train"], **TINY_TRAIN, **train}, experiments={"baseline": {}})
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return workdir
+
+
+# --- the form's fields ------------------------------------------------------------------------
+
+
+def test_every_train_key_becomes_a_field_of_its_kind():
+    keys = SCHEMA["$defs"]["train_keys"]
+    defaults = resolve_config({"source": "/"}, SCHEMA)["train"]
+    fields = {field.key: field for field in train_fields(keys, defaults)}
+    assert list(fields) == list(keys)
+    assert fields["optimizer"].kind == "choice" and fields["optimizer"].choices == tuple(keys["optimizer"]["enum"])
+    assert fields["hidden"].kind == "list" and fields["hidden"].default == keys["hidden"]["default"]
+    assert fields["betas"].kind == "list" and fields["batch_norm"].kind == "boolean"
+    assert fields["epochs"].kind == "integer" and fields["learning_rate"].kind == "number"
+    assert fields["grad_clip"].kind == "optional" and fields["grad_clip"].default is None
+    assert fields["dropout"].help == keys["dropout"]["description"]
+    with pytest.raises(ValueError, match="'odd'"):
+        train_fields({"odd": {"type": "object"}}, {"odd": {}})
+
+
+def test_text_fields_read_as_yaml_so_the_workflow_judges_them():
+    sizes, clip = FormField("hidden", "list", [64]), FormField("grad_clip", "optional", None)
+    assert as_text(sizes, [256, 128]) == "256, 128" and read_value(sizes, "256, 128") == [256, 128]
+    assert read_value(sizes, "") == [] and read_value(sizes, "64, big") == [64, "big"]
+    assert as_text(clip, None) == "" and read_value(clip, " ") is None and read_value(clip, "1.5") == 1.5
+    with pytest.raises(ConfigError, match="train key 'hidden': cannot read '64, \\['; expected numbers separated by commas"):
+        read_value(sizes, "64, [")
+    fields = [FormField("epochs", "integer", 20), FormField("hidden", "list", [64])]
+    assert overrides(fields, {"epochs": 20, "hidden": [32]}) == {"hidden": [32]}
+
+
+# --- experiments.yaml -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_experiments_file_is_checked_written_and_read_by_the_workflow(tmp_path, synthetic_dir):
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    assert find_workflow(workdir / "results") is not None and find_workflow(tmp_path) is None
+    workflow = find_workflow(workdir / "results")
+    settings = workflow.add_experiment("wide", {"hidden": [64], "learning_rate": "1e-2"})
+    assert settings["hidden"] == [64] and settings["epochs"] == TINY_TRAIN["epochs"]
+    assert workflow.app_experiments() == {"wide": {"hidden": [64], "learning_rate": 0.01}}
+    # Training a name again replaces its settings: what is left at the default is no longer overridden.
+    workflow.add_experiment("wide", {"hidden": [64], "epochs": 9})
+    assert workflow.add_experiment("wide", {"hidden": [64]})["learning_rate"] == TINY_TRAIN["learning_rate"]
+    assert workflow.app_experiments() == {"wide": {"hidden": [64]}}
+    # The workflow's own message, and nothing written.
+    bad = merge_config(workflow.config(), {"experiments": {"neg": {"learning_rate": -1.0}}})
+    with pytest.raises(ConfigError) as expected:
+        resolve_config(bad, SCHEMA)
+    with pytest.raises(ConfigError) as refused:
+        workflow.add_experiment("neg", {"learning_rate": -1.0})
+    assert str(refused.value) == str(expected.value) and "experiments.neg.learning_rate" in str(refused.value)
+    with pytest.raises(ConfigError, match="'baseline' is defined in config.yaml"):
+        workflow.add_experiment("baseline", {})
+    assert set(workflow.app_experiments()) == {"wide"}
+    # A plain snakemake run knows the app's experiment: only it is new after baseline is trained.
+    snakemake(workdir, "results/synthetic/baseline/metrics.json")
+    assert planned_jobs(workdir) == {"all": 1, "train": 1, "evaluate": 1, "publish": 1, "report": 1}
+    assert run_targets(workflow, workflow.resolved(), "wide") == [
+        "results/synthetic/wide/model.npz", "results/synthetic/wide/metrics.json",
+        "results/synthetic/report.html", "results/synthetic/report.md"]
+    (workdir / "results/synthetic/wide").mkdir()
+    workflow.remove_experiment("wide")
+    assert not workflow.experiments_file.exists() and not (workdir / "results/synthetic/wide").exists()
+    assert planned_jobs(workdir) == {"all": 1, "report": 1}
+    with pytest.raises(ConfigError, match="not one the app added"):
+        workflow.remove_experiment("baseline")
+
+
+# --- following a run ----------------------------------------------------------------------------
+
+
+def test_epoch_lines_are_read_from_the_log_fit_writes(caplog):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 5)).astype(np.float32), rng.integers(0, 3, 64)
+    settings = TrainSettings(hidden=[4], epochs=2, batch_norm=False)
+    with caplog.at_level(logging.INFO):
+        result = fit(settings, x, y, x, y, n_classes=3)
+    rows = epochs_in_log(caplog.text)
+    assert [row["epoch"] for row in rows] == [1, 2] and all(row["epochs"] == 2 for row in rows)
+    for row, kept in zip(rows, result.history):
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert row[key] == pytest.approx(kept[key], abs=5e-5)
+    assert steps_done("1 of 5 steps (20%) done\nx\n3 of 5 steps (60%) done") == (3, 5) and steps_done("") is None
+
+
+def test_a_failed_job_is_explained_by_the_end_of_its_log(tmp_path):
+    (tmp_path / "job.log").write_text("Traceback\n  ...\nTrainingDivergedError: training diverged: lower learning_rate\n")
+    output = ("Error in rule train:\n    jobid: 3\n    log: job.log (check log file(s) for error details)\n"
+              "Shutting down, this might take some time.\n")
+    reason = failure_reason(output, tmp_path)
+    assert reason.startswith("Error in rule train:") and reason.rstrip().endswith("training diverged: lower learning_rate")
+    assert failure_reason("Building DAG\nWorkflowError: invalid configuration: bad key\n", tmp_path).endswith("bad key")
+
+
+@pytest.mark.slow
+def test_one_run_at_a_time_stop_then_continue(tmp_path, synthetic_dir, monkeypatch):
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    workflow = find_workflow(workdir / "results")
+    workflow.add_experiment("long", {"hidden": [256, 256], "epochs": 400})
+    runs = Runs(workflow)
+    targets = run_targets(workflow, workflow.resolved(), "long")
+    runs.start("long", targets)
+    with pytest.raises(RuntimeError, match="another run holds the lock"):
+        runs.start("long", targets)
+    # The page says so too, and adds nothing.
+    at = train_page(workdir / "results", monkeypatch)
+    at.text_input(key="experiment_name").input("second")
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert "A run is in progress" in at.warning[0].value and set(workflow.app_experiments()) == {"long"}
+    deadline = time.monotonic() + 120
+    while not runs.epochs(runs.last(), "synthetic"):
+        assert runs.last().state == "running" and time.monotonic() < deadline, runs.output()
+        time.sleep(0.2)
+    assert runs.stop()
+    while runs.last().state == "running":
+        assert time.monotonic() < deadline + 60, runs.output()
+        time.sleep(0.2)
+    assert runs.last().state == "stopped" and not runs.busy()
+    assert not (workdir / "results/synthetic/long/model.npz").exists()
+    # The next run continues without --unlock, and finishes what was stopped.
+    workflow.add_experiment("long", {"hidden": [256, 256], "epochs": 2})
+    runs.start("long", targets)
+    while runs.last().state == "running":
+        assert time.monotonic() < deadline + 180, runs.output()
+        time.sleep(0.2)
+    assert runs.last().state == "done", runs.output()
+    assert [row["epoch"] for row in runs.epochs(runs.last(), "synthetic")] == [1, 2]
+
+
+# --- the page, through AppTest ----------------------------------------------------------------
+
+
+def train_page(results: Path, monkeypatch) -> AppTest:
+    monkeypatch.setenv(RESULTS_ENV, str(results))
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.radio(key="page").set_value("Train").run()
+    assert not at.exception
+    return at
+
+
+def test_the_form_shows_every_key_at_its_default_with_its_help(tmp_path, synthetic_dir, monkeypatch):
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir, optimizer="sgd")
+    at = train_page(workdir / "results", monkeypatch)
+    train = find_workflow(workdir / "results").resolved()["train"]
+    keys = SCHEMA["$defs"]["train_keys"]
+    assert at.selectbox(key="train_optimizer").value == "sgd" and at.selectbox(key="train_optimizer").options == keys["optimizer"]["enum"]
+    assert at.text_input(key="train_hidden").value == "16" and at.text_input(key="train_betas").value == "0.9, 0.999"
+    assert at.number_input(key="train_learning_rate").value == train["learning_rate"]
+    assert at.number_input(key="train_epochs").value == 3 and at.checkbox(key="train_batch_norm").value is False
+    assert at.text_input(key="train_grad_clip").value == ""
+    assert at.number_input(key="train_dropout").help == keys["dropout"]["description"]
+    widgets = {w.key for w in [*at.selectbox, *at.text_input, *at.number_input, *at.checkbox]}
+    assert {f"train_{key}" for key in keys} <= widgets
+
+
+def test_a_bad_value_is_refused_with_the_workflows_message(tmp_path, synthetic_dir, monkeypatch):
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    at = train_page(workdir / "results", monkeypatch)
+    at.text_input(key="experiment_name").input("fast")
+    at.number_input(key="train_learning_rate").set_value(-0.5)
+    at.text_input(key="train_hidden").input("64, 0")
+    next(b for b in at.button if b.label == "Train").click().run()
+    config = merge_config(find_workflow(workdir / "results").config(), {"experiments": {"fast": {"learning_rate": -0.5, "hidden": [64, 0]}}})
+    with pytest.raises(ConfigError) as expected:
+        resolve_config(config, SCHEMA)
+    assert not at.exception and "refuses these settings" in at.error[0].value and at.code[0].value == str(expected.value)
+    assert "experiments.fast.hidden.1" in at.code[0].value and "experiments.fast.learning_rate" in at.code[0].value
+    assert not (workdir / "experiments.yaml").exists() and not (workdir / "results/.app/run.json").exists()
+
+
+def test_without_a_workflow_beside_the_results_the_page_says_so(tmp_path, monkeypatch):
+    (tmp_path / "results").mkdir()
+    at = train_page(tmp_path / "results", monkeypatch)
+    assert "Training needs the workflow" in at.info[0].value
+
+
+def wait_for_end(runs: Runs, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while runs.last() is None or runs.last().state == "running":
+        assert time.monotonic() < deadline, runs.output()
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_failed_run_shows_why_in_the_page(tmp_path, synthetic_dir, monkeypatch):
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    at = train_page(workdir / "results", monkeypatch)
+    at.text_input(key="experiment_name").input("explodes")
+    at.selectbox(key="train_optimizer").select("sgd")
+    at.number_input(key="train_learning_rate").set_value(1e6)
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert not at.exception and not at.error
+    wait_for_end(Runs(find_workflow(workdir / "results")))
+    at.run()
+    assert "The run of explodes failed" in at.error[0].value
+    assert "Error in rule train" in at.code[0].value and "training diverged" in at.code[0].value
+
+
+def test_an_app_experiment_is_removed_in_the_app(tmp_path, synthetic_dir, monkeypatch):
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    workflow = find_workflow(workdir / "results")
+    workflow.add_experiment("gone", {"hidden": [4]})
+    workflow.add_experiment("kept", {"hidden": [8]})
+    (workdir / "results/synthetic/gone").mkdir(parents=True)
+    (workdir / "results/synthetic/gone/model.npz").write_bytes(b"")
+    at = train_page(workdir / "results", monkeypatch)
+    at.button(key="remove_gone").click().run()
+    assert not at.exception
+    assert set(workflow.app_experiments()) == {"kept"} and not (workdir / "results/synthetic/gone").exists()
+    assert [b.key for b in at.button if b.key and b.key.startswith("remove_")] == ["remove_kept"]
+    # baseline and kept are untrained: the report cannot be rebuilt, so no run was started.
+    assert Runs(workflow).last() is None
+
+
+def test_a_run_whose_runner_died_is_reported_lost(tmp_path, synthetic_dir):
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    runs = Runs(find_workflow(workdir / "results"))
+    runs.state_dir.mkdir(parents=True)
+    # run.json still says running, but no process holds the lock: the runner was killed.
+    (runs.state_dir / "run.json").write_text('{"experiment": "x", "state": "running", "pid": 999999999, "started": 0}')
+    assert runs.last().state == "lost" and not runs.stop()
+
+
+def test_an_invalid_workflow_config_is_shown_not_trained_on(tmp_path, synthetic_dir, monkeypatch):
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    with open(workdir / "config.yaml", "a") as config:
+        config.write("epochz: 3\n")
+    at = train_page(workdir / "results", monkeypatch)
+    assert "config is invalid" in at.error[0].value and "'epochz'" in at.code[0].value
+    assert not any(b.label == "Train" for b in at.button)
