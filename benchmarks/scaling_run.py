@@ -1,14 +1,16 @@
-"""Run the workflow on one dataset and record each stage's exact peak RSS beside Snakemake's benchmarks.
+"""Run the workflow on one dataset and record each stage's peak RSS and CPU time beside Snakemake's benchmarks.
 
     python benchmarks/scaling_run.py DATASET SOURCE [--cores 2] [--configfile benchmarks/scaling.yaml]
 
 Runs `snakemake --cores N --configfile FILE --config dataset=DATASET source=SOURCE` from the
 current directory and, while it runs, reads every stage script's VmHWM (the kernel's
-high-water mark of its resident memory) every 0.1 s. Snakemake's own benchmark files sample
-RSS only every 0.5 s, and every 30 s after the first 15 s, so they miss a job that ends
-within half a second and can miss a short spike in a long one; VmHWM never goes down, so
-the last reading is the peak up to the last 0.1 s. Writes
-results/DATASET/benchmarks/peak_rss.json ({stage: MiB}), which scaling_table.py prefers.
+high-water mark of its resident memory) and CPU seconds every 0.05 s. Snakemake's own
+benchmark files sample RSS only every 0.5 s, and every 30 s after the first 15 s, so they
+miss a job that ends within half a second and can miss a short spike in a long one; VmHWM
+never goes down, so the last reading is the peak up to the last 0.05 s. CPU seconds are
+the steadier time on a shared machine, where waiting for a core inflates wall time (they
+miss the last 0.05 s of each process). Writes results/DATASET/benchmarks/stage_usage.json
+({stage: {peak_rss_mib, cpu_s}}), which scaling_table.py reads.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import psutil
 
 from mnist_pipeline.fileio import write_json
 
+POLL_SECONDS = 0.05
 # Snakemake runs a rule's script as .snakemake/scripts/tmp<random>.<script name>; ours are named after their rules.
 SCRIPT = re.compile(r"\.snakemake/scripts/tmp[^/\s]*\.(\w+)\.py")
 
@@ -42,15 +45,16 @@ def stage_processes(root: psutil.Process) -> dict[psutil.Process, str]:
     return found
 
 
-def high_water_mib(proc: psutil.Process) -> float | None:
-    """The process's peak resident memory so far, MiB (VmHWM is in KiB)."""
+def usage(proc: psutil.Process) -> tuple[float, float] | None:
+    """(peak resident memory so far in MiB, CPU seconds so far) of a running process."""
     try:
-        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+        with proc.oneshot():
+            cpu = proc.cpu_times()
+            # VmHWM, the kernel's high-water mark, is in KiB and never goes down.
+            hwm = next(line for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(hwm.split()[1]) / 1024, cpu.user + cpu.system
+    except (OSError, psutil.Error, StopIteration):
+        return None
 
 
 def main() -> None:
@@ -62,20 +66,24 @@ def main() -> None:
     args = parser.parse_args()
     command = ["snakemake", "--cores", str(args.cores), "--configfile", args.configfile,
                "--config", f"dataset={args.dataset}", f"source={args.source}"]
-    peaks: dict[str, float] = {}
+    # stage -> pid -> (peak MiB, CPU s) at the last reading; a stage may run as more than one process (a shell, python).
+    readings: dict[str, dict[int, tuple[float, float]]] = {}
     run = subprocess.Popen(command)
     root = psutil.Process(run.pid)
     while run.poll() is None:
         for proc, stage in stage_processes(root).items():
-            mib = high_water_mib(proc)
-            if mib is not None:
-                peaks[stage] = max(peaks.get(stage, 0.0), mib)
-        time.sleep(0.1)
+            reading = usage(proc)
+            if reading is not None:
+                readings.setdefault(stage, {})[proc.pid] = reading
+        time.sleep(POLL_SECONDS)
     if run.returncode:
         sys.exit(f"snakemake failed (exit {run.returncode}): {' '.join(command)}")
-    out = Path("results") / args.dataset / "benchmarks" / "peak_rss.json"
-    write_json(out, {stage: round(mib, 1) for stage, mib in sorted(peaks.items())})
-    print(json.dumps({"dataset": args.dataset, "peak_rss_mib": peaks}))
+    stages = {
+        stage: {"peak_rss_mib": round(max(mib for mib, _ in by_pid.values()), 1), "cpu_s": round(sum(cpu for _, cpu in by_pid.values()), 2)}
+        for stage, by_pid in sorted(readings.items())
+    }
+    write_json(Path("results") / args.dataset / "benchmarks" / "stage_usage.json", stages)
+    print(json.dumps({"dataset": args.dataset, **stages}))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,13 @@
 
     python benchmarks/scaling_table.py fmnist-x1 fmnist-x3 fmnist-x10 [--results DIR ...] [--experiment baseline]
 
-Reads the benchmark files Snakemake wrote under DIR/<dataset>/benchmarks/ (and
-peak_rss.json, which scaling_run.py writes there) and prints a Markdown table: per stage
-and dataset the wall seconds and the peak RSS (MiB) beside its bound,
-and from each dataset to the next how much the data grew beside how much the time grew
-(at most linear when the second is not above the first). Given several --results
-directories (repeated runs), the time is the fastest run's, as waiting for a core on a
-shared machine only ever adds time, and the RSS the highest.
+Reads the benchmark files Snakemake wrote under DIR/<dataset>/benchmarks/ and the
+stage_usage.json that scaling_run.py writes there, and prints a Markdown table: per stage
+and dataset the wall seconds, the CPU seconds and the peak RSS (MiB) beside its bound, and
+from each dataset to the next how much the data grew beside how much each time grew (at
+most linear when neither is above the data's growth). Given several --results directories
+(repeated runs), each time is the fastest run's, as waiting for a core on a shared machine
+only ever adds time, and the RSS the highest.
 
 The bound is 1.5 times the float32 size of the images the stage holds, plus 300 MiB:
 
@@ -18,9 +18,9 @@ The bound is 1.5 times the float32 size of the images the stage holds, plus 300 
     report                     the test images
 
 Row counts come from the prepared Parquet files' footers, the image size from
-parsed/dataset.json. The peak RSS is peak_rss.json's when there is one: Snakemake's max_rss
-is sampled (every 0.5 s for 15 s, then every 30 s), so it misses jobs shorter than half a
-second and can miss a spike late in a long one.
+parsed/dataset.json. Without stage_usage.json the RSS is Snakemake's max_rss, which is
+sampled (every 0.5 s for 15 s, then every 30 s): it misses jobs shorter than half a second
+and can miss a spike late in a long one.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ STAGES = {
 }
 
 
-def benchmark(base: Path, stage: str, tsv: str) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of a stage: Snakemake's benchmark file, the RSS from peak_rss.json if there."""
+def benchmark(base: Path, stage: str, tsv: str) -> dict[str, float]:
+    """Wall seconds, CPU seconds (nan if unknown) and peak RSS MiB of one stage of one run."""
     with open(base / "benchmarks" / tsv, newline="") as handle:
         row = next(csv.DictReader(handle, delimiter="\t"))
-    exact = base / "benchmarks" / "peak_rss.json"
-    rss = read_json(exact)[stage] if exact.is_file() else float(row["max_rss"])
-    return float(row["s"]), rss
+    usage_file = base / "benchmarks" / "stage_usage.json"
+    usage = read_json(usage_file)[stage] if usage_file.is_file() else {"peak_rss_mib": float(row["max_rss"]), "cpu_s": math.nan}
+    return {"s": float(row["s"]), "cpu": usage["cpu_s"], "rss": usage["peak_rss_mib"]}
 
 
 def dataset_sizes(base: Path) -> tuple[dict[str, int], int]:
@@ -70,7 +70,7 @@ def measure(results: list[Path], dataset: str, experiment: str) -> dict[str, dic
         runs = [benchmark(base / dataset, stage, tsv.format(experiment=experiment)) for base in results]
         float32_mib = sum(rows[split] for split in holds) * pixels * 4 / MIB
         out[stage] = {
-            "s": min(s for s, _ in runs), "rss": max(rss for _, rss in runs),
+            "s": min(run["s"] for run in runs), "cpu": min((run["cpu"] for run in runs if not math.isnan(run["cpu"])), default=math.nan), "rss": max(run["rss"] for run in runs),
             "bound": 1.5 * float32_mib + BASE_MIB, "n": sum(rows.values()),
         }
     return out
@@ -80,14 +80,17 @@ def table(runs: dict[str, dict[str, dict[str, float]]]) -> str:
     """Markdown: per stage, seconds and peak RSS / bound for each dataset, then data and time growth."""
     names = list(runs)
     steps = list(itertools.pairwise(names))
-    header = ["stage", *(f"{name} s" for name in names), *(f"{name} peak RSS / bound, MiB" for name in names),
-              *(f"{b} / {a}: data, time" for a, b in steps)]
+    header = ["stage", *(f"{name}: wall s (CPU s)" for name in names), *(f"{name}: peak RSS / bound, MiB" for name in names),
+              *(f"{b} / {a}: data, wall, CPU" for a, b in steps)]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for stage in STAGES:
         figures = [runs[name][stage] for name in names]
-        times = [f"{m['s']:.1f}" for m in figures]
+        times = [f"{m['s']:.1f} ({m['cpu']:.1f})" for m in figures]
         memory = [f"{m['rss']:.0f} / {m['bound']:.0f}" + ("" if m["rss"] < m["bound"] else " **over**") for m in figures]
-        growth = [f"{runs[b][stage]['n'] / runs[a][stage]['n']:.2f}x, {runs[b][stage]['s'] / runs[a][stage]['s']:.2f}x" for a, b in steps]
+        growth = []
+        for a, b in steps:
+            was, now = runs[a][stage], runs[b][stage]
+            growth.append(f"{now['n'] / was['n']:.2f}x, {now['s'] / was['s']:.2f}x, {now['cpu'] / was['cpu']:.2f}x")
         lines.append("| " + " | ".join([stage, *times, *memory, *growth]) + " |")
     return "\n".join(lines)
 
