@@ -1,6 +1,8 @@
 """Run the workflow on one dataset and record each stage's peak RSS and CPU time beside Snakemake's benchmarks.
 
-    python benchmarks/scaling_run.py DATASET SOURCE [--cores 2] [--configfile benchmarks/scaling.yaml]
+    python benchmarks/scaling_run.py DATASET SOURCE [--cores 2] [--configfile benchmarks/scaling.yaml] [-- SNAKEMAKE_ARGS]
+
+(e.g. `-- --forcerun parse --until parse` to measure one stage again).
 
 Runs `snakemake --cores N --configfile FILE --config dataset=DATASET source=SOURCE` from the
 current directory and, while it runs, reads every stage script's VmHWM (the kernel's
@@ -10,7 +12,8 @@ miss a job that ends within half a second and can miss a short spike in a long o
 never goes down, so the last reading is the peak up to the last 0.05 s. CPU seconds are
 the steadier time on a shared machine, where waiting for a core inflates wall time (they
 miss the last 0.05 s of each process). Writes results/DATASET/benchmarks/stage_usage.json
-({stage: {peak_rss_mib, cpu_s}}), which scaling_table.py reads.
+({stage: {peak_rss_mib, cpu_s}}; the stages that ran replace their entries), which
+scaling_table.py reads.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-from mnist_pipeline.fileio import write_json
+from mnist_pipeline.fileio import read_json, write_json
 
 POLL_SECONDS = 0.05
 # Snakemake runs a rule's script as .snakemake/scripts/tmp<random>.<script name>; ours are named after their rules.
@@ -63,8 +66,10 @@ def main() -> None:
     parser.add_argument("source")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--configfile", default="benchmarks/scaling.yaml")
+    parser.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="after --: more arguments for snakemake")
     args = parser.parse_args()
-    command = ["snakemake", "--cores", str(args.cores), "--configfile", args.configfile,
+    extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
+    command = ["snakemake", "--cores", str(args.cores), "--configfile", args.configfile, *extra,
                "--config", f"dataset={args.dataset}", f"source={args.source}"]
     # stage -> pid -> (peak MiB, CPU s) at the last reading; a stage may run as more than one process (a shell, python).
     readings: dict[str, dict[int, tuple[float, float]]] = {}
@@ -82,7 +87,8 @@ def main() -> None:
         stage: {"peak_rss_mib": round(max(mib for mib, _ in by_pid.values()), 1), "cpu_s": round(sum(cpu for _, cpu in by_pid.values()), 2)}
         for stage, by_pid in sorted(readings.items())
     }
-    write_json(Path("results") / args.dataset / "benchmarks" / "stage_usage.json", stages)
+    out = Path("results") / args.dataset / "benchmarks" / "stage_usage.json"
+    write_json(out, {**(read_json(out) if out.is_file() else {}), **stages})
     print(json.dumps({"dataset": args.dataset, **stages}))
 
 
