@@ -59,9 +59,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.parquet"
         shipped = dict(tables._WRITE_OPTIONS)
-        row_groups = {"row_group_size": shipped.pop("row_group_size")}
         for name, options in CANDIDATES.items():
-            with mock.patch.dict(tables._WRITE_OPTIONS, {**row_groups, **options}, clear=True):
+            with mock.patch.dict(tables._WRITE_OPTIONS, options, clear=True):
                 write_s = median_seconds(lambda: tables.write_split(path, np.arange(len(labels)), labels, pixels, {"name": "train"}), args.repeat)
             read_s = median_seconds(lambda: tables.read_split(path), args.repeat)
             back = tables.read_split(path).pixels

@@ -1,6 +1,9 @@
+import tracemalloc
+
 import numpy as np
 import pytest
 
+from mnist_pipeline import splits, tables
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.parsed import ParsedDataset
 from mnist_pipeline.splits import fit_normalization, prepare_splits, stratified_split, validation_counts
@@ -70,3 +73,23 @@ def test_prepare_refuses_a_fraction_that_gives_a_class_no_validation_image(tmp_p
     prepare_splits(parsed, val_fraction=0.1, seed=0, outputs=outputs)
     val = read_split(outputs["val"])
     assert val.image_shape == (20, 20) and val.pixels.shape == (4, 400)
+def test_prepare_holds_one_row_group_of_pixels_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "ROW_GROUP_ROWS", 100)
+    monkeypatch.setattr(splits, "ROW_GROUP_ROWS", 100)
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(10), 600)
+    images = rng.integers(0, 256, size=(len(labels), 28, 28), dtype=np.uint8)
+    parsed = ParsedDataset(images, labels, images[:500], labels[:500], {"dataset": "t", "classes": [str(i) for i in range(10)], "files": {}})
+    outputs = {name: tmp_path / f"{name}.parquet" for name in ("train", "val", "test")}
+    tracemalloc.start()
+    try:
+        norm = prepare_splits(parsed, val_fraction=0.1, seed=0, outputs=outputs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    train = read_split(outputs["train"])
+    # NumPy reports its buffers to tracemalloc: the whole train split as float32 (or as
+    # bincount's intp, twice that) would show here; a 100-row group is 0.3 MB.
+    assert peak < train.pixels.nbytes / 4, f"prepare held {peak} bytes at once for a {train.pixels.nbytes}-byte split"
+    assert np.array_equal(train.pixels, norm.apply(images[train.ids]))
+    assert norm == fit_normalization(images[train.ids])

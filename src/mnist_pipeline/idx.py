@@ -242,16 +242,22 @@ def read_header(path: str | os.PathLike) -> IdxHeader:
 def encode_idx(array: np.ndarray, target: str = "<array>") -> bytes:
     """The uncompressed IDX bytes of `array`; `target` names the destination in errors."""
     array = np.asarray(array)
-    code = _CODES.get((array.dtype.kind, array.dtype.itemsize))
+    header = encode_header(array.dtype, array.shape, target)
+    return header + np.ascontiguousarray(array, dtype=DTYPES[header[2]]).tobytes()
+
+
+def encode_header(dtype: np.dtype, shape: tuple[int, ...], target: str = "<array>") -> bytes:
+    """The IDX header of an array of `dtype` and `shape`, for writers that stream the values after it."""
+    dtype = np.dtype(dtype)
+    code = _CODES.get((dtype.kind, dtype.itemsize))
     if code is None:
         names = ", ".join(dtype.name for dtype in DTYPES.values())
-        raise IdxFormatError(f"{target}: IDX cannot store dtype {array.dtype} (expected one of {names})")
-    if not 1 <= array.ndim <= 255:
-        raise IdxFormatError(f"{target}: IDX stores 1 to 255 dimensions, the array has {array.ndim}")
-    if any(size >= 2**32 for size in array.shape):
-        raise IdxFormatError(f"{target}: IDX dimensions are uint32, shape {array.shape} does not fit")
-    header = bytes((0, 0, code, array.ndim)) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + np.ascontiguousarray(array, dtype=DTYPES[code]).tobytes()
+        raise IdxFormatError(f"{target}: IDX cannot store dtype {dtype} (expected one of {names})")
+    if not 1 <= len(shape) <= 255:
+        raise IdxFormatError(f"{target}: IDX stores 1 to 255 dimensions, the array has {len(shape)}")
+    if any(size >= 2**32 for size in shape):
+        raise IdxFormatError(f"{target}: IDX dimensions are uint32, shape {tuple(shape)} does not fit")
+    return bytes((0, 0, code, len(shape))) + struct.pack(f">{len(shape)}I", *shape)
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:

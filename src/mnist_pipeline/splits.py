@@ -16,7 +16,7 @@ import numpy as np
 
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.parsed import ParsedDataset
-from mnist_pipeline.tables import write_split
+from mnist_pipeline.tables import ROW_GROUP_ROWS, write_split_rows
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,18 @@ class Normalization:
         return {"mean": self.mean, "std": self.std, "scale": 255.0}
 
 
-def fit_normalization(images: np.ndarray) -> Normalization:
-    """Mean and std of pixel/255 over uint8 `images`, from a byte histogram (exact, one pass)."""
-    counts = np.bincount(np.asarray(images, dtype=np.uint8).reshape(-1), minlength=256).astype(np.float64)
+def fit_normalization(images: np.ndarray, rows: np.ndarray | None = None) -> Normalization:
+    """Mean and std of pixel/255 over uint8 `images` (only `rows` of them when given), from a
+    byte histogram (exact, one pass)."""
+    counts = np.zeros(256, np.int64)
+    # Block by block: bincount widens its input to intp, 8 bytes a pixel, and images[rows]
+    # would copy the split; a block of each bounds both, and integer counts sum exactly.
+    n = len(images) if rows is None else len(rows)
+    for start in range(0, n, ROW_GROUP_ROWS):
+        block = slice(start, start + ROW_GROUP_ROWS)
+        pixels = images[block] if rows is None else images[rows[block]]
+        counts += np.bincount(np.asarray(pixels, dtype=np.uint8).reshape(-1), minlength=256)
+    counts = counts.astype(np.float64)
     values = np.arange(256, dtype=np.float64) / 255.0
     total = counts.sum()
     mean = float(counts @ values / total)
@@ -106,8 +115,7 @@ def prepare_splits(parsed: ParsedDataset, *, val_fraction: float, seed: int, out
     """Write the train, val and test Parquet splits (keys of `outputs`) and return the normalization."""
     info = parsed.info
     train_idx, val_idx = stratified_split(parsed.train_labels, val_fraction, seed, info["classes"])
-    train_images = np.asarray(parsed.train_images)[train_idx]
-    norm = fit_normalization(train_images)
+    norm = fit_normalization(parsed.train_images, train_idx)
     common = {
         "dataset": info["dataset"],
         "classes": info["classes"],
@@ -118,12 +126,20 @@ def prepare_splits(parsed: ParsedDataset, *, val_fraction: float, seed: int, out
         "split": {"val_fraction": val_fraction, "seed": seed},
     }
     splits = {
-        "train": (train_idx, train_images, np.asarray(parsed.train_labels)[train_idx], "train-images-idx3-ubyte"),
-        "val": (val_idx, np.asarray(parsed.train_images)[val_idx], np.asarray(parsed.train_labels)[val_idx], "train-images-idx3-ubyte"),
+        "train": (train_idx, parsed.train_images, parsed.train_labels, "train-images-idx3-ubyte"),
+        "val": (val_idx, parsed.train_images, parsed.train_labels, "train-images-idx3-ubyte"),
         "test": (np.arange(len(parsed.test_labels)), parsed.test_images, parsed.test_labels, "t10k-images-idx3-ubyte"),
     }
     for name, (ids, images, labels, stem) in splits.items():
-        write_split(outputs[name], ids, labels, norm.apply(images), {**common, "name": name, "ids_index": stem})
+        # Each row group is gathered from the (memory-mapped) parsed images and normalized
+        # as it is written, so no split is ever whole in memory, as bytes or as float32.
+        metadata = {**common, "name": name, "ids_index": stem}
+        write_split_rows(outputs[name], ids, np.asarray(labels)[ids], _normalized_rows(images, ids, norm), metadata)
         log.info("%s: %d rows -> %s", name, len(ids), outputs[name])
     log.info("normalization from %d training images: mean %.6f, std %.6f", len(train_idx), norm.mean, norm.std)
     return norm
+
+
+def _normalized_rows(images: np.ndarray, ids: np.ndarray, norm: Normalization):
+    """rows (a slice of `ids`) -> float32 (len, H*W): the normalized images[ids[rows]]."""
+    return lambda rows: norm.apply(images[ids[rows]])
