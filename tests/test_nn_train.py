@@ -9,6 +9,7 @@ import yaml
 from threadpoolctl import threadpool_info
 
 from mnist_pipeline.errors import ConfigError, TrainingDivergedError
+from mnist_pipeline.nn import conv, parallel
 from mnist_pipeline.nn import train as train_module
 from mnist_pipeline.nn.model import save_model
 from mnist_pipeline.nn.settings import KEYS, check_settings
@@ -155,15 +156,43 @@ def test_labels_outside_the_classes_are_refused():
         fit(settings(), x, y + 4, x, y, n_classes=4)
 
 
-def test_blas_threads_follow_the_threads_argument(monkeypatch):
+def blas_threads():
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+def test_threads_size_the_worker_pool_and_blas_runs_one_thread_per_call(monkeypatch):
     seen = []
     original = train_module.Trainer.run_epoch
 
     def recording(self, *args):
-        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        seen.append((self.workers.threads, blas_threads()))
         return original(self, *args)
 
     monkeypatch.setattr(train_module.Trainer, "run_epoch", recording)
     x, y = blobs(100)
-    fit(settings(hidden=[4], epochs=1), x, y, x, y, n_classes=4, threads=1)
-    assert seen == [{1}]
+    before = blas_threads()
+    fit(settings(hidden=[4], epochs=1), x, y, x, y, n_classes=4, threads=3)
+    assert seen == [(3, {1})]
+    assert blas_threads() == before, "BLAS gets its own thread count back when training ends"
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks small enough that every layer and the optimiser split their work on tiny data."""
+    monkeypatch.setattr(parallel, "BLOCK", 100)
+    monkeypatch.setattr(parallel, "COLUMNS", 8)
+    monkeypatch.setattr(parallel, "MIN_PRODUCT", 1)
+    monkeypatch.setattr(conv, "SAMPLES", 3)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_the_weights_are_the_same_bytes_at_any_thread_count(small_blocks, model):
+    x, y = quadrant_images(150, seed=0)
+    recipe = settings(model=model, conv_channels=[4, 6], hidden=[20, 12], batch_norm=True, dropout=0.2,
+                      optimizer="adamw", weight_decay=0.01, batch_size=32, epochs=2)
+    trained = {}
+    for threads in (1, 2, 3):
+        model_ = fit(recipe, x, y, x[:40], y[:40], n_classes=4, threads=threads).model
+        trained[threads] = model_.flat_params.tobytes() + model_.flat_buffers.tobytes()
+    assert trained[2] == trained[1]
+    assert trained[3] == trained[1]

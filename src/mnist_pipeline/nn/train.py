@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -15,6 +14,7 @@ from mnist_pipeline.errors import TrainingDivergedError
 from mnist_pipeline.nn.losses import softmax_cross_entropy
 from mnist_pipeline.nn.model import Model, architecture
 from mnist_pipeline.nn.optim import clip_grad_norm, make_optimizer
+from mnist_pipeline.nn.parallel import Workers, available_cores
 from mnist_pipeline.nn.schedules import make_schedule
 from mnist_pipeline.nn.settings import check_settings
 
@@ -35,17 +35,28 @@ class Trainer:
 
     The seed is split into independent streams for initialisation, shuffling and dropout, so
     changing, say, the dropout rate leaves the initial weights and batch order as they were.
+
+    `threads` (default: every core the process may use) is the size of the worker pool the
+    layers and the optimiser split their work over, in blocks fixed by the array sizes. BLAS
+    runs one thread per call for the trainer's life (each block is one call), so the weights
+    are the same bytes whatever `threads` is. Use it as a context manager, or close() it.
     """
 
-    def __init__(self, settings: dict, n_inputs: int, n_classes: int, n_train: int) -> None:
+    def __init__(self, settings: dict, n_inputs: int, n_classes: int, n_train: int, threads: int | None = None) -> None:
         check_settings(settings)
         self.settings = settings
+        self.threads = int(threads or available_cores())
+        # Two BLAS calls side by side, each with its own thread team, fight over the cores.
+        self._blas = threadpool_limits(limits=1, user_api="blas")
+        self.workers = Workers(self.threads)
         init_seed, shuffle_seed, dropout_seed = np.random.SeedSequence(settings["seed"]).spawn(3)
         self.model = Model(architecture(settings, n_inputs, n_classes))
         self.model.initialize(settings["init"], np.random.default_rng(init_seed))
         self.model.set_dropout_rng(np.random.default_rng(dropout_seed))
+        self.model.set_workers(self.workers)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         self.optimizer = make_optimizer(settings, self.model.n_decay)
+        self.optimizer.workers = self.workers
         self.batch_size = min(int(settings["batch_size"]), n_train)
         self.steps_per_epoch = math.ceil(n_train / self.batch_size)
         self.schedule = make_schedule(settings, self.steps_per_epoch)
@@ -53,6 +64,18 @@ class Trainer:
         # Every minibatch is gathered into these, so an epoch allocates nothing per batch.
         self._xb = np.empty((self.batch_size, n_inputs), np.float32)
         self._yb = np.empty(self.batch_size, np.intp)
+
+    def close(self) -> None:
+        """Stop the worker threads and give BLAS back its own thread count."""
+        self.workers.close()
+        self.model.set_workers(self.workers)
+        self._blas.restore_original_limits()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def run_epoch(self, x: np.ndarray, y: np.ndarray, epoch: int) -> dict:
         """One shuffled pass over x (n, n_inputs) float32, y (n,) intp.
@@ -107,20 +130,20 @@ def fit(
 
     Validation loss and accuracy are measured after every epoch. With early_stopping = k > 0,
     training stops after k epochs without a lower validation loss and the best weights are
-    restored. `threads` caps the BLAS thread pool for the duration of the call.
+    restored. `threads` (default: every core the process may use) is the trainer's thread
+    count, see Trainer.
 
     The same settings, data and thread count give bit-identical weights. A different thread
-    count can change the last bits: OpenBLAS splits some products differently, and so sums
-    them in a different order.
+    count can change the last bits: OpenBLAS splits a product over its threads differently,
+    and so sums it in a different order (the element-wise work is split the same way
+    whatever the count, see parallel.py).
     """
     log = log or logging.getLogger(__name__)
     x_train, y_train = _checked(x_train, y_train, n_classes, "train")
     x_val, y_val = _checked(x_val, y_val, n_classes, "val")
     if x_val.shape[1] != x_train.shape[1]:
         raise ValueError(f"x_val has {x_val.shape[1]} features per row, x_train {x_train.shape[1]}")
-    limits = threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext()
-    with limits:
-        trainer = Trainer(settings, x_train.shape[1], n_classes, len(x_train))
+    with Trainer(settings, x_train.shape[1], n_classes, len(x_train), threads) as trainer:
         model, epochs, patience = trainer.model, int(settings["epochs"]), int(settings["early_stopping"])
         result = TrainResult(model)
         best_loss, best_state = math.inf, None
