@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from mnist_pipeline.nn.parallel import Workers, blocks, product_block
+from mnist_pipeline.nn.parallel import Workers, blocks, product_block, share_cores
 
 
 def test_blocks_cover_the_range_in_order_and_depend_on_the_size_alone():
@@ -52,3 +52,11 @@ def test_a_closed_pool_runs_tasks_in_the_caller():
 def test_zero_threads_are_refused():
     with pytest.raises(ValueError, match="threads 0"):
         Workers(0)
+
+
+@pytest.mark.parametrize(
+    "cores,jobs,expected",
+    [(4, 1, [4]), (4, 2, [2, 2]), (4, 3, [2, 1, 1]), (2, 4, [1, 1, 1, 1]), (1, 1, [1])],
+)
+def test_cores_are_shared_out_evenly_and_never_twice(cores, jobs, expected):
+    assert [share_cores(cores, jobs, index) for index in range(jobs)] == expected

@@ -11,6 +11,7 @@ from mnist_pipeline.config import experiment_settings, load_schema, resolve_conf
 from mnist_pipeline.datasets import IDX_STEMS
 from mnist_pipeline.download import local_source_dir, locate_idx
 from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.nn.parallel import available_cores, share_cores
 
 SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
 PACKAGE = Path(mnist_pipeline.__file__).parent
@@ -31,6 +32,17 @@ def package_code(script):
     """The package modules `script` imports, as inputs: Snakemake does not track imported
     code, so listing it is what makes an edit to a module rerun the stages that use it."""
     return [str(path) for path in package_modules_used(workflow.source_path(script), PACKAGE)]
+
+
+def train_threads(wildcards):
+    """One experiment gets all of --cores (at most the machine's); a sweep's experiments share
+    them. Without --cores (a cluster run), the cores of the machine Snakemake runs on."""
+    try:
+        cores = min(workflow.cores, available_cores())
+    except WorkflowError:  # no --cores given
+        cores = available_cores()
+    names = list(EXPERIMENTS)
+    return share_cores(cores, len(names), names.index(wildcards.experiment))
 
 
 def local_source_files(wildcards):

@@ -48,6 +48,16 @@ def blocks(n: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, max(n, 1), size)]
 
 
+def share_cores(cores: int, jobs: int, index: int) -> int:
+    """Threads of job `index` (0-based) of `jobs` that run side by side on `cores` cores.
+
+    Every core is used and none twice: the cores are dealt out evenly, the first
+    `cores % jobs` jobs getting one more; with more jobs than cores each gets one.
+    """
+    share, extra = divmod(max(int(cores), 1), max(int(jobs), 1))
+    return max(1, share + (index < extra))
+
+
 class Workers:
     """`threads` threads, the caller's included, that run the tasks of `run` between them.
 
