@@ -94,6 +94,15 @@ def test_a_sweep_adds_named_jobs_and_keeps_finished_experiments(finished_run):
     assert jobs == {"train": 2, "evaluate": 2, "report": 1, "all": 1}
 
 
+def without_narrow(config: tuple[str, ...], tmp_path: Path) -> tuple[str, ...]:
+    """The test arguments with a config file that lists only the `baseline` experiment."""
+    # --config and --configfile merge dicts, so removing a key means editing the file.
+    fewer = yaml.safe_load(TEST_CONFIG.read_text())
+    del fewer["experiments"]["narrow"]
+    (tmp_path / "fewer.yaml").write_text(yaml.safe_dump(fewer))
+    return tuple(str(tmp_path / "fewer.yaml") if arg == str(TEST_CONFIG) else arg for arg in config)
+
+
 def planned_train_threads(workdir, *args) -> dict[str, int]:
     """Experiment -> threads of its train job in a dry run (Snakemake prints `threads:` only above 1)."""
     out = snakemake(workdir, "--dry-run", "--forcerun", "train", *args).stdout
@@ -108,10 +117,7 @@ def planned_train_threads(workdir, *args) -> dict[str, int]:
 
 def test_a_lone_experiment_trains_on_every_core_and_a_sweep_shares_them(finished_run, tmp_path):
     workdir, config = finished_run
-    lone = yaml.safe_load(TEST_CONFIG.read_text())
-    del lone["experiments"]["narrow"]
-    (tmp_path / "lone.yaml").write_text(yaml.safe_dump(lone))
-    lone_config = tuple(str(tmp_path / "lone.yaml") if arg == str(TEST_CONFIG) else arg for arg in config)
+    lone_config = without_narrow(config, tmp_path)
     machine = available_cores()
     assert planned_train_threads(workdir, "--cores", "2", *lone_config) == {"baseline": min(2, machine)}
     # More cores than the machine has are not handed out.
@@ -135,11 +141,7 @@ def test_the_model_records_its_thread_count(finished_run):
 
 def test_removing_an_experiment_rebuilds_only_the_report(finished_run, tmp_path):
     workdir, config = finished_run
-    # --config and --configfile merge dicts, so removing a key means editing the file.
-    fewer = yaml.safe_load(TEST_CONFIG.read_text())
-    del fewer["experiments"]["narrow"]
-    (tmp_path / "fewer.yaml").write_text(yaml.safe_dump(fewer))
-    config = tuple(str(tmp_path / "fewer.yaml") if arg == str(TEST_CONFIG) else arg for arg in config)
+    config = without_narrow(config, tmp_path)
     assert planned_jobs(workdir, *config) == {"report": 1, "all": 1}
     assert (workdir / "results/synthetic/narrow/model.npz").is_file()
 
