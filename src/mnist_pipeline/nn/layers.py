@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnist_pipeline.nn import parallel
 from mnist_pipeline.nn.parallel import SERIAL, Workers, blocks, product_block, row_block
 
 
@@ -135,7 +136,9 @@ class Dropout(Layer):
     """Inverted dropout: zero each input with probability `rate`, scale the rest by 1/(1-rate).
 
     Scaling at training time means inference is the identity. `rng` is set by the trainer so
-    that the masks follow the run's seed.
+    that the masks follow the run's seed. Each block of the mask (parallel.blocks) is drawn from
+    its own generator, spawned from `rng` once, so that workers draw blocks side by side and a
+    mask is the same whichever worker draws which block.
     """
 
     kind = "dropout"
@@ -147,6 +150,14 @@ class Dropout(Layer):
         self.rate = float(rate)
         self.rng = np.random.default_rng(0)
 
+    @property
+    def rng(self) -> np.random.Generator:
+        return self._rng
+
+    @rng.setter
+    def rng(self, rng: np.random.Generator) -> None:
+        self._rng, self._block_rngs = rng, []
+
     def spec(self) -> dict:
         return {"type": self.kind, "rate": self.rate}
 
@@ -154,14 +165,25 @@ class Dropout(Layer):
         self._train = train and self.rate > 0
         if not self._train:
             return x
+        x = np.ascontiguousarray(x)
         mask = self._buffer("mask", x.shape, x.dtype)
-        self.rng.random(out=mask, dtype=mask.dtype)
-        # A comparison into a float array gives the 0/1 mask without a boolean temporary.
-        np.greater_equal(mask, self.rate, out=mask)
-        mask *= mask.dtype.type(1.0 / (1.0 - self.rate))
         # Not in place: a tanh or sigmoid before us keeps its output for its own backward.
         out = self._buffer("out", x.shape, x.dtype)
-        np.multiply(x, mask, out=out)
+        flat_x, flat_mask, flat_out = x.reshape(-1), mask.reshape(-1), out.reshape(-1)
+        slices = blocks(flat_x.size, parallel.BLOCK)
+        if len(self._block_rngs) < len(slices):
+            self._block_rngs += self._rng.spawn(len(slices) - len(self._block_rngs))
+        keep, scale = self.rate, mask.dtype.type(1.0 / (1.0 - self.rate))
+
+        def block(i: int) -> None:
+            s = slices[i]
+            self._block_rngs[i].random(out=flat_mask[s], dtype=mask.dtype)
+            # A comparison into a float array gives the 0/1 mask without a boolean temporary.
+            np.greater_equal(flat_mask[s], keep, out=flat_mask[s])
+            flat_mask[s] *= scale
+            np.multiply(flat_x[s], flat_mask[s], out=flat_out[s])
+
+        self.workers.run(block, len(slices))
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
