@@ -11,8 +11,9 @@ both train 784-256-128-10 with SGD (batch 128, lr 0.05, momentum 0.9) and the pe
 torch_mlp_baseline.py; with it, train_speed.py's recipe mode trains experiment NAME and the
 peer is torch_recipe.py given --peer-args (the same network: `--hidden 1024 512` for
 config.yaml's baseline, `--conv 32 64 --hidden 256` for examples/cnn.yaml). Prints one JSON
-line per run and a summary: the median epoch time of each over all their epochs, and the
-ratio numpy / torch. Needs torch installed (`pip install torch==2.13.0`), for this benchmark only.
+line per run and a summary: the median epoch time of each over all their epochs, their ratio
+numpy / torch, and the ratio within each round and its median. Needs torch==2.13.0 in the
+Python given by --python-peer (default: this one), for this benchmark only.
 """
 
 from __future__ import annotations
@@ -58,20 +59,28 @@ def main() -> None:
     }
     epochs: dict[str, list[float]] = {"numpy": [], "torch": []}
     accuracy: dict[str, list[float]] = {"numpy": [], "torch": []}
+    # On a shared machine the load drifts between rounds; a ratio within one round compares
+    # two runs made under about the same load.
+    round_ratios = []
     for round_ in range(args.rounds):
         order = ["numpy", "torch"] if round_ % 2 == 0 else ["torch", "numpy"]
+        round_medians = {}
         for name in order:
             lines = run(commands[name])
             times = [line["train_s"] for line in lines if "epoch" in line]
             epochs[name] += times
+            round_medians[name] = statistics.median(times)
             accuracy[name].append(lines[-1]["final_test_accuracy"])
             print(json.dumps({"round": round_ + 1, "trainer": name, "epoch_s": times,
                               "final_test_accuracy": lines[-1]["final_test_accuracy"]}), flush=True)
+        round_ratios.append(round_medians["numpy"] / round_medians["torch"])
     medians = {name: statistics.median(times) for name, times in epochs.items()}
     print(json.dumps({
         "numpy_median_epoch_s": round(medians["numpy"], 4),
         "torch_median_epoch_s": round(medians["torch"], 4),
         "ratio_numpy_over_torch": round(medians["numpy"] / medians["torch"], 3),
+        "round_ratios": [round(ratio, 3) for ratio in round_ratios],
+        "median_round_ratio": round(statistics.median(round_ratios), 3),
         "numpy_median_test_accuracy": statistics.median(accuracy["numpy"]),
         "torch_median_test_accuracy": statistics.median(accuracy["torch"]),
         "experiment": args.experiment, "rounds": args.rounds, "epochs_per_run": args.epochs, "threads": args.threads,

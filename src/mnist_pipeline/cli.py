@@ -129,6 +129,7 @@ def model_info(path: str, loaded) -> dict[str, Any]:
         "settings": loaded.metadata.get("settings"),
         "epochs_run": loaded.metadata.get("epochs_run"),
         "best_epoch": loaded.metadata.get("best_epoch"),
+        "threads": loaded.metadata.get("threads"),
         "train_seconds": history.get("train_seconds"),
         "metrics": found.get("metrics"),
     }
@@ -145,7 +146,8 @@ def format_info(info: dict[str, Any]) -> str:
         "  " + ", ".join(describe_layer(spec) for spec in arch["layers"]),
         f"normalization: mean {info['normalization'].get('mean')}, std {info['normalization'].get('std')} (of pixel/255)",
         f"training:     epochs run {info['epochs_run']}, weights of epoch {info['best_epoch']}"
-        + (f", {info['train_seconds']:.1f} s" if info["train_seconds"] is not None else ""),
+        + (f", {info['train_seconds']:.1f} s" if info["train_seconds"] is not None else "")
+        + (f" on {info['threads']} threads" if info["threads"] is not None else ""),
     ]
     lines += [f"  {key}: {value}" for key, value in sorted((info["settings"] or {}).items())]
     metrics = info["metrics"]
