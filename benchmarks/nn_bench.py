@@ -78,6 +78,14 @@ def train_settings(**overrides) -> dict:
     return experiment_settings(resolve_config({"train": overrides}, schema), schema)["baseline"]
 
 
+def sgd_settings(**overrides) -> dict:
+    """The plain network of torch_mlp_baseline.py: dense + ReLU, SGD with momentum at a constant
+    rate, and none of the defaults' batch norm, dropout, weight decay or label smoothing."""
+    plain = {"batch_norm": False, "dropout": 0.0, "weight_decay": 0.0, "label_smoothing": 0.0,
+             "schedule": "constant", "warmup_epochs": 0, "grad_clip": None, "optimizer": "momentum"}
+    return train_settings(**{**plain, **overrides})
+
+
 def training_flops_per_example(architecture: dict) -> int:
     """GEMM FLOPs of one training example: forward, weight gradients, and input gradients for
     every layer but the first (whose input gradient is never computed). Element-wise work is

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nn_bench import load_scaled, recipe, train_settings  # noqa: E402
+from nn_bench import load_scaled, recipe, sgd_settings  # noqa: E402
 
 from mnist_pipeline.nn import train as train_module  # noqa: E402
 from mnist_pipeline.nn.train import Trainer  # noqa: E402
@@ -60,8 +60,8 @@ def main() -> None:
     if args.experiment:
         settings = recipe(args.experiment, args.configfile, epochs=args.epochs)[0]
     else:
-        settings = train_settings(model=args.model, hidden=args.hidden, batch_size=args.batch, optimizer="momentum",
-                                  learning_rate=0.05 if args.model == "mlp" else 0.01, epochs=args.epochs)
+        settings = sgd_settings(model=args.model, hidden=args.hidden, batch_size=args.batch,
+                                learning_rate=0.05 if args.model == "mlp" else 0.01, epochs=args.epochs)
     with Trainer(settings, x.shape[1], 10, len(x), threads=args.threads or None) as trainer:
         for i, layer in enumerate(trainer.model.layers):
             layer.forward = timed(f"{i:02d} {layer.kind} forward", layer.forward)

@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nn_bench import (  # noqa: E402
-    gemm_rate, load_prepared, load_scaled, recipe, train_settings, training_flops_per_example,
+    gemm_rate, load_prepared, load_scaled, recipe, sgd_settings, training_flops_per_example,
 )
 
 from mnist_pipeline.nn.train import Trainer  # noqa: E402
@@ -64,9 +64,8 @@ def main() -> None:
         (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
     else:
         x_train, y_train, x_test, y_test = load_scaled(args.data_dir)
-        settings = train_settings(model="mlp", hidden=args.hidden, epochs=args.epochs, batch_size=args.batch,
-                                  optimizer="momentum", learning_rate=args.lr, momentum=args.momentum,
-                                  seed=args.seed)
+        settings = sgd_settings(model="mlp", hidden=args.hidden, epochs=args.epochs, batch_size=args.batch,
+                                learning_rate=args.lr, momentum=args.momentum, seed=args.seed)
     with Trainer(settings, x_train.shape[1], 10, len(x_train), threads=args.threads or None) as trainer:
         times, accuracy = [], 0.0
         for epoch in range(1, args.epochs + 1):
