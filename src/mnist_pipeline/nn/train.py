@@ -45,18 +45,12 @@ class Trainer:
     def __init__(self, settings: dict, n_inputs: int, n_classes: int, n_train: int, threads: int | None = None) -> None:
         check_settings(settings)
         self.settings = settings
-        self.threads = int(threads or available_cores())
-        # Two BLAS calls side by side, each with its own thread team, fight over the cores.
-        self._blas = threadpool_limits(limits=1, user_api="blas")
-        self.workers = Workers(self.threads)
         init_seed, shuffle_seed, dropout_seed = np.random.SeedSequence(settings["seed"]).spawn(3)
         self.model = Model(architecture(settings, n_inputs, n_classes))
         self.model.initialize(settings["init"], np.random.default_rng(init_seed))
         self.model.set_dropout_rng(np.random.default_rng(dropout_seed))
-        self.model.set_workers(self.workers)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         self.optimizer = make_optimizer(settings, self.model.n_decay)
-        self.optimizer.workers = self.workers
         self.batch_size = min(int(settings["batch_size"]), n_train)
         self.steps_per_epoch = math.ceil(n_train / self.batch_size)
         self.schedule = make_schedule(settings, self.steps_per_epoch)
@@ -64,6 +58,13 @@ class Trainer:
         # Every minibatch is gathered into these, so an epoch allocates nothing per batch.
         self._xb = np.empty((self.batch_size, n_inputs), np.float32)
         self._yb = np.empty(self.batch_size, np.intp)
+        # Last, so that a bad setting above leaves no thread behind and BLAS as it was.
+        self.threads = int(threads or available_cores())
+        self.workers = Workers(self.threads)
+        self.model.set_workers(self.workers)
+        self.optimizer.workers = self.workers
+        # Two BLAS calls side by side, each with its own thread team, fight over the cores.
+        self._blas = threadpool_limits(limits=1, user_api="blas")
 
     def close(self) -> None:
         """Stop the worker threads and give BLAS back its own thread count."""
@@ -133,10 +134,9 @@ def fit(
     restored. `threads` (default: every core the process may use) is the trainer's thread
     count, see Trainer.
 
-    The same settings, data and thread count give bit-identical weights. A different thread
-    count can change the last bits: OpenBLAS splits a product over its threads differently,
-    and so sums it in a different order (the element-wise work is split the same way
-    whatever the count, see parallel.py).
+    The same settings and data give bit-identical weights, whatever the thread count: every
+    piece of work is split into blocks fixed by the array sizes (see parallel.py), and BLAS
+    runs one thread per block, so the same sums are made in the same order.
     """
     log = log or logging.getLogger(__name__)
     x_train, y_train = _checked(x_train, y_train, n_classes, "train")
