@@ -37,7 +37,8 @@ def _im2col(x: np.ndarray, k: int, padded: np.ndarray, patches: np.ndarray) -> N
 class Conv2D(Layer):
     """k x k convolution, stride 1, zero 'same' padding: (n, H, W, C) -> (n, H, W, F).
 
-    W has shape (k, k, C, F) and b (F,). Forward is im2col and one GEMM. The input gradient is
+    W has shape (k, k, C, F) and b (F,). Forward is im2col and one GEMM per block of images.
+    The weight gradient is one GEMM per block, the blocks' sum taken in order. The input gradient is
     the same operation again, a 'same' convolution of dout with the kernel flipped in space
     and transposed in channels, which replaces col2im's k*k scattered additions by one copy
     and one GEMM of the same size.
