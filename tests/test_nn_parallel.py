@@ -1,7 +1,9 @@
 """The worker pool: every task runs once, errors reach the caller, blocks do not depend on threads."""
 
 import threading
+import time
 
+import numpy as np
 import pytest
 
 from mnist_pipeline.nn.parallel import Workers, blocks, product_block, share_cores
@@ -60,3 +62,21 @@ def test_zero_threads_are_refused():
 )
 def test_cores_are_shared_out_evenly_and_never_twice(cores, jobs, expected):
     assert [share_cores(cores, jobs, index) for index in range(jobs)] == expected
+
+
+def test_tasks_run_under_the_callers_numpy_error_settings():
+    helper_runs = []  # for each task a helper thread ran: did the overflow raise?
+
+    def overflow(i):
+        if threading.current_thread() is threading.main_thread():
+            time.sleep(0.001)  # leave tasks to the helper
+            return
+        try:
+            np.multiply(np.float32(3e38), np.float32(10))
+            helper_runs.append(False)
+        except FloatingPointError:
+            helper_runs.append(True)
+
+    with Workers(2) as workers, np.errstate(over="raise"):
+        workers.run(overflow, 8)
+    assert helper_runs and all(helper_runs)

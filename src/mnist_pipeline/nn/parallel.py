@@ -8,6 +8,7 @@ whichever thread runs a block and however many threads there are.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import queue
 import threading
@@ -92,7 +93,8 @@ class Workers:
         # next() on a shared range iterator is atomic under the GIL: each index goes to one thread.
         indices = iter(range(n_tasks))
         for inbox in self._inboxes[:helpers]:
-            inbox.put((task, indices))
+            # The caller's context (np.errstate lives there), one copy per thread.
+            inbox.put((contextvars.copy_context(), task, indices))
         errors = [self._work(task, indices)]
         errors += [self._done.get() for _ in range(helpers)]
         for error in errors:
@@ -132,7 +134,8 @@ class Workers:
 
     def _serve(self, inbox: queue.SimpleQueue) -> None:
         while (job := inbox.get()) is not None:
-            self._done.put(self._work(*job))
+            context, task, indices = job
+            self._done.put(context.run(self._work, task, indices))
 
 
 #: For layers and optimisers not given a pool: everything runs in the caller.
