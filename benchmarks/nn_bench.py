@@ -12,8 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
+import yaml
+
+from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
+from mnist_pipeline.nn import TrainSettings
 from mnist_pipeline.download import locate_idx
 from mnist_pipeline.idx import read_idx
+from mnist_pipeline.splits import fit_normalization, stratified_split
+
+# The recipe mode reads the workflow's config and schema, as `snakemake` would.
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def load_scaled(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -29,6 +38,48 @@ def load_scaled(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 
     return (images("train-images-idx3-ubyte"), labels("train-labels-idx1-ubyte"),
             images("t10k-images-idx3-ubyte"), labels("t10k-labels-idx1-ubyte"))
+
+
+def load_prepared(data_dir: Path, val_fraction: float = 0.1, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """split -> (x float32 (n, 784), y intp (n,)) for train, val and test, split and normalised
+    as the workflow's prepare stage does (stratified seeded split, training mean and std)."""
+    images = read_idx(locate_idx(data_dir, "train-images-idx3-ubyte"))
+    labels = read_idx(locate_idx(data_dir, "train-labels-idx1-ubyte")).astype(np.intp)
+    train_rows, val_rows = stratified_split(labels, val_fraction, seed)
+    norm = fit_normalization(images[train_rows])
+    test_images = read_idx(locate_idx(data_dir, "t10k-images-idx3-ubyte"))
+    test_labels = read_idx(locate_idx(data_dir, "t10k-labels-idx1-ubyte")).astype(np.intp)
+    return {
+        "train": (norm.apply(images[train_rows]), labels[train_rows]),
+        "val": (norm.apply(images[val_rows]), labels[val_rows]),
+        "test": (norm.apply(test_images), test_labels),
+    }
+
+
+def recipe(experiment: str, configfile: Path | None = None, **overrides) -> tuple[TrainSettings, dict]:
+    """(train settings of `experiment` with `overrides` applied, prepare section) from config.yaml
+    with `configfile` merged over it the way `snakemake --configfile` merges it."""
+    from snakemake.utils import update_config
+
+    with open(REPO / "config.yaml", encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    if configfile is not None:
+        with open(configfile, encoding="utf-8") as handle:
+            update_config(config, yaml.safe_load(handle) or {})
+    schema = load_schema(SCHEMA)
+    config = resolve_config(config, schema)
+    experiments = experiment_settings(config, schema)
+    if experiment not in experiments:
+        raise SystemExit(f"--experiment {experiment!r}: the config has {', '.join(sorted(experiments))}")
+    return TrainSettings.from_dict({**experiments[experiment], **overrides}), config["prepare"]
+
+
+def sgd_settings(**overrides) -> TrainSettings:
+    """The plain network of torch_mlp_baseline.py: dense + ReLU, SGD with momentum at a constant
+    rate, and none of the defaults' batch norm, dropout, weight decay or label smoothing."""
+    plain = {"batch_norm": False, "dropout": 0.0, "weight_decay": 0.0, "label_smoothing": 0.0,
+             "schedule": "constant", "warmup_epochs": 0, "grad_clip": None, "optimizer": "momentum"}
+    return TrainSettings(**{**plain, **overrides})
 
 
 def training_flops_per_example(architecture: dict) -> int:

@@ -1,10 +1,12 @@
-"""Where an epoch of the MLP trainer spends its time: per layer, loss, optimiser, batch gathering.
+"""Where an epoch of the trainer spends its time: per layer, loss, optimiser, batch gathering.
 
     python benchmarks/profile_epoch.py DATA_DIR [--model mlp|cnn] [--hidden 256 128] [--batch 128]
         [--threads 2] [--epochs 3] [--limit N]
+    python benchmarks/profile_epoch.py DATA_DIR --experiment NAME [--configfile FILE] [--threads 2] ...
 
 Wraps every layer's forward and backward, the loss, the optimiser step and np.take with
-timers, runs --epochs epochs of SGD with momentum (lr 0.05, like train_speed.py), and prints,
+timers, runs --epochs epochs of SGD with momentum (lr 0.05, like train_speed.py), or of
+experiment NAME's recipe as train_speed.py's recipe mode reads it, and prints,
 for the last epoch, one JSON line per part: seconds, share of the epoch, and for the GEMM
 layers the rate they reach. What the parts do not cover is Python overhead of the loop itself.
 """
@@ -12,7 +14,6 @@ layers the rate they reach. What the parts do not cover is Python overhead of th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -20,12 +21,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nn_bench import load_scaled  # noqa: E402
+from nn_bench import load_scaled, recipe, sgd_settings  # noqa: E402
 
-from mnist_pipeline.nn import TrainSettings  # noqa: E402
 from mnist_pipeline.nn import train as train_module  # noqa: E402
 from mnist_pipeline.nn.train import Trainer  # noqa: E402
 
@@ -52,15 +51,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
     parser.add_argument("--limit", type=int, default=0, help="train on the first LIMIT images only")
+    parser.add_argument("--experiment", help="profile this experiment of the config instead of SGD")
+    parser.add_argument("--configfile", type=Path, help="with --experiment: merged over config.yaml")
     args = parser.parse_args()
-    limits = threadpool_limits(args.threads, user_api="blas") if args.threads else contextlib.nullcontext()
-    with limits:
-        x, y, _, _ = load_scaled(args.data_dir)
-        if args.limit:
-            x, y = x[: args.limit], y[: args.limit]
-        settings = TrainSettings(model=args.model, hidden=args.hidden, batch_size=args.batch, optimizer="momentum",
-                                 learning_rate=0.05 if args.model == "mlp" else 0.01, epochs=args.epochs)
-        trainer = Trainer(settings, x.shape[1], 10, len(x))
+    x, y, _, _ = load_scaled(args.data_dir)
+    if args.limit:
+        x, y = x[: args.limit], y[: args.limit]
+    if args.experiment:
+        settings = recipe(args.experiment, args.configfile, epochs=args.epochs)[0]
+    else:
+        settings = sgd_settings(model=args.model, hidden=args.hidden, batch_size=args.batch,
+                                learning_rate=0.05 if args.model == "mlp" else 0.01, epochs=args.epochs)
+    with Trainer(settings, x.shape[1], 10, len(x), threads=args.threads or None) as trainer:
         for i, layer in enumerate(trainer.model.layers):
             layer.forward = timed(f"{i:02d} {layer.kind} forward", layer.forward)
             layer.backward = timed(f"{i:02d} {layer.kind} backward", layer.backward)

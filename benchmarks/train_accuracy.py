@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mnist_pipeline.download import locate_idx
-from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.idx import read_idx
-from mnist_pipeline.nn import TrainSettings, fit
-from mnist_pipeline.splits import fit_normalization, stratified_split
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nn_bench import load_prepared  # noqa: E402
+
+from mnist_pipeline.errors import ConfigError  # noqa: E402
+from mnist_pipeline.nn import TrainSettings, fit  # noqa: E402
 
 
 def main() -> None:
@@ -46,15 +46,8 @@ def main() -> None:
     except ConfigError as error:
         parser.error(str(error))
 
-    images = read_idx(locate_idx(args.data_dir, "train-images-idx3-ubyte"))
-    labels = read_idx(locate_idx(args.data_dir, "train-labels-idx1-ubyte")).astype(np.intp)
-    train_rows, val_rows = stratified_split(labels, 0.1, 0)
-    norm = fit_normalization(images[train_rows])
-    x_train, x_val = norm.apply(images[train_rows]), norm.apply(images[val_rows])
-    y_train, y_val = labels[train_rows], labels[val_rows]
-    x_test = norm.apply(read_idx(locate_idx(args.data_dir, "t10k-images-idx3-ubyte")))
-    y_test = read_idx(locate_idx(args.data_dir, "t10k-labels-idx1-ubyte")).astype(np.intp)
-    del images
+    splits = load_prepared(args.data_dir)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits["train"], splits["val"], splits["test"]
 
     start = time.perf_counter()
     result = fit(settings, x_train, y_train, x_val, y_val, threads=args.threads)

@@ -1,12 +1,19 @@
-"""Epoch time of our NumPy MLP trainer, set up exactly like ../shared/bench/torch_mlp_baseline.py.
+"""Epoch time of our NumPy trainer: the SGD MLP of torch_mlp_baseline.py, or any experiment of a config.
 
     python benchmarks/train_speed.py DATA_DIR --hidden 256 128 --batch 128 --lr 0.05 --momentum 0.9 --epochs 5 [--threads 2]
+    python benchmarks/train_speed.py DATA_DIR --experiment NAME [--configfile FILE] --epochs N [--threads 2]
 
-Same data (the four IDX files in DATA_DIR, pixels / 255), same architecture (dense + ReLU,
+SGD mode, the peer of ../shared/bench/torch_mlp_baseline.py: same data (the four IDX files in DATA_DIR, pixels / 255), same architecture (dense + ReLU,
 softmax cross-entropy), same optimiser (SGD with momentum, PyTorch's update rule), a fresh
 shuffle every epoch, batches of --batch with a short last one, and test accuracy after each
 epoch outside the timed loop. Only the initialisation differs: our He initialisation.
 The timed loop is Trainer.run_epoch, the very loop fit() runs.
+
+Recipe mode (--experiment), the peer of ../shared/bench/torch_recipe.py: the settings of
+experiment NAME from config.yaml with FILE merged over it as `snakemake --configfile FILE`
+merges it (--epochs replaces the experiment's own), trained on the IDX files split and
+normalised as the prepare stage does (the config's `prepare` section). Test accuracy is
+measured after each epoch, outside the timed loop.
 
 Prints one JSON line per epoch and a last line with median_epoch_s, final_test_accuracy, the
 BLAS in use, the process's peak resident memory and, unless --no-gemm, the epoch's GEMM FLOPs
@@ -16,7 +23,6 @@ against the measured float32 GEMM rate (fraction_of_gemm_bound = GEMM-bound time
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import statistics
@@ -25,12 +31,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nn_bench import gemm_rate, load_scaled, training_flops_per_example  # noqa: E402
+from nn_bench import (  # noqa: E402
+    gemm_rate, load_prepared, load_scaled, recipe, sgd_settings, training_flops_per_example,
+)
 
-from mnist_pipeline.nn import TrainSettings  # noqa: E402
 from mnist_pipeline.nn.train import Trainer  # noqa: E402
 
 
@@ -42,18 +49,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--threads", type=int, default=0, help="BLAS threads; 0 leaves the library's default")
+    parser.add_argument("--experiment", help="recipe mode: time this experiment of the config instead of SGD")
+    parser.add_argument("--configfile", type=Path, help="recipe mode: merged over config.yaml")
+    parser.add_argument("--threads", type=int, default=0, help="threads of the trainer; 0: every core this process may use")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-gemm", action="store_true", help="skip measuring the GEMM rate at the end")
     args = parser.parse_args()
 
-    limits = threadpool_limits(args.threads, user_api="blas") if args.threads else contextlib.nullcontext()
-    with limits:
+    if args.configfile and not args.experiment:
+        parser.error("--configfile needs --experiment")
+    if args.experiment:
+        settings, prepare = recipe(args.experiment, args.configfile, epochs=args.epochs)
+        splits = load_prepared(args.data_dir, prepare["val_fraction"], prepare["seed"])
+        (x_train, y_train), (x_test, y_test) = splits["train"], splits["test"]
+    else:
         x_train, y_train, x_test, y_test = load_scaled(args.data_dir)
-        settings = TrainSettings(model="mlp", hidden=args.hidden, epochs=args.epochs, batch_size=args.batch,
-                                 optimizer="momentum", learning_rate=args.lr, momentum=args.momentum,
-                                 seed=args.seed)
-        trainer = Trainer(settings, x_train.shape[1], 10, len(x_train))
+        settings = sgd_settings(model="mlp", hidden=args.hidden, epochs=args.epochs, batch_size=args.batch,
+                                learning_rate=args.lr, momentum=args.momentum, seed=args.seed)
+    with Trainer(settings, x_train.shape[1], 10, len(x_train), threads=args.threads or None) as trainer:
         times, accuracy = [], 0.0
         for epoch in range(1, args.epochs + 1):
             start = time.perf_counter()
@@ -66,8 +79,9 @@ def main() -> None:
         blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
         summary = {
             "trainer": "numpy",
+            "experiment": args.experiment,
             "numpy": np.__version__,
-            "threads": blas[0]["num_threads"] if blas else None,
+            "threads": trainer.threads,
             "blas": [f"{pool['internal_api']} {pool.get('version')} {pool.get('architecture')}" for pool in blas],
             "median_epoch_s": round(statistics.median(times), 4),
             "final_test_accuracy": round(accuracy, 4),

@@ -146,12 +146,12 @@ def train_experiment(results: Path, name: str, overrides: dict, data: dict) -> P
     """results/fashion-mnist/{name}/ with model.npz, history.json, metrics.json, predictions.parquet."""
     settings = TrainSettings(**{"hidden": [64], "batch_norm": False, "dropout": 0.0, "epochs": 2, **overrides})
     norm, classes = data["norm"], class_names("fashion-mnist", 10)
-    result = fit(settings, norm.apply(data["x_train"]), data["y_train"], norm.apply(data["x_val"]), data["y_val"], n_classes=10)
+    result = fit(settings, norm.apply(data["x_train"]), data["y_train"], norm.apply(data["x_val"]), data["y_val"], n_classes=10, threads=2)
     directory = results / "fashion-mnist" / name
     directory.mkdir(parents=True)
     save_model(directory / "model.npz", result.model, normalization=norm.as_dict(), classes=classes,
                metadata={"dataset": "fashion-mnist", "experiment": name, "settings": settings.as_dict(),
-                         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch})
+                         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "threads": 2})
     write_json(directory / "history.json", {"epochs": result.history, "epochs_run": result.epochs_run,
                                             "best_epoch": result.best_epoch, "train_seconds": result.train_seconds})
     proba = result.model.predict_proba(norm.apply(data["x_test"]))

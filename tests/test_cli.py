@@ -165,11 +165,12 @@ def test_info_text_and_json(model_path):
     assert "test accuracy" in out.stdout and "Ankle boot: precision" in out.stdout
     # Every training setting, the ones that differ from TrainSettings' defaults marked.
     assert "  hidden: [64]  (default [1024, 512])\n" in out.stdout and "  optimizer: adamw\n" in out.stdout
+    assert "on 2 threads" in out.stdout
     info = json.loads(run_cli("info", model_path, "--json").stdout)
     metrics = json.loads((model_path.parent / "metrics.json").read_text())
     assert info["metrics"]["test_accuracy"] == metrics["test_accuracy"]
     assert info["n_parameters"] == 784 * 64 + 64 + 64 * 10 + 10
-    assert info["settings"]["hidden"] == [64] and info["epochs_run"] == 2
+    assert info["settings"]["hidden"] == [64] and info["epochs_run"] == 2 and info["threads"] == 2
     assert info["train_seconds"] > 0
 
 

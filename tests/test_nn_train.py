@@ -8,6 +8,7 @@ from threadpoolctl import threadpool_info
 
 from conftest import quadrant_images
 from mnist_pipeline.errors import TrainingDivergedError
+from mnist_pipeline.nn import conv, parallel
 from mnist_pipeline.nn import train as train_module
 from mnist_pipeline.nn.model import save_model
 from mnist_pipeline.nn.settings import TrainSettings
@@ -112,25 +113,53 @@ def test_labels_outside_the_classes_are_refused():
         fit(TrainSettings(), x, y + 4, x, y, n_classes=4)
 
 
-def test_blas_threads_follow_the_threads_argument(monkeypatch):
+def blas_threads():
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+def test_threads_size_the_worker_pool_and_blas_runs_one_thread_per_call(monkeypatch):
     seen = []
     original = train_module.Trainer.run_epoch
 
     def recording(self, *args):
-        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        seen.append((self.workers.threads, blas_threads()))
         return original(self, *args)
 
     monkeypatch.setattr(train_module.Trainer, "run_epoch", recording)
     x, y = blobs(100)
-    fit(TrainSettings(hidden=[4], epochs=1), x, y, x, y, n_classes=4, threads=1)
-    assert seen == [{1}]
+    before = blas_threads()
+    fit(TrainSettings(hidden=[4], epochs=1), x, y, x, y, n_classes=4, threads=3)
+    assert seen == [(3, {1})]
+    assert blas_threads() == before, "BLAS gets its own thread count back when training ends"
 
 
 def test_a_batch_size_beyond_the_training_set_is_full_batch_gradient_descent():
     x, y = blobs(90)
     plain = dict(hidden=[8], batch_norm=False, dropout=0.0, optimizer="sgd", schedule="constant", epochs=3)
-    full = fit(settings(batch_size=10**6, **plain), x, y, x, y, n_classes=4)
-    exact = fit(settings(batch_size=90, **plain), x, y, x, y, n_classes=4)
+    full = fit(TrainSettings(batch_size=10**6, **plain), x, y, x, y, n_classes=4)
+    exact = fit(TrainSettings(batch_size=90, **plain), x, y, x, y, n_classes=4)
     # One step per epoch over every example: the same weights as a batch of exactly the set.
     assert all(np.array_equal(a, b) for a, b in zip(full.model.flat_params, exact.model.flat_params))
     assert [row["train_loss"] for row in full.history] == [row["train_loss"] for row in exact.history]
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks small enough that every layer and the optimiser split their work on tiny data."""
+    monkeypatch.setattr(parallel, "BLOCK", 100)
+    monkeypatch.setattr(parallel, "COLUMNS", 8)
+    monkeypatch.setattr(parallel, "MIN_PRODUCT", 1)
+    monkeypatch.setattr(conv, "SAMPLES", 3)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_the_weights_are_the_same_bytes_at_any_thread_count(small_blocks, model):
+    x, y = quadrant_images(150, seed=0)
+    recipe = TrainSettings(model=model, conv_channels=[4, 6], hidden=[20, 12], batch_norm=True, dropout=0.2,
+                      optimizer="adamw", weight_decay=0.01, batch_size=32, epochs=2)
+    trained = {}
+    for threads in (1, 2, 3):
+        model_ = fit(recipe, x, y, x[:40], y[:40], n_classes=4, threads=threads).model
+        trained[threads] = model_.flat_params.tobytes() + model_.flat_buffers.tobytes()
+    assert trained[2] == trained[1]
+    assert trained[3] == trained[1]

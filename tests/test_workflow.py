@@ -27,6 +27,9 @@ from conftest import REPO, copy_workflow, planned_jobs, snakemake, snakemake_com
 
 from mnist_pipeline.runlock import run_in_progress
 
+from mnist_pipeline.nn.model import load_model
+from mnist_pipeline.nn.parallel import available_cores
+
 pytestmark = pytest.mark.slow
 
 TEST_CONFIG = REPO / "tests/workflow/synthetic.yaml"
@@ -99,13 +102,54 @@ def test_a_sweep_adds_named_jobs_and_keeps_finished_experiments(finished_run):
     assert jobs == {"train": 2, "evaluate": 2, "publish": 2, "report": 1, "all": 1}
 
 
-def test_removing_an_experiment_rebuilds_only_the_report(finished_run, tmp_path):
-    workdir, config = finished_run
+def without_narrow(config: tuple[str, ...], tmp_path: Path) -> tuple[str, ...]:
+    """The test arguments with a config file that lists only the `baseline` experiment."""
     # --config and --configfile merge dicts, so removing a key means editing the file.
     fewer = yaml.safe_load(TEST_CONFIG.read_text())
     del fewer["experiments"]["narrow"]
     (tmp_path / "fewer.yaml").write_text(yaml.safe_dump(fewer))
-    config = tuple(str(tmp_path / "fewer.yaml") if arg == str(TEST_CONFIG) else arg for arg in config)
+    return tuple(str(tmp_path / "fewer.yaml") if arg == str(TEST_CONFIG) else arg for arg in config)
+
+
+def planned_train_threads(workdir, *args) -> dict[str, int]:
+    """Experiment -> threads of its train job in a dry run (Snakemake prints `threads:` only above 1)."""
+    out = snakemake(workdir, "--dry-run", "--forcerun", "train", *args).stdout
+    threads = {}
+    for job in re.split(r"\n(?=(?:local)?rule )", out):
+        if job.startswith("rule train:"):
+            experiment = re.search(r"experiment=([\w.-]+)", job).group(1)
+            count = re.search(r"^\s+threads: (\d+)$", job, re.MULTILINE)
+            threads[experiment] = int(count.group(1)) if count else 1
+    return threads
+
+
+def test_a_lone_experiment_trains_on_every_core_and_a_sweep_shares_them(finished_run, tmp_path):
+    workdir, config = finished_run
+    lone_config = without_narrow(config, tmp_path)
+    machine = available_cores()
+    assert planned_train_threads(workdir, "--cores", "2", *lone_config) == {"baseline": min(2, machine)}
+    # More cores than the machine has are not handed out.
+    assert planned_train_threads(workdir, "--cores", str(machine + 3), *lone_config) == {"baseline": machine}
+    # Two experiments share the cores: every core used once (as far as the machine has them), evenly.
+    threads = planned_train_threads(workdir, "--cores", "4", *config)
+    assert set(threads) == {"baseline", "narrow"}
+    assert sum(threads.values()) == max(min(4, machine), 2) and max(threads.values()) - min(threads.values()) <= 1
+    # More experiments than cores: one thread each.
+    threads = planned_train_threads(workdir, "--cores", "2", *config, "sweep={grid: {hidden: [[8], [12]]}}")
+    assert len(threads) == 4 and set(threads.values()) == {1}
+    assert planned_train_threads(workdir, "--cores", "2", *config) == {"baseline": 1, "narrow": 1}
+
+
+def test_the_model_records_its_thread_count(finished_run):
+    workdir, _ = finished_run
+    for experiment in ("baseline", "narrow"):
+        # Two experiments on the tests' --cores 2: one thread each.
+        assert load_model(workdir / f"results/synthetic/{experiment}/model.npz").metadata["threads"] == 1
+
+
+def test_removing_an_experiment_rebuilds_only_the_report(finished_run, tmp_path):
+    workdir, config = finished_run
+    config = without_narrow(config, tmp_path)
     assert planned_jobs(workdir, *config) == {"report": 1, "all": 1}
     assert (workdir / "results/synthetic/narrow/model.npz").is_file()
 

@@ -139,6 +139,7 @@ def model_info(path: str, loaded) -> dict[str, Any]:
         "settings": loaded.metadata.get("settings"),
         "epochs_run": loaded.metadata.get("epochs_run"),
         "best_epoch": loaded.metadata.get("best_epoch"),
+        "threads": loaded.metadata.get("threads"),
         "train_seconds": history.get("train_seconds"),
         "metrics": found.get("metrics"),
     }
@@ -168,7 +169,8 @@ def format_info(info: dict[str, Any]) -> str:
         "  " + ", ".join(describe_layer(spec) for spec in arch["layers"]),
         f"normalization: mean {info['normalization'].get('mean')}, std {info['normalization'].get('std')} (of pixel/255)",
         f"training:     epochs run {info['epochs_run']}, weights of epoch {info['best_epoch']}"
-        + (f", {info['train_seconds']:.1f} s" if info["train_seconds"] is not None else ""),
+        + (f", {info['train_seconds']:.1f} s" if info["train_seconds"] is not None else "")
+        + (f" on {info['threads']} threads" if info["threads"] is not None else ""),
     ]
     lines += settings_lines(info["settings"] or {})
     metrics = info["metrics"]

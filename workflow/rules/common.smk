@@ -17,6 +17,7 @@ from mnist_pipeline.datafacts import check_config_against_data
 from mnist_pipeline.datasets import IDX_STEMS
 from mnist_pipeline.download import local_source_dir, locate_idx
 from mnist_pipeline.errors import PipelineError, RunInProgressError
+from mnist_pipeline.nn.parallel import available_cores, share_cores
 from mnist_pipeline.runid import code_digest, data_identity, run_record
 from mnist_pipeline.runlock import claim_workdir
 from mnist_pipeline.runs import run_files
@@ -99,6 +100,20 @@ def planned_runs(config, experiments):
     return {name: run_record(settings, data, code) for name, settings in experiments.items()}
 
 
+def train_threads(wildcards):
+    """The cores --cores gives (at most the machine's) shared out over the runs still to be
+    trained: a lone one gets them all, a sweep's share them. Without --cores (a cluster run),
+    the cores of the machine Snakemake runs on."""
+    try:
+        cores = min(workflow.cores, available_cores())
+    except WorkflowError:  # no --cores given
+        cores = available_cores()
+    runs = f"{RESULTS}/{CONFIG['dataset']}/runs"
+    pending = {record["run"] for record in RUNS.values() if not Path(f"{runs}/{record['run']}/model.npz").exists()}
+    pending = sorted(pending | {wildcards.run})
+    return share_cores(cores, len(pending), pending.index(wildcards.run))
+
+
 def run_record_of(wildcards):
     """The record of the run a train or evaluate job makes, found by its run id (one of
     RUNS: the `run` wildcard allows no other)."""
@@ -108,6 +123,17 @@ def run_record_of(wildcards):
 def current_run_files(wildcards):
     """The files of the run an experiment's settings make, for publish to copy."""
     return run_files(f"results/{wildcards.dataset}", RUNS[wildcards.experiment]["run"])
+
+
+def train_threads(wildcards):
+    """One experiment gets all of --cores (at most the machine's); a sweep's experiments share
+    them. Without --cores (a cluster run), the cores of the machine Snakemake runs on."""
+    try:
+        cores = min(workflow.cores, available_cores())
+    except WorkflowError:  # no --cores given
+        cores = available_cores()
+    names = list(EXPERIMENTS)
+    return share_cores(cores, len(names), names.index(wildcards.experiment))
 
 
 def local_source_files(wildcards):

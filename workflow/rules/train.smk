@@ -16,12 +16,12 @@ rule train:
         "results/{dataset}/runs/{run}/train.log",
     benchmark:
         "results/{dataset}/runs/{run}/train.tsv"
-    # One BLAS thread: measured on 2 cores, a second thread makes one epoch only 1.3x faster,
-    # while two 2-thread jobs side by side run 2x slower than two 1-thread jobs (spinning BLAS
-    # threads); and a fixed count keeps the model bytes the same whatever --cores is.
+    # The cores shared out over the runs to train (common.smk): the trainer's worker threads
+    # wait without spinning and BLAS runs one thread per call, so jobs side by side never
+    # fight over a core, and the weights are the same bytes whatever the thread count.
     # mem_mb/runtime from the benchmark files: the default MLP peaks at 0.7 GB in 2 minutes,
     # examples/cnn.yaml at 1.1 GB in 8 minutes.
-    threads: 1
+    threads: train_threads
     resources:
         mem_mb=1600,
         runtime=30,

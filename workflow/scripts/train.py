@@ -20,14 +20,15 @@ train, val = read_split(snakemake.input["train"]), read_split(snakemake.input["v
 settings, meta = TrainSettings.from_dict(snakemake.params["settings"]), train.metadata
 result = fit(settings, train.pixels, train.labels, val.pixels, val.labels, n_classes=len(meta["classes"]),
              image_shape=train.image_shape, threads=snakemake.threads)
-# Timings stay out of the model file, so that the same config and seed give the same bytes.
+# Timings stay out of the model file, so that the same config and seed give the same weights;
+# the thread count is recorded, though it changes only the speed.
 save_model(
     snakemake.output["model"],
     result.model,
     normalization=meta["normalization"],
     classes=meta["classes"],
     metadata={"dataset": meta["dataset"], "run": snakemake.wildcards["run"], "settings": settings.as_dict(),
-              "epochs_run": result.epochs_run, "best_epoch": result.best_epoch},
+              "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "threads": snakemake.threads},
 )
 write_json(
     snakemake.output["history"],

@@ -6,7 +6,9 @@
 One idea per module: `settings` (TrainSettings: every training key, its default, allowed
 values and help, and the rules between keys), `layers` (dense, dropout, batch norm, reshape),
 `activations`, `conv` (convolution, max pooling), `losses`, `init`, `optim`, `schedules`,
-`model` (architecture, Model, save_model/load_model), `train` (fit), and `gradcheck` for the tests.
+`parallel` (the worker threads and the fixed blocks they share), `augment` (shifts, flips and
+erasing of a training batch), `model` (architecture, Model, save_model/load_model), `train`
+(fit), and `gradcheck` for the tests.
 """
 
 from mnist_pipeline.nn.settings import TrainSettings

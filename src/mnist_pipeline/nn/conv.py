@@ -1,7 +1,12 @@
 """Convolution and max pooling on NHWC image batches.
 
 Channels last, because then im2col needs no transpose: the patch matrix (n*H*W, k*k*C) times
-the kernel (k*k*C, F) is the output (n, H, W, F) already in place, one GEMM per layer.
+the kernel (k*k*C, F) is the output (n, H, W, F) already in place.
+
+Both layers work on blocks of SAMPLES images, each block's im2col, product and pooling a task
+for whichever worker is free. A block's patch matrix is small enough to still be in cache when
+its product reads it, and the split depends on the batch size alone, so the results do not
+depend on the number of workers; the weight gradient is summed over the blocks in order.
 """
 
 from __future__ import annotations
@@ -10,6 +15,10 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from mnist_pipeline.nn.layers import Layer
+from mnist_pipeline.nn.parallel import blocks
+
+#: Images per block of work.
+SAMPLES = 8
 
 
 def _im2col(x: np.ndarray, k: int, padded: np.ndarray, patches: np.ndarray) -> None:
@@ -28,7 +37,8 @@ def _im2col(x: np.ndarray, k: int, padded: np.ndarray, patches: np.ndarray) -> N
 class Conv2D(Layer):
     """k x k convolution, stride 1, zero 'same' padding: (n, H, W, C) -> (n, H, W, F).
 
-    W has shape (k, k, C, F) and b (F,). Forward is im2col and one GEMM. The input gradient is
+    W has shape (k, k, C, F) and b (F,). Forward is im2col and one GEMM per block of images.
+    The weight gradient is one GEMM per block, the blocks' sum taken in order. The input gradient is
     the same operation again, a 'same' convolution of dout with the kernel flipped in space
     and transposed in channels, which replaces col2im's k*k scattered additions by one copy
     and one GEMM of the same size.
@@ -62,35 +72,55 @@ class Conv2D(Layer):
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (*shape[:2], self.out_channels)
 
-    def _patches(self, name: str, x: np.ndarray) -> np.ndarray:
-        """im2col of x (n, H, W, C) into buffers named after `name`, as (n*H*W, k*k*C)."""
-        n, H, W, C = x.shape
-        padded = self._buffer(f"{name} padded", (n, H + self.k - 1, W + self.k - 1, C), x.dtype, fill=0)
-        patches = self._buffer(f"{name} patches", (n, H, W, self.k, self.k, C), x.dtype)
-        _im2col(x, self.k, padded, patches)
-        return patches.reshape(n * H * W, -1)
+    def _patches(self, name: str, shape: tuple[int, ...], dtype) -> tuple[np.ndarray, np.ndarray]:
+        """Buffers named after `name` for im2col of a batch of `shape` (n, H, W, C): padded, patches."""
+        n, H, W, C = shape
+        padded = self._buffer(f"{name} padded", (n, H + self.k - 1, W + self.k - 1, C), dtype, fill=0)
+        return padded, self._buffer(f"{name} patches", (n, H, W, self.k, self.k, C), dtype)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         n, H, W, _ = x.shape
-        dtype = self.params["W"].dtype
-        self._patches_x = self._patches("x", x)
-        out = self._buffer("out", (n, H, W, self.out_channels), dtype)
-        np.matmul(self._patches_x, self.params["W"].reshape(-1, self.out_channels), out=out.reshape(n * H * W, -1))
-        out += self.params["b"]
+        kernel, bias = self.params["W"].reshape(-1, self.out_channels), self.params["b"]
+        padded, patches = self._patches("x", x.shape, kernel.dtype)
+        out = self._buffer("out", (n, H, W, self.out_channels), kernel.dtype)
+
+        def block(s: slice) -> None:
+            _im2col(x[s], self.k, padded[s], patches[s])
+            rows = out[s].reshape(-1, self.out_channels)
+            np.matmul(patches[s].reshape(len(rows), -1), kernel, out=rows)
+            rows += bias
+
+        self.workers.map_blocks(block, n, SAMPLES)
+        self._x_patches = patches
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         n, H, W, F = dout.shape
-        d2 = np.ascontiguousarray(dout).reshape(n * H * W, F)
-        np.matmul(self._patches_x.T, d2, out=self.grads["W"].reshape(-1, F))
-        self._sum_rows(d2, self.grads["b"])
-        if not need_dx:
-            return None
-        # dx[b, y, z, c] = sum over i, j, f of dout[b, y + i - p, z + j - p, f] * W[k-1-i, k-1-j, c, f]
-        flipped = np.ascontiguousarray(self.params["W"][::-1, ::-1].transpose(0, 1, 3, 2)).reshape(-1, self.in_channels)
-        dx = self._buffer("dx", (n, H, W, self.in_channels), d2.dtype)
-        np.matmul(self._patches("dout", dout), flipped, out=dx.reshape(n * H * W, -1))
-        return dx
+        dout = np.ascontiguousarray(dout)
+        slices = blocks(n, SAMPLES)
+        # One weight (and bias) gradient per block, summed in block order below.
+        dW = self._buffer("dW blocks", (len(slices), *self.grads["W"].reshape(-1, F).shape), dout.dtype)
+        db = self._buffer("db blocks", (len(slices), F), dout.dtype)
+        patches = self._x_patches
+        if need_dx:
+            # dx[b, y, z, c] = sum over i, j, f of dout[b, y + i - p, z + j - p, f] * W[k-1-i, k-1-j, c, f]
+            flipped = np.ascontiguousarray(self.params["W"][::-1, ::-1].transpose(0, 1, 3, 2)).reshape(-1, self.in_channels)
+            dpadded, dpatches = self._patches("dout", dout.shape, dout.dtype)
+            dx = self._buffer("dx", (n, H, W, self.in_channels), dout.dtype)
+
+        def block(i: int) -> None:
+            s = slices[i]
+            d2 = dout[s].reshape(-1, F)
+            np.matmul(patches[s].reshape(len(d2), -1).T, d2, out=dW[i])
+            self._sum_rows(d2, db[i])
+            if need_dx:
+                _im2col(dout[s], self.k, dpadded[s], dpatches[s])
+                np.matmul(dpatches[s].reshape(len(d2), -1), flipped, out=dx[s].reshape(len(d2), -1))
+
+        self.workers.run(block, len(slices))
+        np.sum(dW, axis=0, out=self.grads["W"].reshape(-1, F))
+        np.sum(db, axis=0, out=self.grads["b"])
+        return dx if need_dx else None
 
 
 def _windows(a: np.ndarray) -> np.ndarray:
@@ -119,22 +149,27 @@ class MaxPool2D(Layer):
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         n, H, W, C = x.shape
         self._in_shape = x.shape
-        taps = [_windows(x)[:, :, a, :, b, :] for a, b in _CORNERS]
         out = self._buffer("out", (n, H // 2, W // 2, C), x.dtype)
-        np.maximum(taps[0], taps[1], out=out)
-        np.maximum(out, taps[2], out=out)
-        np.maximum(out, taps[3], out=out)
         if train:
-            # won[t]: tap t equals the maximum and no earlier tap did (boolean ops are cheap).
             won = self._buffer("won", (4, *out.shape), np.bool_)
             taken = self._buffer("taken", out.shape, np.bool_)
-            np.equal(taps[0], out, out=won[0])
-            taken[...] = won[0]
-            for t in (1, 2):
-                np.equal(taps[t], out, out=won[t])
-                np.greater(won[t], taken, out=won[t])
-                taken |= won[t]
-            np.logical_not(taken, out=won[3])
+
+        def block(s: slice) -> None:
+            taps = [_windows(x[s])[:, :, a, :, b, :] for a, b in _CORNERS]
+            np.maximum(taps[0], taps[1], out=out[s])
+            np.maximum(out[s], taps[2], out=out[s])
+            np.maximum(out[s], taps[3], out=out[s])
+            if train:
+                # won[t]: tap t equals the maximum and no earlier tap did (boolean ops are cheap).
+                np.equal(taps[0], out[s], out=won[0, s])
+                taken[s] = won[0, s]
+                for t in (1, 2):
+                    np.equal(taps[t], out[s], out=won[t, s])
+                    np.greater(won[t, s], taken[s], out=won[t, s])
+                    taken[s] |= won[t, s]
+                np.logical_not(taken[s], out=won[3, s])
+
+        self.workers.map_blocks(block, n, SAMPLES)
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
@@ -142,7 +177,12 @@ class MaxPool2D(Layer):
             return None
         # Filled once: odd edge rows/cols are never written, every window cell is written each time.
         dx = self._buffer("dx", self._in_shape, dout.dtype, fill=0)
-        windows, won = _windows(dx), self._scratch["won"]
-        for t, (a, b) in enumerate(_CORNERS):
-            np.multiply(dout, won[t], out=windows[:, :, a, :, b, :])
+        won = self._scratch["won"]
+
+        def block(s: slice) -> None:
+            windows = _windows(dx[s])
+            for t, (a, b) in enumerate(_CORNERS):
+                np.multiply(dout[s], won[t, s], out=windows[:, :, a, :, b, :])
+
+        self.workers.map_blocks(block, len(dout), SAMPLES)
         return dx

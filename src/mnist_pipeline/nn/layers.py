@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnist_pipeline.nn import parallel
+from mnist_pipeline.nn.parallel import SERIAL, Workers, blocks, product_block, row_block
+
 
 class Layer:
     """Base of every layer: no parameters, no state, identity spec."""
@@ -22,6 +25,8 @@ class Layer:
     kind = "layer"
     #: names of the parameters that weight decay applies to (weights, never biases or scales)
     decay: tuple[str, ...] = ()
+    #: the threads element-wise work is split over (Model.set_workers sets them for training)
+    workers: Workers = SERIAL
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -56,8 +61,15 @@ class Layer:
         return buf
 
     def _sum_rows(self, a: np.ndarray, out: np.ndarray) -> None:
-        """out (m,) = a (n, m) summed over rows, as ones (n,) @ a: BLAS does it 2-3x faster than np.sum."""
-        np.matmul(self._buffer("ones", (a.shape[0],), a.dtype, fill=1), a, out=out)
+        """out (m,) = a (n, m) summed over rows, as ones (n,) @ a: BLAS does it 2-3x faster than np.sum.
+
+        Safe from several workers at once: the vector of ones only ever grows, and is replaced
+        whole, so whichever one a worker fetched holds ones enough for its rows.
+        """
+        ones = self._scratch.get("ones")
+        if ones is None or len(ones) < a.shape[0] or ones.dtype != a.dtype:
+            ones = self._scratch["ones"] = np.ones(a.shape[0], a.dtype)
+        np.matmul(ones[: a.shape[0]], a, out=out)
 
     def _add_param(self, name: str, shape: tuple[int, ...], dtype) -> None:
         self.params[name] = np.zeros(shape, dtype)
@@ -65,7 +77,12 @@ class Layer:
 
 
 class Dense(Layer):
-    """Fully connected: x (n, n_in) @ W (n_in, n_out) + b (n_out,)."""
+    """Fully connected: x (n, n_in) @ W (n_in, n_out) + b (n_out,).
+
+    Large products are cut into blocks of output (forward) or input (backward) features, each
+    a single-threaded BLAS call that whichever worker is free runs: a block of columns is a
+    product of its own, so the result does not depend on the number of workers.
+    """
 
     kind = "dense"
     decay = ("W",)
@@ -89,19 +106,29 @@ class Dense(Layer):
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         self._x = x
-        out = self._buffer("out", (x.shape[0], self.n_out), self.params["W"].dtype)
-        np.matmul(x, self.params["W"], out=out)
-        out += self.params["b"]
+        W, b = self.params["W"], self.params["b"]
+        out = self._buffer("out", (x.shape[0], self.n_out), W.dtype)
+
+        def columns(c: slice) -> None:
+            np.matmul(x, W[:, c], out=out[:, c])
+            out[:, c] += b[c]
+
+        self.workers.map_blocks(columns, self.n_out, product_block(x.shape[0], self.n_in, self.n_out))
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        # x.T is a transposed view: BLAS reads it with its transpose flag, nothing is copied.
-        np.matmul(self._x.T, dout, out=self.grads["W"])
+        x, W, dW = self._x, self.params["W"], self.grads["W"]
+        dx = self._buffer("dx", x.shape, dout.dtype) if need_dx else None
+
+        # Input feature block r: its rows of dW and its columns of dx. x.T is a transposed
+        # view: BLAS reads it with its transpose flag, nothing is copied.
+        def rows(r: slice) -> None:
+            np.matmul(x[:, r].T, dout, out=dW[r])
+            if dx is not None:
+                np.matmul(dout, W[r].T, out=dx[:, r])
+
+        self.workers.map_blocks(rows, self.n_in, product_block(x.shape[0], self.n_out, self.n_in))
         self._sum_rows(dout, self.grads["b"])
-        if not need_dx:
-            return None
-        dx = self._buffer("dx", self._x.shape, dout.dtype)
-        np.matmul(dout, self.params["W"].T, out=dx)
         return dx
 
 
@@ -109,7 +136,9 @@ class Dropout(Layer):
     """Inverted dropout: zero each input with probability `rate`, scale the rest by 1/(1-rate).
 
     Scaling at training time means inference is the identity. `rng` is set by the trainer so
-    that the masks follow the run's seed.
+    that the masks follow the run's seed. Each block of the mask (parallel.blocks) is drawn from
+    its own generator, spawned from `rng` once, so that workers draw blocks side by side and a
+    mask is the same whichever worker draws which block.
     """
 
     kind = "dropout"
@@ -121,6 +150,14 @@ class Dropout(Layer):
         self.rate = float(rate)
         self.rng = np.random.default_rng(0)
 
+    @property
+    def rng(self) -> np.random.Generator:
+        return self._rng
+
+    @rng.setter
+    def rng(self, rng: np.random.Generator) -> None:
+        self._rng, self._block_rngs = rng, []
+
     def spec(self) -> dict:
         return {"type": self.kind, "rate": self.rate}
 
@@ -128,14 +165,25 @@ class Dropout(Layer):
         self._train = train and self.rate > 0
         if not self._train:
             return x
+        x = np.ascontiguousarray(x)
         mask = self._buffer("mask", x.shape, x.dtype)
-        self.rng.random(out=mask, dtype=mask.dtype)
-        # A comparison into a float array gives the 0/1 mask without a boolean temporary.
-        np.greater_equal(mask, self.rate, out=mask)
-        mask *= mask.dtype.type(1.0 / (1.0 - self.rate))
         # Not in place: a tanh or sigmoid before us keeps its output for its own backward.
         out = self._buffer("out", x.shape, x.dtype)
-        np.multiply(x, mask, out=out)
+        flat_x, flat_mask, flat_out = x.reshape(-1), mask.reshape(-1), out.reshape(-1)
+        slices = blocks(flat_x.size, parallel.BLOCK)
+        if len(self._block_rngs) < len(slices):
+            self._block_rngs += self._rng.spawn(len(slices) - len(self._block_rngs))
+        keep, scale = self.rate, mask.dtype.type(1.0 / (1.0 - self.rate))
+
+        def block(i: int) -> None:
+            s = slices[i]
+            self._block_rngs[i].random(out=flat_mask[s], dtype=mask.dtype)
+            # A comparison into a float array gives the 0/1 mask without a boolean temporary.
+            np.greater_equal(flat_mask[s], keep, out=flat_mask[s])
+            flat_mask[s] *= scale
+            np.multiply(flat_x[s], flat_mask[s], out=flat_out[s])
+
+        self.workers.run(block, len(slices))
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
@@ -179,48 +227,73 @@ class BatchNorm(Layer):
         out = self._buffer("out", x2.shape, gamma.dtype)
         xhat = self._buffer("xhat", x2.shape, gamma.dtype)
         self._train, self._shape = train, x.shape
+        slices = blocks(len(x2), row_block(self.n_features))
         if train:
+            # Sums over the rows, as one sum per block of rows added up in block order: the same
+            # bytes however many workers compute the blocks.
             n = x2.shape[0]
-            mean = self._buffer("mean", (self.n_features,), gamma.dtype)
-            self._sum_rows(x2, mean)
-            mean /= n
-            np.subtract(x2, mean, out=xhat)
-            var = self._buffer("var", (self.n_features,), gamma.dtype)
-            self._sum_rows(np.square(xhat, out=out), var)
-            var /= n
+            sums = self._buffer("sums", (len(slices), self.n_features), gamma.dtype)
+            self.workers.run(lambda i: self._sum_rows(x2[slices[i]], sums[i]), len(slices))
+            mean = sums.sum(axis=0) / gamma.dtype.type(n)
+
+            def centre(i: int) -> None:
+                s = slices[i]
+                np.subtract(x2[s], mean, out=xhat[s])
+                self._sum_rows(np.square(xhat[s], out=out[s]), sums[i])
+
+            self.workers.run(centre, len(slices))
+            var = sums.sum(axis=0) / gamma.dtype.type(n)
             m = gamma.dtype.type(self.momentum)
             for name, batch_value in (("running_mean", mean), ("running_var", var)):
                 self.buffers[name] *= m
                 self.buffers[name] += (1 - m) * batch_value
         else:
-            np.subtract(x2, self.buffers["running_mean"], out=xhat)
             var = self.buffers["running_var"]
         self._inv_std = 1.0 / np.sqrt(var + gamma.dtype.type(self.eps))
-        xhat *= self._inv_std
-        np.multiply(xhat, gamma, out=out)
-        out += beta
+
+        def normalise(s: slice) -> None:
+            if not train:
+                np.subtract(x2[s], self.buffers["running_mean"], out=xhat[s])
+            xhat[s] *= self._inv_std
+            np.multiply(xhat[s], gamma, out=out[s])
+            out[s] += beta
+
+        self.workers.run(lambda i: normalise(slices[i]), len(slices))
         return out.reshape(x.shape)
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         d2 = dout.reshape(-1, self.n_features)
         xhat = self._scratch["xhat"]
-        dgamma, dbeta = self.grads["gamma"], self.grads["beta"]
-        self._sum_rows(d2, dbeta)
+        slices = blocks(len(d2), row_block(self.n_features))
         dx = self._buffer("dx", d2.shape, d2.dtype)
-        np.multiply(d2, xhat, out=dx)
-        self._sum_rows(dx, dgamma)
+        sums = self._buffer("grad sums", (2, len(slices), self.n_features), d2.dtype)
+
+        def parameter_grads(i: int) -> None:
+            s = slices[i]
+            self._sum_rows(d2[s], sums[0, i])
+            self._sum_rows(np.multiply(d2[s], xhat[s], out=dx[s]), sums[1, i])
+
+        self.workers.run(parameter_grads, len(slices))
+        dbeta, dgamma = self.grads["beta"], self.grads["gamma"]
+        np.sum(sums[0], axis=0, out=dbeta)
+        np.sum(sums[1], axis=0, out=dgamma)
         if not need_dx:
             return None
-        if self._train:
-            # The batch statistics depend on every input too:
-            # dx = gamma / (n * std) * (n * dout - sum(dout) - xhat * sum(dout * xhat))
-            n = d2.shape[0]
-            np.multiply(xhat, dgamma / n, out=dx)
-            dx += dbeta / n
-            np.subtract(d2, dx, out=dx)
-        else:
-            dx[...] = d2
-        dx *= self.params["gamma"] * self._inv_std
+        scale = self.params["gamma"] * self._inv_std
+        n = d2.shape[0]
+
+        def input_grad(s: slice) -> None:
+            if self._train:
+                # The batch statistics depend on every input too:
+                # dx = gamma / (n * std) * (n * dout - sum(dout) - xhat * sum(dout * xhat))
+                np.multiply(xhat[s], dgamma / n, out=dx[s])
+                dx[s] += dbeta / n
+                np.subtract(d2[s], dx[s], out=dx[s])
+            else:
+                dx[s] = d2[s]
+            dx[s] *= scale
+
+        self.workers.run(lambda i: input_grad(slices[i]), len(slices))
         return dx.reshape(self._shape)
 
 

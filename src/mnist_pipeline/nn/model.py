@@ -23,6 +23,7 @@ from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
 from mnist_pipeline.nn.init import INITIALISERS
 from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout, Flatten, Layer, Reshape
 from mnist_pipeline.nn.losses import softmax, softmax_cross_entropy
+from mnist_pipeline.nn.parallel import Workers
 from mnist_pipeline.nn.settings import TrainSettings
 
 FORMAT = "mnist-pipeline-model"
@@ -161,6 +162,11 @@ class Model:
         for layer in self.layers:
             if isinstance(layer, Dropout):
                 layer.rng = rng
+
+    def set_workers(self, workers: Workers) -> None:
+        """The thread pool every layer splits its element-wise work over."""
+        for layer in self.layers:
+            layer.workers = workers
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits (n, n_classes), in a buffer of the last layer: valid until the next forward."""

@@ -12,49 +12,57 @@ import math
 
 import numpy as np
 
+from mnist_pipeline.nn.parallel import SERIAL, Workers
 from mnist_pipeline.nn.settings import TrainSettings
 
 
 class Optimizer:
-    """Base: L2 weight decay on the first `n_decay` entries, added to the gradient."""
+    """Base: L2 weight decay on the first `n_decay` entries, added to the gradient.
+
+    A step cuts the vectors into the fixed blocks of parallel.blocks and runs the update on
+    each, spread over `workers`: every rule is element-wise, so a block's result is the same
+    bytes whoever computes it and however many workers there are.
+    """
+
+    #: the threads a step is split over (the trainer sets them)
+    workers: Workers = SERIAL
+    #: names of the per-parameter state vectors (zeros at the start) _update is given, in order
+    STATE: tuple[str, ...] = ()
 
     def __init__(self, weight_decay: float = 0.0, n_decay: int = 0) -> None:
         self.weight_decay, self.n_decay = float(weight_decay), int(n_decay)
         self.t = 0  # steps taken
         self._tmp: np.ndarray | None = None
 
-    def _scratch(self, w: np.ndarray) -> np.ndarray:
-        if self._tmp is None or self._tmp.shape != w.shape:
-            self._tmp = np.empty_like(w)
-        return self._tmp
-
-    def _add_weight_decay(self, w: np.ndarray, g: np.ndarray) -> None:
-        if self.weight_decay and self.n_decay:
-            d = slice(0, self.n_decay)
-            tmp = self._scratch(w)[d]
-            np.multiply(w[d], self.weight_decay, out=tmp)
-            g[d] += tmp
-
-    def _state(self, w: np.ndarray, name: str) -> np.ndarray:
-        state = getattr(self, name, None)
-        if state is None:
-            state = np.zeros_like(w)
-            setattr(self, name, state)
-        return state
-
     def step(self, w: np.ndarray, g: np.ndarray, lr: float) -> None:
         self.t += 1
-        self._add_weight_decay(w, g)
-        self._update(w, g, lr)
+        if self._tmp is None or self._tmp.shape != w.shape:
+            self._tmp = np.empty_like(w)
+        for name in self.STATE:
+            if getattr(self, name, None) is None:
+                setattr(self, name, np.zeros_like(w))
+        tmp, states = self._tmp, [getattr(self, name) for name in self.STATE]
 
-    def _update(self, w: np.ndarray, g: np.ndarray, lr: float) -> None:
+        def block(s: slice) -> None:
+            decayed = slice(s.start, max(s.start, min(s.stop, self.n_decay)))
+            if self.weight_decay and decayed.stop > decayed.start:
+                self._decay(w[decayed], g[decayed], lr, tmp[decayed])
+            self._update(w[s], g[s], lr, tmp[s], *(state[s] for state in states))
+
+        self.workers.map_blocks(block, w.size)
+
+    def _decay(self, w: np.ndarray, g: np.ndarray, lr: float, tmp: np.ndarray) -> None:
+        np.multiply(w, self.weight_decay, out=tmp)
+        g += tmp
+
+    def _update(self, w: np.ndarray, g: np.ndarray, lr: float, tmp: np.ndarray, *state: np.ndarray) -> None:
         raise NotImplementedError
 
 
 class SGD(Optimizer):
     """w -= lr * g"""
 
-    def _update(self, w, g, lr):
+    def _update(self, w, g, lr, tmp):
         g *= lr
         w -= g
 
@@ -62,16 +70,16 @@ class SGD(Optimizer):
 class Momentum(Optimizer):
     """v = mu * v + g;  w -= lr * v  (heavy ball, as torch.optim.SGD)."""
 
+    STATE = ("velocity",)
+
     def __init__(self, momentum: float = 0.9, weight_decay: float = 0.0, n_decay: int = 0) -> None:
         super().__init__(weight_decay, n_decay)
         self.momentum = float(momentum)
         self.velocity: np.ndarray | None = None
 
-    def _update(self, w, g, lr):
-        v = self._state(w, "velocity")
+    def _update(self, w, g, lr, tmp, v):
         v *= self.momentum
         v += g
-        tmp = self._scratch(w)
         np.multiply(v, lr, out=tmp)
         w -= tmp
 
@@ -79,11 +87,9 @@ class Momentum(Optimizer):
 class Nesterov(Momentum):
     """v = mu * v + g;  w -= lr * (g + mu * v)  (as torch.optim.SGD with nesterov=True)."""
 
-    def _update(self, w, g, lr):
-        v = self._state(w, "velocity")
+    def _update(self, w, g, lr, tmp, v):
         v *= self.momentum
         v += g
-        tmp = self._scratch(w)
         np.multiply(v, self.momentum, out=tmp)
         tmp += g
         tmp *= lr
@@ -93,6 +99,8 @@ class Nesterov(Momentum):
 class Adam(Optimizer):
     """Adam (Kingma and Ba) with bias correction; weight decay as L2 added to the gradient."""
 
+    STATE = ("m", "v")
+
     def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0, n_decay: int = 0) -> None:
         super().__init__(weight_decay, n_decay)
         self.beta1, self.beta2 = (float(b) for b in betas)
@@ -100,9 +108,7 @@ class Adam(Optimizer):
         self.m: np.ndarray | None = None
         self.v: np.ndarray | None = None
 
-    def _update(self, w, g, lr):
-        m, v = self._state(w, "m"), self._state(w, "v")
-        tmp = self._scratch(w)
+    def _update(self, w, g, lr, tmp, m, v):
         m *= self.beta1
         np.multiply(g, 1 - self.beta1, out=tmp)
         m += tmp
@@ -122,11 +128,8 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov and Hutter): w *= 1 - lr * wd, then Adam."""
 
-    def step(self, w: np.ndarray, g: np.ndarray, lr: float) -> None:
-        self.t += 1
-        if self.weight_decay and self.n_decay:
-            w[: self.n_decay] *= 1 - lr * self.weight_decay
-        self._update(w, g, lr)
+    def _decay(self, w, g, lr, tmp):
+        w *= 1 - lr * self.weight_decay
 
 
 def clip_grad_norm(g: np.ndarray, max_norm: float) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -15,6 +14,7 @@ from mnist_pipeline.errors import TrainingDivergedError
 from mnist_pipeline.nn.losses import softmax_cross_entropy
 from mnist_pipeline.nn.model import Model, architecture
 from mnist_pipeline.nn.optim import clip_grad_norm, make_optimizer
+from mnist_pipeline.nn.parallel import Workers, available_cores
 from mnist_pipeline.nn.schedules import make_schedule
 from mnist_pipeline.nn.settings import TrainSettings
 
@@ -35,10 +35,16 @@ class Trainer:
 
     The seed is split into independent streams for initialisation, shuffling and dropout, so
     changing, say, the dropout rate leaves the initial weights and batch order as they were.
+
+    `threads` (default: every core the process may use) is the size of the worker pool the
+    layers and the optimiser split their work over, in blocks fixed by the array sizes. BLAS
+    runs one thread per call for the trainer's life (each block is one call), so the weights
+    are the same bytes whatever `threads` is. Use it as a context manager, or close() it.
     """
 
     def __init__(
-        self, settings: TrainSettings, n_inputs: int, n_classes: int, n_train: int, image_shape: tuple[int, int] | None = None
+        self, settings: TrainSettings, n_inputs: int, n_classes: int, n_train: int,
+        image_shape: tuple[int, int] | None = None, threads: int | None = None,
     ) -> None:
         self.settings = settings
         init_seed, shuffle_seed, dropout_seed = np.random.SeedSequence(settings.seed).spawn(3)
@@ -54,6 +60,25 @@ class Trainer:
         # Every minibatch is gathered into these, so an epoch allocates nothing per batch.
         self._xb = np.empty((self.batch_size, n_inputs), np.float32)
         self._yb = np.empty(self.batch_size, np.intp)
+        # Last, so that a bad setting above leaves no thread behind and BLAS as it was.
+        self.threads = int(threads or available_cores())
+        self.workers = Workers(self.threads)
+        self.model.set_workers(self.workers)
+        self.optimizer.workers = self.workers
+        # Two BLAS calls side by side, each with its own thread team, fight over the cores.
+        self._blas = threadpool_limits(limits=1, user_api="blas")
+
+    def close(self) -> None:
+        """Stop the worker threads and give BLAS back its own thread count."""
+        self.workers.close()
+        self.model.set_workers(self.workers)
+        self._blas.restore_original_limits()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def run_epoch(self, x: np.ndarray, y: np.ndarray, epoch: int) -> dict:
         """One shuffled pass over x (n, n_inputs) float32, y (n,) intp.
@@ -111,11 +136,12 @@ def fit(
 
     Validation loss and accuracy are measured after every epoch. With early_stopping = k > 0,
     training stops after k epochs without a lower validation loss and the best weights are
-    restored. `threads` caps the BLAS thread pool for the duration of the call.
+    restored. `threads` (default: every core the process may use) is the trainer's thread
+    count, see Trainer.
 
-    The same settings, data and thread count give bit-identical weights. A different thread
-    count can change the last bits: OpenBLAS splits some products differently, and so sums
-    them in a different order.
+    The same settings and data give bit-identical weights, whatever the thread count: every
+    piece of work is split into blocks fixed by the array sizes (see parallel.py), and BLAS
+    runs one thread per block, so the same sums are made in the same order.
     """
     if not isinstance(settings, TrainSettings):
         raise TypeError(f"settings: expected a TrainSettings (TrainSettings.from_dict for a dict), got {type(settings).__name__}")
@@ -124,9 +150,7 @@ def fit(
     x_val, y_val = _checked(x_val, y_val, n_classes, "val")
     if x_val.shape[1] != x_train.shape[1]:
         raise ValueError(f"x_val has {x_val.shape[1]} features per row, x_train {x_train.shape[1]}")
-    limits = threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext()
-    with limits:
-        trainer = Trainer(settings, x_train.shape[1], n_classes, len(x_train), image_shape)
+    with Trainer(settings, x_train.shape[1], n_classes, len(x_train), image_shape, threads) as trainer:
         model, epochs, patience = trainer.model, settings.epochs, settings.early_stopping
         result = TrainResult(model)
         best_loss, best_state = math.inf, None

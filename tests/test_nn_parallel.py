@@ -1,0 +1,82 @@
+"""The worker pool: every task runs once, errors reach the caller, blocks do not depend on threads."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from mnist_pipeline.nn.parallel import Workers, blocks, product_block, share_cores
+
+
+def test_blocks_cover_the_range_in_order_and_depend_on_the_size_alone():
+    assert blocks(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    assert blocks(3, 4) == [slice(0, 3)]
+    assert blocks(0, 4) == [slice(0, 0)]
+
+
+def test_large_products_are_split_and_small_ones_not():
+    assert len(blocks(1024, product_block(128, 784, 1024))) > 1
+    assert len(blocks(512, product_block(128, 10, 512))) == 1  # the output layer's input gradient
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_every_task_runs_exactly_once(threads):
+    ran, who = [], set()
+    with Workers(threads) as workers:
+        for _ in range(20):  # many rounds, so that the helpers are reused
+            workers.run(lambda i: (ran.append(i), who.add(threading.current_thread().name)), 37)
+    assert sorted(ran) == sorted(list(range(37)) * 20)
+    assert len(who) <= threads
+
+
+def test_an_error_in_a_task_is_raised_by_run_and_the_pool_still_works():
+    def task(i):
+        if i == 5:
+            raise ValueError("task 5 failed")
+
+    with Workers(2) as workers:
+        with pytest.raises(ValueError, match="task 5 failed"):
+            workers.run(task, 10)
+        done = []
+        workers.run(done.append, 4)
+        assert sorted(done) == [0, 1, 2, 3]
+
+
+def test_a_closed_pool_runs_tasks_in_the_caller():
+    workers = Workers(3)
+    workers.close()
+    names = set()
+    workers.run(lambda i: names.add(threading.current_thread().name), 6)
+    assert names == {threading.current_thread().name}
+
+
+def test_zero_threads_are_refused():
+    with pytest.raises(ValueError, match="threads 0"):
+        Workers(0)
+
+
+@pytest.mark.parametrize(
+    "cores,jobs,expected",
+    [(4, 1, [4]), (4, 2, [2, 2]), (4, 3, [2, 1, 1]), (2, 4, [1, 1, 1, 1]), (1, 1, [1])],
+)
+def test_cores_are_shared_out_evenly_and_never_twice(cores, jobs, expected):
+    assert [share_cores(cores, jobs, index) for index in range(jobs)] == expected
+
+
+def test_tasks_run_under_the_callers_numpy_error_settings():
+    helper_runs = []  # for each task a helper thread ran: did the overflow raise?
+
+    def overflow(i):
+        if threading.current_thread() is threading.main_thread():
+            time.sleep(0.001)  # leave tasks to the helper
+            return
+        try:
+            np.multiply(np.float32(3e38), np.float32(10))
+            helper_runs.append(False)
+        except FloatingPointError:
+            helper_runs.append(True)
+
+    with Workers(2) as workers, np.errstate(over="raise"):
+        workers.run(overflow, 8)
+    assert helper_runs and all(helper_runs)
