@@ -112,14 +112,16 @@ def without_narrow(config: tuple[str, ...], tmp_path: Path) -> tuple[str, ...]:
 
 
 def planned_train_threads(workdir, *args) -> dict[str, int]:
-    """Experiment -> threads of its train job in a dry run (Snakemake prints `threads:` only above 1)."""
+    """Experiment (or, for one not yet published, its run id) -> threads of its train job in a
+    dry run (Snakemake prints `threads:` only above 1)."""
     out = snakemake(workdir, "--dry-run", "--forcerun", "train", *args).stdout
+    published = {json.loads(path.read_text())["run"]: path.parent.name for path in (workdir / "results/synthetic").glob("*/run.json")}
     threads = {}
     for job in re.split(r"\n(?=(?:local)?rule )", out):
         if job.startswith("rule train:"):
-            experiment = re.search(r"experiment=([\w.-]+)", job).group(1)
+            run = re.search(r"run=(\w+)", job).group(1)
             count = re.search(r"^\s+threads: (\d+)$", job, re.MULTILINE)
-            threads[experiment] = int(count.group(1)) if count else 1
+            threads[published.get(run, run)] = int(count.group(1)) if count else 1
     return threads
 
 

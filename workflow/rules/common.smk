@@ -101,17 +101,15 @@ def planned_runs(config, experiments):
 
 
 def train_threads(wildcards):
-    """The cores --cores gives (at most the machine's) shared out over the runs still to be
-    trained: a lone one gets them all, a sweep's share them. Without --cores (a cluster run),
-    the cores of the machine Snakemake runs on."""
+    """The cores --cores gives (at most the machine's) shared out over the config's runs (one
+    per distinct experiment settings): a lone experiment gets them all, a sweep's share them.
+    Without --cores (a cluster run), the cores of the machine Snakemake runs on."""
     try:
         cores = min(workflow.cores, available_cores())
     except WorkflowError:  # no --cores given
         cores = available_cores()
-    runs = f"{RESULTS}/{CONFIG['dataset']}/runs"
-    pending = {record["run"] for record in RUNS.values() if not Path(f"{runs}/{record['run']}/model.npz").exists()}
-    pending = sorted(pending | {wildcards.run})
-    return share_cores(cores, len(pending), pending.index(wildcards.run))
+    runs = sorted({record["run"] for record in RUNS.values()})
+    return share_cores(cores, len(runs), runs.index(wildcards.run))
 
 
 def run_record_of(wildcards):
@@ -123,17 +121,6 @@ def run_record_of(wildcards):
 def current_run_files(wildcards):
     """The files of the run an experiment's settings make, for publish to copy."""
     return run_files(f"results/{wildcards.dataset}", RUNS[wildcards.experiment]["run"])
-
-
-def train_threads(wildcards):
-    """One experiment gets all of --cores (at most the machine's); a sweep's experiments share
-    them. Without --cores (a cluster run), the cores of the machine Snakemake runs on."""
-    try:
-        cores = min(workflow.cores, available_cores())
-    except WorkflowError:  # no --cores given
-        cores = available_cores()
-    names = list(EXPERIMENTS)
-    return share_cores(cores, len(names), names.index(wildcards.experiment))
 
 
 def local_source_files(wildcards):

@@ -16,7 +16,7 @@ rule train:
         "results/{dataset}/runs/{run}/train.log",
     benchmark:
         "results/{dataset}/runs/{run}/train.tsv"
-    # The cores shared out over the runs to train (common.smk): the trainer's worker threads
+    # The cores shared out over the config's runs (common.smk): the trainer's worker threads
     # wait without spinning and BLAS runs one thread per call, so jobs side by side never
     # fight over a core, and the weights are the same bytes whatever the thread count.
     # mem_mb/runtime from the benchmark files: the default MLP peaks at 0.7 GB in 2 minutes,
