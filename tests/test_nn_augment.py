@@ -109,3 +109,27 @@ def _translated(image, down, right):
         max(-down, 0) : height + min(-down, 0), max(-right, 0) : width + min(-right, 0)
     ]
     return out
+
+
+# --- in the trainer -------------------------------------------------------------------------
+
+def _train(threads=1, **augment):
+    from conftest import quadrant_images
+    from mnist_pipeline.nn import TrainSettings, fit
+
+    x, y = quadrant_images(160, seed=0)
+    settings = TrainSettings(hidden=[12], epochs=2, batch_size=32, **augment)
+    return fit(settings, x, y, x[:40], y[:40], n_classes=4, image_shape=(8, 8), threads=threads)
+
+
+def test_training_with_augmentation_is_deterministic_and_the_same_at_any_thread_count():
+    augment = {"augment_shift": 1, "augment_flip": True, "augment_erase": 0.3}
+    first, again, two_threads = _train(**augment), _train(**augment), _train(threads=2, **augment)
+    assert first.model.flat_params.tobytes() == again.model.flat_params.tobytes()
+    assert first.model.flat_params.tobytes() == two_threads.model.flat_params.tobytes()
+
+
+def test_augmentation_changes_what_is_trained():
+    plain, shifted = _train(), _train(augment_shift=1)
+    assert plain.model.flat_params.tobytes() != shifted.model.flat_params.tobytes()
+    assert plain.history[0]["train_loss"] != shifted.history[0]["train_loss"]

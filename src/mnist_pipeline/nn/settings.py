@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.nn.augment import Augmentation
 
 # JSON Schema's names for the bounds a number, or each item of a list, must keep.
 BOUND_KEYWORDS = ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum")
@@ -75,12 +76,25 @@ class TrainSettings:
     early_stopping: int = _key(
         0, "Stop after this many epochs without a lower validation loss and restore the best weights; 0 turns it off.",
         minimum=0)
-    seed: int = _key(0, "Seed of the initial weights, the batch order and dropout.", minimum=0)
+    augment_shift: int = _key(
+        0, "Move each training image by up to this many pixels in each direction, anew every epoch; 0 turns it off.",
+        minimum=0)
+    augment_flip: bool = _key(
+        False, "Mirror half the training images left-right, anew every epoch: right for clothes, wrong for digits.")
+    augment_erase: float = _key(
+        0.0, "Probability of blanking one random rectangle (2-25% of the area) of each training image; 0 turns it off.",
+        minimum=0, maximum=1)
+    seed: int = _key(0, "Seed of the initial weights, the batch order, dropout and augmentation.", minimum=0)
 
     def __post_init__(self) -> None:
         for setting in self.describe():
             object.__setattr__(self, setting.name, setting.canonical(getattr(self, setting.name)))
         self._check_rules()
+
+    @property
+    def augmentation(self) -> Augmentation:
+        """What the trainer does to each training batch (nothing when every augment_ key is off)."""
+        return Augmentation(shift=self.augment_shift, flip=self.augment_flip, erase=self.augment_erase)
 
     def _check_rules(self) -> None:
         """The rules between keys, which no single key's bounds can say."""

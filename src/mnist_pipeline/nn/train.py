@@ -11,6 +11,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from mnist_pipeline.errors import TrainingDivergedError
+from mnist_pipeline.nn.augment import augment_batch
 from mnist_pipeline.nn.losses import softmax_cross_entropy
 from mnist_pipeline.nn.model import Model, architecture
 from mnist_pipeline.nn.optim import clip_grad_norm, make_optimizer
@@ -33,8 +34,9 @@ class TrainResult:
 class Trainer:
     """A freshly initialised model with its optimiser and schedule, trained one epoch at a time.
 
-    The seed is split into independent streams for initialisation, shuffling and dropout, so
-    changing, say, the dropout rate leaves the initial weights and batch order as they were.
+    The seed is split into independent streams for initialisation, shuffling, dropout and
+    augmentation, so changing, say, the dropout rate leaves the initial weights and batch order
+    as they were (and turning augmentation on changes nothing but the batches' pixels).
 
     `threads` (default: every core the process may use) is the size of the worker pool the
     layers and the optimiser split their work over, in blocks fixed by the array sizes. BLAS
@@ -47,11 +49,16 @@ class Trainer:
         image_shape: tuple[int, int] | None = None, threads: int | None = None,
     ) -> None:
         self.settings = settings
-        init_seed, shuffle_seed, dropout_seed = np.random.SeedSequence(settings.seed).spawn(3)
+        # spawn(4)'s first three children are spawn(3)'s: adding the augmentation stream kept
+        # every earlier stream, and so the weights of runs without augmentation.
+        init_seed, shuffle_seed, dropout_seed, augment_seed = np.random.SeedSequence(settings.seed).spawn(4)
         self.model = Model(architecture(settings, n_inputs, n_classes, image_shape))
         self.model.initialize(settings.init, np.random.default_rng(init_seed))
         self.model.set_dropout_rng(np.random.default_rng(dropout_seed))
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
+        self.augmentation, self.augment_rng = settings.augmentation, np.random.default_rng(augment_seed)
+        self.image_shape = tuple(self.model.architecture["image_shape"])
+        self._blank: float | None = None
         self.optimizer = make_optimizer(settings, self.model.n_decay)
         self.batch_size = min(settings.batch_size, n_train)
         self.steps_per_epoch = math.ceil(n_train / self.batch_size)
@@ -84,12 +91,17 @@ class Trainer:
         """One shuffled pass over x (n, n_inputs) float32, y (n,) intp.
 
         Returns train_loss (mean over examples, label smoothing included), train_accuracy
-        (of the predictions made while training) and learning_rate (of the last step).
+        (of the predictions made while training, on the augmented images when augmentation is
+        on) and learning_rate (of the last step).
         Raises TrainingDivergedError at the first batch whose loss is nan or inf.
         """
         model, optimizer, n = self.model, self.optimizer, len(x)
         smoothing, clip = self.settings.label_smoothing, self.settings.grad_clip
         order = self.shuffle_rng.permutation(n)
+        if self.augmentation.active and self._blank is None:
+            # A blank pixel of the normalized data (pixel 0, the smallest value there is): what a
+            # shift uncovers and erasing paints, so the background stays what it is elsewhere.
+            self._blank = float(x.min())
         total_loss, correct, lr = 0.0, 0, 0.0
         for batch, start in enumerate(range(0, n, self.batch_size)):
             index = order[start : start + self.batch_size]
@@ -97,6 +109,7 @@ class Trainer:
             # mode="clip" skips the bounds check that would make take() buffer its output.
             np.take(x, index, axis=0, out=xb, mode="clip")
             np.take(y, index, out=yb, mode="clip")
+            augment_batch(xb, self.image_shape, self.augmentation, self.augment_rng, self._blank)
             lr = self.schedule.rate(self.step)
             # Overflow in a diverging run is reported below, with where and what to change.
             with np.errstate(over="ignore", invalid="ignore"):
