@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, copy_workflow, planned_jobs, snakemake
+from helpers import REPO, copy_workflow, planned_jobs, snakemake
 from streamlit.testing.v1 import AppTest
 
 from mnist_pipeline.app import RESULTS_ENV

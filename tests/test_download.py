@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_synthetic_dataset
+from helpers import write_synthetic_dataset
 from hostile import MIB, gzip_bomb
 from httpserver import IdxServer
 

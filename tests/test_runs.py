@@ -228,7 +228,7 @@ def test_report_history_lists_earlier_runs_against_the_current_one(store, tmp_pa
 
 
 def test_an_experiment_cannot_take_the_run_stores_folder_name():
-    from conftest import REPO
+    from helpers import REPO
 
     from mnist_pipeline.config import load_schema, resolve_config
     from mnist_pipeline.errors import ConfigError
