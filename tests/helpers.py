@@ -16,7 +16,7 @@ import pytest
 from mnist_pipeline.datasets import class_names
 from mnist_pipeline.fileio import write_json
 from mnist_pipeline.idx import write_idx
-from mnist_pipeline.metrics import evaluate, predictions_table
+from mnist_pipeline.metrics import predictions_table, score_predictions
 from mnist_pipeline.nn import TrainSettings, fit
 from mnist_pipeline.nn.model import save_model
 from mnist_pipeline.tables import write_table
@@ -139,7 +139,7 @@ def train_experiment(results: Path, name: str, overrides: dict, data: dict) -> P
     write_json(directory / "history.json", {"epochs": result.history, "epochs_run": result.epochs_run,
                                             "best_epoch": result.best_epoch, "train_seconds": result.train_seconds})
     proba = result.model.predict_proba(norm.apply(data["x_test"]))
-    metrics = evaluate(data["y_test"], proba, classes=classes, n_bootstrap=100)
+    metrics = score_predictions(data["y_test"], proba, classes=classes, n_bootstrap=100)
     metrics.update(val_accuracy=result.history[-1]["val_accuracy"], epochs_run=result.epochs_run,
                    train_seconds=result.train_seconds, n_parameters=result.model.n_parameters)
     write_json(directory / "metrics.json", metrics)

@@ -16,7 +16,7 @@ from markdown_it import MarkdownIt
 from PIL import Image
 
 from mnist_pipeline.errors import TableSchemaError
-from mnist_pipeline.metrics import evaluate, predictions_table
+from mnist_pipeline.metrics import predictions_table, score_predictions
 from mnist_pipeline.report import (
     COMPARISON,
     COMPARISON_FIGURES,
@@ -55,7 +55,7 @@ def make_experiments(n=300, runs=RUNS, seed=0, classes=CLASSES):
         history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.1 / e + 0.01 * e, "train_accuracy": 0.5 + 0.05 * e,
                     "val_accuracy": 0.45 + 0.05 * e, "learning_rate": settings["learning_rate"], "seconds": 1.5}
                    for e in range(1, epochs + 1)]
-        metrics = evaluate(y, proba.astype(np.float32), classes=classes)
+        metrics = score_predictions(y, proba.astype(np.float32), classes=classes)
         metrics.update(val_accuracy=history[-1]["val_accuracy"], epochs_run=epochs, train_seconds=1.5 * epochs,
                        n_parameters=1000 * (i + 1))
         table = predictions_table(ids, y, proba)
@@ -364,7 +364,7 @@ def test_a_custom_dataset_with_three_classes(tmp_path):
     rng = np.random.default_rng(4)
     y = rng.integers(0, 3, 90)
     proba = rng.dirichlet(np.ones(3), 90) * 0.5 + 0.5 * np.eye(3)[y]
-    metrics = evaluate(y, proba, classes=["cat", "dog", "eel"])
+    metrics = score_predictions(y, proba, classes=["cat", "dog", "eel"])
     metrics.update(val_accuracy=0.7, epochs_run=1, train_seconds=0.5, n_parameters=99)
     experiment = {"name": "tri", "metrics": metrics, "history": [], "settings": DEFAULTS,
                   "predictions": predictions_table(np.arange(90), y, proba)}
