@@ -13,7 +13,6 @@ import yaml
 from helpers import REPO, copy_workflow, planned_jobs, snakemake
 from streamlit.testing.v1 import AppTest
 
-from mnist_pipeline.app import RESULTS_ENV
 from mnist_pipeline.app.runs import Runs, epochs_in_log, failure_reason, steps_done
 from mnist_pipeline.app.train_form import FormField, as_text, overrides, read_value, train_fields
 from mnist_pipeline.app.workflow import find_workflow, merge_config, run_targets
@@ -21,6 +20,7 @@ from mnist_pipeline.config import load_schema, resolve_config
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.nn import TrainSettings, fit
 from mnist_pipeline.nn.settings import Setting
+from mnist_pipeline.resultsdir import RESULTS_ENV
 
 APP = REPO / "src/mnist_pipeline/app/streamlit_app.py"
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
