@@ -25,6 +25,7 @@ from mnist_pipeline.report import (
     collect_provenance,
     figure_files,
 )
+from mnist_pipeline.report.captions import FIGURE_TEXT, figures_rst
 from mnist_pipeline.report.figures import Png
 from mnist_pipeline.report.html import render_html
 from mnist_pipeline.report.markdown import render_markdown
@@ -415,12 +416,19 @@ def _render_caption(name: str, **wildcards) -> str:
     return publish_parts(text, writer="html", settings_overrides={"report_level": 2, "halt_level": 2})["body"]
 
 
+def test_snakemake_figure_captions_are_generated_from_the_package_captions():
+    assert (CAPTIONS / "figures.rst").read_text() == figures_rst(), (
+        "workflow/report/figures.rst differs from report/captions.py: regenerate it as captions.py's docstring says")
+
+
 def test_captions_render_for_every_figure():
     bodies = {}
-    for figure in EXPERIMENT_FIGURES + COMPARISON_FIGURES:
+    for figure in (*EXPERIMENT_FIGURES, *COMPARISON_FIGURES, "history"):
         experiment = COMPARISON if figure in COMPARISON_FIGURES else "baseline"
         bodies[figure] = _render_caption("figures.rst", figure=figure, experiment=experiment)
         assert "of the report" not in bodies[figure], figure  # the fallback for unknown figures
+        # Snakemake's caption says what the report's own caption says, word for word.
+        assert " ".join(FIGURE_TEXT[figure][1].split()) in " ".join(re.sub(r"<[^>]+>", "", bodies[figure]).split()), figure
     assert len(set(bodies.values())) == len(bodies)
     assert re.search(r"baseline</tt>\.\s+Training", bodies["loss"])  # two sentences, not run together
     for name in ("metrics.rst", "predictions.rst", "history.rst", "report_html.rst", "report_md.rst", "workflow.rst"):

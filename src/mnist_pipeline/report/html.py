@@ -11,8 +11,9 @@ from typing import Any
 import mnist_pipeline
 from mnist_pipeline.report import history as h
 from mnist_pipeline.report import summary as s
+from mnist_pipeline.report.captions import FIGURE_TEXT, GALLERY_TEXT
 from mnist_pipeline.report.figures import Png
-from mnist_pipeline.report.layout import COMPARISON, FIGURE_TEXT, GALLERY_TEXT, PANEL_FIGURES, Figures
+from mnist_pipeline.report.layout import COMPARISON, PANEL_FIGURES, Figures
 from mnist_pipeline.report.style import CSS
 
 

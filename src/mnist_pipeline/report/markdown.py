@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 from mnist_pipeline.report import history as h
 from mnist_pipeline.report import summary as s
-from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, FIGURE_TEXT, PANEL_FIGURES
+from mnist_pipeline.report.captions import FIGURE_TEXT
+from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, PANEL_FIGURES
 
 # (group, figure name) -> the PNG's path relative to report.md
 LinkFn = Callable[[str, str], str]
