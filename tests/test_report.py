@@ -26,7 +26,8 @@ from mnist_pipeline.report import (
     figure_files,
 )
 from mnist_pipeline.report.captions import FIGURE_TEXT, figures_rst
-from mnist_pipeline.report.figures import Png
+from mnist_pipeline.report.figures import Png, gallery_png, styled
+from mnist_pipeline.report.gallery import mistakes_gallery, pairs_gallery
 from mnist_pipeline.report.html import render_html
 from mnist_pipeline.report.markdown import render_markdown
 from mnist_pipeline.report.summary import Spread, build_view, seed_group_row, seed_note
@@ -188,6 +189,30 @@ def test_html_content(report):
                    "Most confident mistakes",
                    "Most confused class pairs", "Provenance"):
         assert needle in text, needle
+
+
+def test_each_gallery_is_composed_once_for_its_png_and_the_page(report, monkeypatch):
+    """The PNG report.md links and the page's tiles show the same images with the same words."""
+    view = build_view(dataset="tiny", experiments=report["experiments"], defaults=DEFAULTS, provenance=PROVENANCE)
+    exp = view.experiments[0]
+    page = html5lib.parse(report["html_text"], namespaceHTMLElements=False).find(f".//section[@id='exp-{exp.name}']")
+    shown = [[text_of(li) for li in ol.findall("li")] for ol in page.iter("ol")]
+    labels = [text_of(div.find("p")) for div in page.iter("div") if div.get("class") == "pair"]
+    drawn = []
+    original = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda ax, x, y, text, *a, **k: drawn.append(text) or original(ax, x, y, text, *a, **k))
+    galleries = mistakes_gallery(exp, view.classes), pairs_gallery(exp, view.classes)
+    with styled():
+        for gallery in galleries:
+            gallery_png(gallery, report["images"])
+    words = [["".join(text for text, _ in tile.lines) for tile in row.tiles] for row in galleries[1].rows]
+    assert shown == [["".join(text for text, _ in tile.lines) for tile in galleries[0].tiles], *words]
+    assert labels == [" ".join(text for text, _ in row.label) for row in galleries[1].rows] and len(labels) > 1
+    for gallery in galleries:
+        expected = [line for tile in gallery.tiles for line, _ in tile.lines]
+        expected += ["\n".join(text for text, _ in row.label) for row in gallery.rows if row.label]
+        assert sorted(drawn[:len(expected)]) == sorted(expected)
+        del drawn[:len(expected)]
 
 
 # Names a viewer would turn into markup if they were pasted in as they are.

@@ -13,6 +13,7 @@ from mnist_pipeline.report import history as h
 from mnist_pipeline.report import summary as s
 from mnist_pipeline.report.captions import FIGURE_TEXT, GALLERY_TEXT
 from mnist_pipeline.report.figures import Png
+from mnist_pipeline.report.gallery import Gallery, GalleryTile, Line, mistakes_gallery, pairs_gallery
 from mnist_pipeline.report.layout import COMPARISON, PANEL_FIGURES, Figures
 from mnist_pipeline.report.style import CSS
 
@@ -109,16 +110,26 @@ def _seed_table(groups: Sequence[s.SeedGroup]) -> str:
     ])
 
 
-def _tile(png: Png, sample: s.Sample, classes: Sequence[str], *, with_labels: bool) -> str:
-    true, predicted = classes[sample.label], classes[sample.predicted]
-    caption = f'{escape(true)}<br><span class="pred">→ {escape(predicted)}</span><br>' if with_labels else ""
-    caption += f'<span class="meta">{s.pct(sample.probability, 1)} · #{sample.id}</span>'
-    return f"<li>{_img(png, f'test image {sample.id}: {true}, predicted {predicted}')}{caption}</li>"
+def _lines(lines: Sequence[Line], styles: Mapping[str, str], sep: str) -> str:
+    """A gallery's lines of text, each marked up as its role asks (`styles`: role -> a tag's format)."""
+    return sep.join(styles.get(role, "{}").format(escape(text)) for text, role in lines)
 
 
-def _gallery(samples: Sequence[s.Sample], tiles: Mapping[int, Png], classes: Sequence[str], *, with_labels: bool) -> str:
-    items = "".join(_tile(tiles[m.id], m, classes, with_labels=with_labels) for m in samples)
-    return f'<ol class="gallery">{items}</ol>'
+_TILE_STYLES = {"predicted": '<span class="pred">{}</span>', "meta": '<span class="meta">{}</span>'}
+_LABEL_STYLES = {"class": "<b>{}</b>"}
+
+
+def _gallery(gallery: Gallery, tiles: Mapping[int, Png]) -> str:
+    """Labelled rows each under its label; unlabelled rows as one list, which the page reflows
+    to its width (the PNG's rows are for its fixed width)."""
+    def listing(row: Sequence[GalleryTile]) -> str:
+        items = "".join(f"<li>{_img(tiles[tile.sample.id], tile.alt)}{_lines(tile.lines, _TILE_STYLES, '<br>')}</li>" for tile in row)
+        return f'<ol class="gallery">{items}</ol>'
+
+    if not any(row.label for row in gallery.rows):
+        return listing(gallery.tiles)
+    return "".join(f'<div class="pair"><p>{_lines(row.label, _LABEL_STYLES, " ")}</p>{listing(row.tiles)}</div>'
+                   for row in gallery.rows)
 
 
 def _heading(name: str) -> str:
@@ -146,15 +157,10 @@ def _experiment(exp: s.ExperimentView, view: s.ReportView, figures: Figures, til
         "".join(_figure(own[name], name) for name in PANEL_FIGURES),
         "</div>",
         _heading("mistakes"),
-        _gallery(exp.mistakes, tiles, classes, with_labels=True) if exp.mistakes else "<p>No mistakes on the test set.</p>",
+        _gallery(mistakes_gallery(exp, classes), tiles) if exp.mistakes else "<p>No mistakes on the test set.</p>",
     ]
     if exp.pairs:
-        parts.append(_heading("confused_pairs"))
-    for pair in exp.pairs:
-        true, predicted = escape(classes[pair.true]), escape(classes[pair.predicted])
-        parts.append(f'<div class="pair"><p><b>{true}</b> taken for <b>{predicted}</b>: {pair.count:,} times '
-                     f"({s.pct(pair.share, 1)} of {true})</p>")
-        parts.append(_gallery(pair.examples, tiles, classes, with_labels=False) + "</div>")
+        parts += [_heading("confused_pairs"), _gallery(pairs_gallery(exp, classes), tiles)]
     parts.append("<details><summary>Scores per class</summary>")
     parts.append(_table(s.PER_CLASS_COLUMNS, s.per_class_rows(exp, classes)))
     parts.append("</details><details><summary>All training settings</summary>")
