@@ -28,7 +28,8 @@ from mnist_pipeline.modelinfo import describe_layer, model_info
 from mnist_pipeline.nn.model import load_model
 from mnist_pipeline.nn.settings import TrainSettings
 from mnist_pipeline.preprocess import CENTER_MODES, framing_for, load_images, model_inputs
-from mnist_pipeline.report.summary import change_text, pct, seconds, settings_diff, settings_text, value_text
+from mnist_pipeline.report.comparison import settings_diff
+from mnist_pipeline.report.formatting import change_text, pct, seconds, settings_text, value_text
 from mnist_pipeline.resultsdir import DEFAULT_RESULTS, RESULTS_ENV
 from mnist_pipeline.rundiff import RunDiff, diff_runs
 from mnist_pipeline.runs import KeptRun, RunNotFound, datasets, prune, read_current, read_store, resolve

@@ -17,7 +17,7 @@ from mnist_pipeline.report.history import experiment_histories
 from mnist_pipeline.report.html import render_html
 from mnist_pipeline.report.layout import COMPARISON, Figures, figure_path
 from mnist_pipeline.report.markdown import render_markdown
-from mnist_pipeline.report.summary import ReportView, build_view
+from mnist_pipeline.report.view import ReportView, build_view
 
 
 def _images(test_images: np.ndarray, view: ReportView) -> np.ndarray:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mnist_pipeline.report.summary import ExperimentView, Sample, pct
+from mnist_pipeline.report.formatting import pct
+from mnist_pipeline.report.view import ExperimentView, Sample
 
 MISTAKE_COLUMNS = 6  # tiles per row of the mistakes gallery
 

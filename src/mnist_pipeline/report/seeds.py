@@ -1,0 +1,87 @@
+"""Seed statistics: experiments that differ only by `seed` grouped as one configuration, with
+the mean, spread and range of their metrics over the seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mnist_pipeline.report.comparison import settings_diff
+
+if TYPE_CHECKING:
+    from mnist_pipeline.report.view import ExperimentView
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One metric over the seeds of a group: sample mean, standard deviation (ddof=1), range.
+
+    std is None for a single seed, where it is undefined.
+    """
+
+    mean: float
+    std: float | None
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """Experiments whose settings are equal but for `seed`: the same configuration, retrained.
+
+    seeds are distinct and sorted; members are every experiment of the group, by name. When
+    two members share a seed they are the same run (training is deterministic), so the
+    statistics count each seed once, from its first member by name. A metric some member
+    lacks is None.
+    """
+
+    differs: dict[str, Any]  # settings that differ from the defaults, seed left out
+    seeds: list[int]
+    members: list[str]
+    accuracy: Spread
+    macro_f1: Spread | None
+    log_loss: Spread | None
+
+
+def _spread(values: Sequence[Any]) -> Spread | None:
+    if any(v is None for v in values):
+        return None
+    x = np.asarray(values, dtype=np.float64)
+    return Spread(float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else None, float(x.min()), float(x.max()))
+
+
+def _without_seed(settings: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k != "seed"}
+
+
+def seed_groups(experiments: Sequence[ExperimentView], defaults: Mapping[str, Any]) -> list[SeedGroup]:
+    """Group experiments that differ only by `seed`; [] unless some group has 2+ distinct seeds.
+
+    Groups are ranked by mean test accuracy, then mean log loss, then first member's name.
+    """
+    by_settings: dict[str, list[ExperimentView]] = {}
+    for exp in sorted(experiments, key=lambda e: e.name):
+        by_settings.setdefault(json.dumps(_without_seed(exp.settings), sort_keys=True), []).append(exp)
+    groups = []
+    for members in by_settings.values():
+        per_seed: dict[int, ExperimentView] = {}
+        for exp in members:  # by name, so a repeated seed keeps its first member
+            per_seed.setdefault(int(exp.settings.get("seed", defaults.get("seed", 0))), exp)
+        runs = [per_seed[seed] for seed in sorted(per_seed)]
+        groups.append(SeedGroup(
+            differs=settings_diff(_without_seed(members[0].settings), _without_seed(defaults)),
+            seeds=sorted(per_seed),
+            members=[exp.name for exp in members],
+            accuracy=_spread([exp.metrics["test_accuracy"] for exp in runs]),
+            macro_f1=_spread([exp.metrics.get("macro_f1") for exp in runs]),
+            log_loss=_spread([exp.metrics.get("log_loss") for exp in runs]),
+        ))
+    if all(len(group.seeds) < 2 for group in groups):
+        return []
+    return sorted(groups, key=lambda g: (-g.accuracy.mean, float("inf") if g.log_loss is None else g.log_loss.mean,
+                                         g.members[0]))
