@@ -26,12 +26,12 @@ from mnist_pipeline.report import (
     figure_files,
 )
 from mnist_pipeline.report.captions import FIGURE_TEXT, figures_rst
+from mnist_pipeline.report.content import build_view
 from mnist_pipeline.report.figures import Png, gallery_png, styled
 from mnist_pipeline.report.gallery import mistakes_gallery, pairs_gallery
 from mnist_pipeline.report.html import render_html
 from mnist_pipeline.report.markdown import render_markdown
-from mnist_pipeline.report.seeds import Spread
-from mnist_pipeline.report.view import build_view
+from mnist_pipeline.report.view import Spread
 from mnist_pipeline.report.words import seed_group_row, seed_note
 
 REPO = Path(__file__).resolve().parents[1]

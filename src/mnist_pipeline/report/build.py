@@ -12,12 +12,13 @@ import numpy as np
 from mnist_pipeline.errors import TableSchemaError
 from mnist_pipeline.fileio import atomic_path
 from mnist_pipeline.report import figures as fig
+from mnist_pipeline.report.content import build_view
 from mnist_pipeline.report.gallery import mistakes_gallery, pairs_gallery
 from mnist_pipeline.report.history import experiment_histories
 from mnist_pipeline.report.html import render_html
 from mnist_pipeline.report.layout import COMPARISON, Figures, figure_path
 from mnist_pipeline.report.markdown import render_markdown
-from mnist_pipeline.report.view import ReportView, build_view
+from mnist_pipeline.report.view import ReportView
 
 
 def _images(test_images: np.ndarray, view: ReportView) -> np.ndarray:

@@ -6,15 +6,12 @@ terminal summary all rank and compare this way).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from mnist_pipeline.metrics import paired_difference_ci
-
-if TYPE_CHECKING:
-    from mnist_pipeline.report.view import ExperimentView
-
+from mnist_pipeline.report.view import ExperimentView
 
 DIFF_SEED = 0
 

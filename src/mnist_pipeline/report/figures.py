@@ -310,7 +310,8 @@ def gallery_png(gallery: Gallery, images: np.ndarray) -> Png:
     MNIST's 28x28 are enlarged by a whole factor, so that captions sized for 28-pixel tiles fit.
     """
     rows = [row.tiles for row in gallery.rows]
-    row_labels = ["\n".join(text for text, _ in row.label) for row in gallery.rows] if any(r.label for r in gallery.rows) else None
+    labelled = any(row.label for row in gallery.rows)
+    row_labels = ["\n".join(text for text, _ in row.label) for row in gallery.rows] if labelled else None
     title = gallery.title
     n_rows = max(len(rows), 1)
     n_cols = max((len(r) for r in rows), default=1)

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from mnist_pipeline.report.seeds import Spread
-
+from mnist_pipeline.report.view import Spread
 
 NA = "n/a"
 # A class with no test images has no scores to show.

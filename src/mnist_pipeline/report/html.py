@@ -16,9 +16,8 @@ from mnist_pipeline.report.captions import FIGURE_TEXT, GALLERY_TEXT
 from mnist_pipeline.report.figures import Png
 from mnist_pipeline.report.gallery import Gallery, GalleryTile, Line, mistakes_gallery, pairs_gallery
 from mnist_pipeline.report.layout import COMPARISON, PANEL_FIGURES, Figures
-from mnist_pipeline.report.seeds import SeedGroup
 from mnist_pipeline.report.style import CSS
-from mnist_pipeline.report.view import ExperimentView, ReportView
+from mnist_pipeline.report.view import ExperimentView, ReportView, SeedGroup
 
 
 class Raw(str):
@@ -67,7 +66,8 @@ def _leaderboard(view: ReportView, figures: Figures) -> str:
         row[0] = Raw(_exp_link(exp.name))
         # The intervals go on a second, smaller line so the table fits a laptop screen unscrolled.
         m = exp.metrics
-        row[1] = Raw(f"{escape(fmt.pct(m.get('test_accuracy')))}<br><small>{escape(fmt.ci_pct(m.get('test_accuracy_ci95')))}</small>")
+        accuracy, interval = fmt.pct(m.get("test_accuracy")), fmt.ci_pct(m.get("test_accuracy_ci95"))
+        row[1] = Raw(f"{escape(accuracy)}<br><small>{escape(interval)}</small>")
         if exp.vs_best is not None:
             diff, lo, hi = exp.vs_best
             row[2] = Raw(f"{fmt.points(diff)}<br><small>[{fmt.points(lo)}, {fmt.points(hi)}]</small>")
@@ -126,7 +126,8 @@ def _gallery(gallery: Gallery, tiles: Mapping[int, Png]) -> str:
     """Labelled rows each under its label; unlabelled rows as one list, which the page reflows
     to its width (the PNG's rows are for its fixed width)."""
     def listing(row: Sequence[GalleryTile]) -> str:
-        items = "".join(f"<li>{_img(tiles[tile.sample.id], tile.alt)}{_lines(tile.lines, _TILE_STYLES, '<br>')}</li>" for tile in row)
+        items = "".join(f"<li>{_img(tiles[tile.sample.id], tile.alt)}{_lines(tile.lines, _TILE_STYLES, '<br>')}</li>"
+                        for tile in row)
         return f'<ol class="gallery">{items}</ol>'
 
     if not any(row.label for row in gallery.rows):
@@ -167,7 +168,8 @@ def _experiment(exp: ExperimentView, view: ReportView, figures: Figures, tiles: 
     parts.append("<details><summary>Scores per class</summary>")
     parts.append(_table(words.PER_CLASS_COLUMNS, words.per_class_rows(exp, classes)))
     parts.append("</details><details><summary>All training settings</summary>")
-    parts.append(_table(("Setting", "Value"), [(k, fmt.value_text(v)) for k, v in sorted(exp.settings.items())], text_cols=(0, 1)))
+    settings = [(k, fmt.value_text(v)) for k, v in sorted(exp.settings.items())]
+    parts.append(_table(("Setting", "Value"), settings, text_cols=(0, 1)))
     parts.append("</details></section>")
     return "".join(parts)
 

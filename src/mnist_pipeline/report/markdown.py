@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from mnist_pipeline.report import formatting as fmt
 from mnist_pipeline.report import history as h
 from mnist_pipeline.report import words
 from mnist_pipeline.report.captions import FIGURE_TEXT
+from mnist_pipeline.report.gallery import pairs_gallery
 from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, PANEL_FIGURES
 from mnist_pipeline.report.view import ExperimentView, ReportView
 
@@ -84,10 +84,7 @@ def _experiment(exp: ExperimentView, view: ReportView, link: LinkFn) -> list[str
     lines += _image(link, exp.name, "mistakes") if exp.mistakes else ["No mistakes on the test set.", ""]
     if exp.pairs:
         lines += ["### Most confused class pairs", ""]
-        lines += [
-            _text(f"- {classes[p.true]} taken for {classes[p.predicted]}: {p.count:,} times ({fmt.pct(p.share, 1)} of {classes[p.true]})")
-            for p in exp.pairs
-        ]
+        lines += [_text("- " + " ".join(text for text, _ in row.label)) for row in pairs_gallery(exp, classes).rows]
         lines += [""] + _image(link, exp.name, "confused_pairs")
     lines += ["### Scores per class", ""] + _table(words.PER_CLASS_COLUMNS, words.per_class_rows(exp, classes))
     return lines

@@ -6,46 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from mnist_pipeline.report.comparison import settings_diff
-
-if TYPE_CHECKING:
-    from mnist_pipeline.report.view import ExperimentView
-
-
-@dataclass(frozen=True)
-class Spread:
-    """One metric over the seeds of a group: sample mean, standard deviation (ddof=1), range.
-
-    std is None for a single seed, where it is undefined.
-    """
-
-    mean: float
-    std: float | None
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
-class SeedGroup:
-    """Experiments whose settings are equal but for `seed`: the same configuration, retrained.
-
-    seeds are distinct and sorted; members are every experiment of the group, by name. When
-    two members share a seed they are the same run (training is deterministic), so the
-    statistics count each seed once, from its first member by name. A metric some member
-    lacks is None.
-    """
-
-    differs: dict[str, Any]  # settings that differ from the defaults, seed left out
-    seeds: list[int]
-    members: list[str]
-    accuracy: Spread
-    macro_f1: Spread | None
-    log_loss: Spread | None
+from mnist_pipeline.report.view import ExperimentView, SeedGroup, Spread
 
 
 def _spread(values: Sequence[Any]) -> Spread | None:

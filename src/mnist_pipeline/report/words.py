@@ -22,8 +22,7 @@ from mnist_pipeline.report.formatting import (
     spread_text,
     value_text,
 )
-from mnist_pipeline.report.seeds import SeedGroup
-from mnist_pipeline.report.view import ExperimentView, ReportView
+from mnist_pipeline.report.view import ExperimentView, ReportView, SeedGroup
 
 
 def vs_best(view: ExperimentView) -> str:
