@@ -17,7 +17,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import require
+from helpers import require
 from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -15,9 +15,10 @@ from browser import Browser, chromium, served_app, wait_until
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from mnist_pipeline.app import RESULTS_ENV, data
+from mnist_pipeline.app import data
 from mnist_pipeline.cli import classify_files
 from mnist_pipeline.nn.model import load_model
+from mnist_pipeline.resultsdir import RESULTS_ENV
 
 APP = Path(data.__file__).with_name("streamlit_app.py")
 

@@ -10,16 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, copy_workflow, planned_jobs, snakemake
+from helpers import REPO, copy_workflow, planned_jobs, snakemake
 from streamlit.testing.v1 import AppTest
 
-from mnist_pipeline.app import RESULTS_ENV
 from mnist_pipeline.app.runs import Runs, epochs_in_log, failure_reason, steps_done
 from mnist_pipeline.app.train_form import FormField, as_text, overrides, read_value, train_fields
 from mnist_pipeline.app.workflow import find_workflow, merge_config, run_targets
 from mnist_pipeline.config import load_schema, resolve_config
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.nn import TrainSettings, fit
+from mnist_pipeline.nn.settings import Setting
+from mnist_pipeline.resultsdir import RESULTS_ENV
 
 APP = REPO / "src/mnist_pipeline/app/streamlit_app.py"
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
@@ -43,7 +44,7 @@ def app_workflow(directory: Path, synthetic_dir: Path, **train) -> Path:
 def test_every_train_key_becomes_a_field_of_its_kind():
     keys = SCHEMA["$defs"]["train_keys"]
     defaults = resolve_config({"source": "/"}, SCHEMA)["train"]
-    fields = {field.key: field for field in train_fields(keys, defaults)}
+    fields = {field.key: field for field in train_fields(defaults)}
     assert list(fields) == list(keys)
     assert fields["optimizer"].kind == "choice" and fields["optimizer"].choices == tuple(keys["optimizer"]["enum"])
     assert fields["hidden"].kind == "list" and fields["hidden"].default == keys["hidden"]["default"]
@@ -52,7 +53,7 @@ def test_every_train_key_becomes_a_field_of_its_kind():
     assert fields["grad_clip"].kind == "optional" and fields["grad_clip"].default is None
     assert fields["dropout"].help == keys["dropout"]["description"]
     with pytest.raises(ValueError, match="'odd'"):
-        train_fields({"odd": {"type": "object"}}, {"odd": {}})
+        train_fields({"odd": {}}, [Setting("odd", "dict", {}, "a mapping")])
 
 
 def test_text_fields_read_as_yaml_so_the_workflow_judges_them():

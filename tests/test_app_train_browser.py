@@ -9,7 +9,7 @@ import re
 
 import pytest
 from browser import Browser, chromium, served_app, wait_until
-from conftest import snakemake, workflow_env, write_synthetic_dataset
+from helpers import snakemake, workflow_env, write_synthetic_dataset
 from test_app_train import app_workflow
 
 pytestmark = pytest.mark.slow

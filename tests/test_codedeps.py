@@ -44,3 +44,11 @@ def test_every_workflow_script_reaches_its_modules():
         assert "logs.py" in found, script
     train = names(package_modules_used(REPO / "workflow/scripts/train.py", PACKAGE))
     assert {"nn/train.py", "nn/model.py", "tables.py"} <= train
+
+
+def test_the_front_ends_depend_on_the_package_not_on_each_other():
+    """The command line and the app share package modules, never each other's (issue 13)."""
+    cli_uses = names(package_modules_used(PACKAGE / "cli.py", PACKAGE))
+    assert "modelinfo.py" in cli_uses and not any(name.startswith("app/") for name in cli_uses)
+    for page in sorted((PACKAGE / "app").glob("*.py")):
+        assert "cli.py" not in names(package_modules_used(page, PACKAGE)), page.name

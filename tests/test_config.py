@@ -190,11 +190,11 @@ def test_unusable_source_is_refused_before_any_job():
 
 
 def test_train_params_keep_their_repr():
-    # The train rule's params; Snakemake reruns a job whose params' repr changes, so this
-    # string (recorded before TrainSettings made them) must stay, or every model retrains.
+    # The train rule's params, and what run ids are made of: a change to this string (recorded
+    # before TrainSettings made them, then with the augment_ keys added) retrains every model.
     settings = experiment_settings(resolve_config(shipped_config(), SCHEMA), SCHEMA)
     assert repr(settings) == (
-        "{'baseline': {'activation': 'relu', 'batch_norm': True, 'batch_size': 128, 'betas': [0.9, 0.999], "
+        "{'baseline': {'activation': 'relu', 'augment_erase': 0.0, 'augment_flip': False, 'augment_shift': 0, 'batch_norm': True, 'batch_size': 128, 'betas': [0.9, 0.999], "
         "'conv_channels': [32, 64], 'dropout': 0.4, 'early_stopping': 0, 'epochs': 20, 'grad_clip': None, "
         "'hidden': [1024, 512], 'init': 'he', 'label_smoothing': 0.1, 'learning_rate': 0.002, 'model': 'mlp', "
         "'momentum': 0.9, 'optimizer': 'adamw', 'schedule': 'cosine', 'seed': 0, 'step_epochs': 10, "

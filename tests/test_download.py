@@ -18,16 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_synthetic_dataset
+from helpers import write_synthetic_dataset
 from hostile import MIB, gzip_bomb
 from httpserver import IdxServer
 
 import mnist_pipeline
 from mnist_pipeline import download
 from mnist_pipeline.datasets import IDX_STEMS, DatasetSpec, FileChecksum, get_dataset
-from mnist_pipeline.download import fetch_dataset, locate_idx
+from mnist_pipeline.download import fetch_dataset
 from mnist_pipeline.errors import ChecksumError, ConfigError, DownloadError
 from mnist_pipeline.idx import read_split
+from mnist_pipeline.sources import locate_idx
 
 # Tiny waits keep the failure paths fast; the server's stalls are a few times longer.
 FAST = {"timeout": 0.3, "retries": 1, "backoff": 0.01, "progress": False}

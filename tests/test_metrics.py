@@ -44,7 +44,7 @@ def test_confusion_matrix_and_per_class_scores_by_hand():
 
 
 def test_evaluate_by_hand():
-    m = M.evaluate(Y, P, classes=CLASSES, ece_bins=4)
+    m = M.score_predictions(Y, P, classes=CLASSES, ece_bins=4)
     assert m["classes"] == CLASSES
     assert m["test_accuracy"] == pytest.approx(4 / 6)
     assert m["n_test"] == 6
@@ -80,8 +80,8 @@ def test_evaluate_is_plain_json_and_deterministic():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 10, 500)
     proba = rng.dirichlet(np.ones(10), 500).astype(np.float32)
-    first = M.evaluate(y, proba, classes=[f"c{i}" for i in range(10)])
-    second = M.evaluate(y, proba, classes=[f"c{i}" for i in range(10)])
+    first = M.score_predictions(y, proba, classes=[f"c{i}" for i in range(10)])
+    second = M.score_predictions(y, proba, classes=[f"c{i}" for i in range(10)])
     assert _plain(first)
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     assert {"test_accuracy", "per_class", "confusion_matrix", "macro_f1", "weighted_f1", "log_loss",
@@ -114,7 +114,7 @@ def test_calibration_bins_put_edges_in_the_bin_they_close():
 
 def test_perfect_and_uniform_predictions():
     y = np.arange(10)
-    m = M.evaluate(y, np.eye(10, dtype=np.float32), classes=[str(i) for i in range(10)])
+    m = M.score_predictions(y, np.eye(10, dtype=np.float32), classes=[str(i) for i in range(10)])
     assert m["test_accuracy"] == 1.0 and m["test_accuracy_ci95"] == [1.0, 1.0]
     assert m["ece"]["value"] == 0.0 and m["log_loss"] == pytest.approx(0.0, abs=1e-6)
     uniform = np.full((10, 10), 0.1, dtype=np.float32)
@@ -166,7 +166,7 @@ def test_properties_on_random_inputs(n, k, seed):
     y = rng.integers(0, k, n)
     # Rounded probabilities make ties common, which is where ranking bugs live.
     proba = np.round(rng.dirichlet(np.ones(k), n), 1).astype(np.float32)
-    m = M.evaluate(y, proba, classes=[str(i) for i in range(k)], n_bootstrap=50)
+    m = M.score_predictions(y, proba, classes=[str(i) for i in range(k)], n_bootstrap=50)
     cm = np.array(m["confusion_matrix"])
     assert cm.sum() == n and np.trace(cm) / n == pytest.approx(m["test_accuracy"])
     assert M.top_k_accuracy(y, proba, 1) == pytest.approx(m["test_accuracy"])
@@ -180,13 +180,13 @@ def test_properties_on_random_inputs(n, k, seed):
 
 def test_evaluate_rejects_mismatched_inputs():
     with pytest.raises(ValueError, match="shape"):
-        M.evaluate(Y[:5], P, classes=CLASSES)
+        M.score_predictions(Y[:5], P, classes=CLASSES)
     with pytest.raises(ValueError, match="classes"):
-        M.evaluate(Y, P, classes=["a", "b"])
+        M.score_predictions(Y, P, classes=["a", "b"])
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
-        M.evaluate(np.array([0, 0, 1, 2, 2, 3]), P, classes=CLASSES)
+        M.score_predictions(np.array([0, 0, 1, 2, 2, 3]), P, classes=CLASSES)
     with pytest.raises(ValueError, match="NaN"):
-        M.evaluate(Y, np.where(P > 0.5, np.nan, P), classes=CLASSES)
+        M.score_predictions(Y, np.where(P > 0.5, np.nan, P), classes=CLASSES)
 
 
 def test_predictions_table_schema_and_parquet_round_trip(tmp_path):
@@ -213,9 +213,9 @@ def test_a_class_without_test_images_is_absent_and_left_out_of_macro_f1():
     # Class "one" never occurs: its scores are not zeros to average but absent.
     y = np.array([0, 0, 2, 2])
     proba = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.2, 0.1, 0.7]], dtype=np.float32)
-    result = M.evaluate(y, proba, classes=CLASSES, n_bootstrap=10)
+    result = M.score_predictions(y, proba, classes=CLASSES, n_bootstrap=10)
     assert result["absent_classes"] == ["one"]
     assert result["per_class"]["one"] == {"absent": True, "precision": None, "recall": None, "f1": None, "support": 0}
     assert result["macro_f1"] == 1.0 and result["test_accuracy"] == 1.0
     assert np.array(result["confusion_matrix"]).shape == (3, 3)
-    assert M.evaluate(Y, P, classes=CLASSES, n_bootstrap=10)["absent_classes"] == []
+    assert M.score_predictions(Y, P, classes=CLASSES, n_bootstrap=10)["absent_classes"] == []

@@ -114,7 +114,7 @@ def _translated(image, down, right):
 # --- in the trainer -------------------------------------------------------------------------
 
 def _train(threads=1, **augment):
-    from conftest import quadrant_images
+    from helpers import quadrant_images
     from mnist_pipeline.nn import TrainSettings, fit
 
     x, y = quadrant_images(160, seed=0)

@@ -17,7 +17,7 @@ import numpy as np
 
 import pytest
 
-from conftest import quadrant_images
+from helpers import quadrant_images
 from mnist_pipeline.nn import TrainSettings, fit
 from mnist_pipeline.nn.model import load_model, save_model
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from conftest import quadrant_images
+from helpers import quadrant_images
 from mnist_pipeline.errors import TrainingDivergedError
 from mnist_pipeline.nn import conv, parallel
 from mnist_pipeline.nn import train as train_module

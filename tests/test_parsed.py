@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_synthetic_dataset
+from helpers import write_synthetic_dataset
 
 from mnist_pipeline.errors import IdxFormatError
 from mnist_pipeline.idx import write_idx

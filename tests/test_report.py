@@ -16,7 +16,7 @@ from markdown_it import MarkdownIt
 from PIL import Image
 
 from mnist_pipeline.errors import TableSchemaError
-from mnist_pipeline.metrics import evaluate, predictions_table
+from mnist_pipeline.metrics import predictions_table, score_predictions
 from mnist_pipeline.report import (
     COMPARISON,
     COMPARISON_FIGURES,
@@ -25,10 +25,14 @@ from mnist_pipeline.report import (
     collect_provenance,
     figure_files,
 )
-from mnist_pipeline.report.figures import Png
+from mnist_pipeline.report.captions import FIGURE_TEXT, figures_rst
+from mnist_pipeline.report.content import build_view
+from mnist_pipeline.report.figures import Png, gallery_png, styled
+from mnist_pipeline.report.gallery import mistakes_gallery, pairs_gallery
 from mnist_pipeline.report.html import render_html
 from mnist_pipeline.report.markdown import render_markdown
-from mnist_pipeline.report.summary import Spread, build_view, seed_group_row, seed_note
+from mnist_pipeline.report.view import Spread
+from mnist_pipeline.report.words import seed_group_row, seed_note
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTIONS = REPO / "workflow" / "report"
@@ -55,7 +59,7 @@ def make_experiments(n=300, runs=RUNS, seed=0, classes=CLASSES):
         history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.1 / e + 0.01 * e, "train_accuracy": 0.5 + 0.05 * e,
                     "val_accuracy": 0.45 + 0.05 * e, "learning_rate": settings["learning_rate"], "seconds": 1.5}
                    for e in range(1, epochs + 1)]
-        metrics = evaluate(y, proba.astype(np.float32), classes=classes)
+        metrics = score_predictions(y, proba.astype(np.float32), classes=classes)
         metrics.update(val_accuracy=history[-1]["val_accuracy"], epochs_run=epochs, train_seconds=1.5 * epochs,
                        n_parameters=1000 * (i + 1))
         table = predictions_table(ids, y, proba)
@@ -187,6 +191,30 @@ def test_html_content(report):
                    "Most confident mistakes",
                    "Most confused class pairs", "Provenance"):
         assert needle in text, needle
+
+
+def test_each_gallery_is_composed_once_for_its_png_and_the_page(report, monkeypatch):
+    """The PNG report.md links and the page's tiles show the same images with the same words."""
+    view = build_view(dataset="tiny", experiments=report["experiments"], defaults=DEFAULTS, provenance=PROVENANCE)
+    exp = view.experiments[0]
+    page = html5lib.parse(report["html_text"], namespaceHTMLElements=False).find(f".//section[@id='exp-{exp.name}']")
+    shown = [[text_of(li) for li in ol.findall("li")] for ol in page.iter("ol")]
+    labels = [text_of(div.find("p")) for div in page.iter("div") if div.get("class") == "pair"]
+    drawn = []
+    original = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda ax, x, y, text, *a, **k: drawn.append(text) or original(ax, x, y, text, *a, **k))
+    galleries = mistakes_gallery(exp, view.classes), pairs_gallery(exp, view.classes)
+    with styled():
+        for gallery in galleries:
+            gallery_png(gallery, report["images"])
+    words = [["".join(text for text, _ in tile.lines) for tile in row.tiles] for row in galleries[1].rows]
+    assert shown == [["".join(text for text, _ in tile.lines) for tile in galleries[0].tiles], *words]
+    assert labels == [" ".join(text for text, _ in row.label) for row in galleries[1].rows] and len(labels) > 1
+    for gallery in galleries:
+        expected = [line for tile in gallery.tiles for line, _ in tile.lines]
+        expected += ["\n".join(text for text, _ in row.label) for row in gallery.rows if row.label]
+        assert sorted(drawn[:len(expected)]) == sorted(expected)
+        del drawn[:len(expected)]
 
 
 # Names a viewer would turn into markup if they were pasted in as they are.
@@ -364,7 +392,7 @@ def test_a_custom_dataset_with_three_classes(tmp_path):
     rng = np.random.default_rng(4)
     y = rng.integers(0, 3, 90)
     proba = rng.dirichlet(np.ones(3), 90) * 0.5 + 0.5 * np.eye(3)[y]
-    metrics = evaluate(y, proba, classes=["cat", "dog", "eel"])
+    metrics = score_predictions(y, proba, classes=["cat", "dog", "eel"])
     metrics.update(val_accuracy=0.7, epochs_run=1, train_seconds=0.5, n_parameters=99)
     experiment = {"name": "tri", "metrics": metrics, "history": [], "settings": DEFAULTS,
                   "predictions": predictions_table(np.arange(90), y, proba)}
@@ -415,12 +443,19 @@ def _render_caption(name: str, **wildcards) -> str:
     return publish_parts(text, writer="html", settings_overrides={"report_level": 2, "halt_level": 2})["body"]
 
 
+def test_snakemake_figure_captions_are_generated_from_the_package_captions():
+    assert (CAPTIONS / "figures.rst").read_text() == figures_rst(), (
+        "workflow/report/figures.rst differs from report/captions.py: regenerate it as captions.py's docstring says")
+
+
 def test_captions_render_for_every_figure():
     bodies = {}
-    for figure in EXPERIMENT_FIGURES + COMPARISON_FIGURES:
+    for figure in (*EXPERIMENT_FIGURES, *COMPARISON_FIGURES, "history"):
         experiment = COMPARISON if figure in COMPARISON_FIGURES else "baseline"
         bodies[figure] = _render_caption("figures.rst", figure=figure, experiment=experiment)
         assert "of the report" not in bodies[figure], figure  # the fallback for unknown figures
+        # Snakemake's caption says what the report's own caption says, word for word.
+        assert " ".join(FIGURE_TEXT[figure][1].split()) in " ".join(re.sub(r"<[^>]+>", "", bodies[figure]).split()), figure
     assert len(set(bodies.values())) == len(bodies)
     assert re.search(r"baseline</tt>\.\s+Training", bodies["loss"])  # two sentences, not run together
     for name in ("metrics.rst", "predictions.rst", "history.rst", "report_html.rst", "report_md.rst", "workflow.rst"):

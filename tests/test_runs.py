@@ -10,7 +10,7 @@ import pytest
 
 from mnist_pipeline.cli import main
 from mnist_pipeline.fileio import write_json
-from mnist_pipeline.metrics import evaluate, paired_difference_ci, predictions_table
+from mnist_pipeline.metrics import paired_difference_ci, predictions_table, score_predictions
 from mnist_pipeline.report import build_report, figure_files
 from mnist_pipeline.rundiff import diff_runs
 from mnist_pipeline.runid import code_digest, data_identity, run_id, run_record
@@ -70,7 +70,7 @@ def fake_run(dataset_dir: Path, settings: dict, finished: str, correct: np.ndarr
     Path(files["model"]).write_bytes(b"model bytes")
     write_table(predictions_table(np.arange(N_TEST), labels, proba), files["predictions"])
     accuracy = float(correct.mean())
-    metrics = evaluate(labels, proba, classes=[str(k) for k in range(10)], n_bootstrap=50)
+    metrics = score_predictions(labels, proba, classes=[str(k) for k in range(10)], n_bootstrap=50)
     write_json(files["metrics"], {**metrics, "val_accuracy": accuracy, "train_seconds": 1.5, "epochs_run": settings["epochs"]})
     write_json(files["history"], {"epochs": [{"epoch": e + 1, "val_accuracy": accuracy, "train_loss": 1.0 / (e + 1), "val_loss": 1.0 / (e + 1)} for e in range(settings["epochs"])],
                                   "finished": finished, "train_seconds": 1.5})
@@ -228,7 +228,7 @@ def test_report_history_lists_earlier_runs_against_the_current_one(store, tmp_pa
 
 
 def test_an_experiment_cannot_take_the_run_stores_folder_name():
-    from conftest import REPO
+    from helpers import REPO
 
     from mnist_pipeline.config import load_schema, resolve_config
     from mnist_pipeline.errors import ConfigError

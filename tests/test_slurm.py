@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, copy_workflow, require, snakemake, workflow_env
+from helpers import REPO, copy_workflow, require, snakemake, workflow_env
 
 START_SLURM = REPO / "tests/slurm/start-slurm.sh"
 TEST_CONFIG = REPO / "tests/workflow/synthetic.yaml"

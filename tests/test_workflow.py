@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, copy_workflow, planned_jobs, snakemake, snakemake_command, workflow_env
+from helpers import REPO, copy_workflow, planned_jobs, snakemake, snakemake_command, workflow_env
 
 from mnist_pipeline.runlock import run_in_progress
 

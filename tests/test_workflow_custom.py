@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, copy_workflow, snakemake, workflow_env, write_synthetic_dataset
+from helpers import REPO, copy_workflow, snakemake, workflow_env, write_synthetic_dataset
 from PIL import Image
 
 pytestmark = pytest.mark.slow

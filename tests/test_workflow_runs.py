@@ -9,7 +9,7 @@ import json
 
 import pytest
 import yaml
-from conftest import REPO, copy_workflow, planned_jobs, snakemake
+from helpers import REPO, copy_workflow, planned_jobs, snakemake
 
 from mnist_pipeline.cli import main
 

@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline.app import RESULTS_ENV
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.fileio import read_json
+from mnist_pipeline.modelinfo import describe_layer, model_info
 from mnist_pipeline.nn.model import load_model
 from mnist_pipeline.nn.settings import TrainSettings
 from mnist_pipeline.preprocess import CENTER_MODES, framing_for, load_images, model_inputs
-from mnist_pipeline.report.summary import change_text, pct, seconds, settings_diff, settings_text, value_text
+from mnist_pipeline.report.comparison import settings_diff
+from mnist_pipeline.report.formatting import change_text, pct, seconds, settings_text, value_text
+from mnist_pipeline.resultsdir import DEFAULT_RESULTS, RESULTS_ENV
 from mnist_pipeline.rundiff import RunDiff, diff_runs
 from mnist_pipeline.runs import KeptRun, RunNotFound, datasets, prune, read_current, read_store, resolve
 
@@ -105,44 +106,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for record in failed:
         print(f"{PROG}: error: {record['error']}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def describe_layer(spec: dict[str, Any]) -> str:
-    """A short name for one layer spec of a model's architecture."""
-    kind = spec["type"]
-    if kind == "dense":
-        return f"dense {spec['n_in']}->{spec['n_out']}"
-    if kind == "conv2d":
-        return f"conv{spec['kernel_size']}x{spec['kernel_size']} {spec['in_channels']}->{spec['out_channels']}"
-    if kind == "dropout":
-        return f"dropout {spec['rate']:g}"
-    if kind == "reshape":
-        return "reshape " + "x".join(map(str, spec["shape"]))
-    return kind.replace("_", " ")
-
-
-def model_info(path: str, loaded) -> dict[str, Any]:
-    """What `info` reports: the model file's header, and metrics.json/history.json beside it if present."""
-    directory = Path(path).parent
-    found = {name: read_json(directory / f"{name}.json") for name in ("metrics", "history") if (directory / f"{name}.json").is_file()}
-    history = found.get("history", {})
-    return {
-        "model": os.fspath(path),
-        "dataset": loaded.metadata.get("dataset"),
-        "experiment": loaded.metadata.get("experiment"),
-        "run": loaded.metadata.get("run"),  # the workflow's models are named by run, not experiment
-        "classes": list(loaded.classes),
-        "image_shape": list(loaded.image_shape),
-        "architecture": loaded.model.architecture,
-        "n_parameters": loaded.model.n_parameters,
-        "normalization": loaded.normalization,
-        "settings": loaded.metadata.get("settings"),
-        "epochs_run": loaded.metadata.get("epochs_run"),
-        "best_epoch": loaded.metadata.get("best_epoch"),
-        "threads": loaded.metadata.get("threads"),
-        "train_seconds": history.get("train_seconds"),
-        "metrics": found.get("metrics"),
-    }
 
 
 def settings_lines(settings: dict[str, Any]) -> list[str]:
@@ -378,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     app = commands.add_parser("app", help="open the browser app", description="Serve the Streamlit app on the pipeline's results.")
     app.add_argument(
-        "--results", default=os.environ.get(RESULTS_ENV, "results"),
+        "--results", default=os.environ.get(RESULTS_ENV, DEFAULT_RESULTS),
         help=f"the workflow's results directory (default: ${RESULTS_ENV} or ./results)",
     )
     app.add_argument(
@@ -394,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Every trained model the workflow kept, newest first; compare two, or remove old ones.",
     )
     runs.add_argument(
-        "--results", default=os.environ.get(RESULTS_ENV, "results"),
+        "--results", default=os.environ.get(RESULTS_ENV, DEFAULT_RESULTS),
         help=f"the workflow's results directory (default: ${RESULTS_ENV} or ./results)",
     )
     runs.add_argument("--dataset", metavar="NAME", help="only this dataset's runs")

@@ -22,7 +22,7 @@ import yaml
 
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.nn.settings import TrainSettings
-
+from mnist_pipeline.sources import local_source_dir
 
 _MISSING = object()
 # Snakemake parses a `--config` value such as `train={batch_norm: false}` with YAML's base
@@ -139,8 +139,6 @@ def _check_dataset_source(config: Mapping[str, Any], results_dir: str | Path | N
     """Refuse, before any job starts, a `source` the download stage could not use. A local one
     must exist, and must not lie among the outputs: a run replaces those, so the download
     would destroy the very files it copies."""
-    from mnist_pipeline.download import local_source_dir
-
     source = config["source"]
     directory = local_source_dir(config["dataset"], source)
     if directory is None:

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.datasets import dataset_classes, get_dataset
-from mnist_pipeline.download import local_source_dir, locate_idx
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.idx import read_header, read_idx
 from mnist_pipeline.nn.model import check_conv_fits
+from mnist_pipeline.sources import local_source_dir, locate_idx
 from mnist_pipeline.splits import validation_counts
 
 

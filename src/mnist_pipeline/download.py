@@ -1,7 +1,7 @@
 """Fetch a dataset's four IDX files into one directory, verified, or fail saying why.
 
 Sources are tried in order: a known dataset's mirrors, or the one `source` the user gave (a
-directory, file:// or http(s):// base). Each HTTP file gets retries with exponential backoff
+directory, file:// or http(s):// base; what a `source` names is `sources.resolve_sources`). Each HTTP file gets retries with exponential backoff
 and resumes from where a dropped connection left it when the server honours Range; then the
 next mirror. A file is streamed to `<name>.part` and renamed only once its checksum passed,
 and the whole directory is built beside `dest` and renamed into place at the end, so the
@@ -22,16 +22,19 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from mnist_pipeline import __version__
-from mnist_pipeline.datasets import IDX_STEMS, KNOWN_DATASETS, DatasetSpec, FileChecksum, get_dataset
+from mnist_pipeline.datasets import IDX_STEMS, DatasetSpec, FileChecksum, get_dataset
 from mnist_pipeline.errors import ChecksumError, ConfigError, DownloadError, IdxFormatError
 from mnist_pipeline.fileio import write_json
 from mnist_pipeline.idx import GZIP_MAGIC, MAX_IDX_BYTES, content_sha256
+from mnist_pipeline.sources import Source, locate_idx, resolve_sources
+
+# parsed.py and benchmarks/ still import locate_idx from here (they change on other branches):
+# it is the same function, whose home is sources.py.
+__all__ = ["fetch_dataset", "keep_download", "locate_idx"]
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +52,6 @@ LOCAL_HINT = (
     "To use a copy you already have, put the four files (.gz or raw) in one directory and point"
     " `source:` at it: snakemake --config source=/path/to/dir (or set `source:` in config.yaml)."
 )
-
-
-def locate_idx(raw_dir: str | os.PathLike, stem: str) -> Path:
-    """The file holding `stem` in `raw_dir`: `<stem>.gz`, else `<stem>`."""
-    raw_dir = Path(raw_dir)
-    for name in (f"{stem}.gz", stem):
-        if (raw_dir / name).is_file():
-            return raw_dir / name
-    raise FileNotFoundError(f"{raw_dir}: neither {stem}.gz nor {stem} is there")
 
 
 def fetch_dataset(
@@ -114,46 +108,6 @@ def keep_download(fetched: str | os.PathLike, dest: str | os.PathLike) -> None:
     log.info("%s: now holds the files verified in %s", dest, fetched)
 
 
-@dataclass(frozen=True)
-class _Source:
-    """Where the files may be: a directory (`url` None) or an http(s) base URL ending in /."""
-
-    label: str
-    directory: Path | None = None
-    url: str | None = None
-
-
-def local_source_dir(dataset: str, source: str | None) -> Path | None:
-    """The directory a local `source` names (a path or file:// URL), else None (mirrors, http)."""
-    sources = resolve_sources(dataset, get_dataset(dataset), source)
-    return sources[0].directory if len(sources) == 1 else None
-
-
-def resolve_sources(dataset: str, spec: DatasetSpec | None, source: str | None) -> tuple[_Source, ...]:
-    """Where to look for the files, in order; a ConfigError naming `source` when it cannot be used."""
-    if source is None:
-        if spec is None:
-            raise ConfigError(
-                f"source: dataset {dataset!r} is not a known dataset ({', '.join(sorted(KNOWN_DATASETS))}),"
-                " so `source` must name a directory, file:// or http(s):// URL holding its four IDX files"
-            )
-        return tuple(_Source(label=mirror, url=mirror) for mirror in spec.mirrors)
-    parts = urlsplit(source)
-    if parts.scheme in ("http", "https"):
-        url = source if source.endswith("/") else source + "/"
-        return (_Source(label=url, url=url),)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigError(f"source: {source!r} names host {parts.netloc!r}; a file:// URL must be on this machine")
-        return (_Source(label=source, directory=Path(urllib.request.url2pathname(parts.path))),)
-    if not source:
-        raise ConfigError("source: an empty string is not a directory; use null for the dataset's own mirrors")
-    # "x:" may be a scheme or a relative directory name; one letter is a Windows drive.
-    if len(parts.scheme) > 1 and not Path(source).exists():
-        raise ConfigError(f"source: {source!r} has unsupported scheme {parts.scheme!r}; expected a directory, file://, http:// or https://")
-    return (_Source(label=source, directory=Path(source).expanduser()),)
-
-
 def _expected_checksums(
     dataset: str, spec: DatasetSpec | None, checksums: Mapping[str, str] | None
 ) -> dict[str, FileChecksum | None]:
@@ -187,9 +141,9 @@ class _Transient(Exception):
 
 
 def _fetch_file(
-    dataset: str, stem: str, sources: Sequence[_Source], expected: FileChecksum | None, tmp: Path, fetcher: _Fetcher
+    dataset: str, stem: str, sources: Sequence[Source], expected: FileChecksum | None, tmp: Path, fetcher: _Fetcher
 ) -> dict:
-    failures: list[tuple[_Source, _SourceFailed]] = []
+    failures: list[tuple[Source, _SourceFailed]] = []
     for source in sources:
         try:
             if source.url in fetcher.unreachable:

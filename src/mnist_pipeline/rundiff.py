@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from mnist_pipeline.metrics import read_predictions
-from mnist_pipeline.report.summary import accuracy_change, outcomes
+from mnist_pipeline.report.comparison import accuracy_change, outcomes
 from mnist_pipeline.runs import KeptRun
 
 # The metrics.json entries a diff compares, in the order it shows them.

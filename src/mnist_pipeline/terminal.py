@@ -66,7 +66,7 @@ def training_plan_text(dataset_dir: str | Path, runs: Mapping[str, Mapping]) -> 
 def summary_text(results: str | Path, dataset: str, experiments: Iterable[str]) -> str:
     """The leaderboard's best lines and the report's path, or "" when the run did not get as
     far as the report."""
-    from mnist_pipeline.report.summary import leaderboard_key  # the report's own order
+    from mnist_pipeline.report.comparison import leaderboard_key  # the report's own order
 
     base = Path(results) / dataset
     report = base / "report.html"

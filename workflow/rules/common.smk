@@ -15,7 +15,7 @@ from mnist_pipeline.codedeps import package_modules_used
 from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
 from mnist_pipeline.datafacts import check_config_against_data
 from mnist_pipeline.datasets import IDX_STEMS
-from mnist_pipeline.download import local_source_dir, locate_idx
+from mnist_pipeline.sources import local_source_dir, locate_idx
 from mnist_pipeline.errors import PipelineError, RunInProgressError
 from mnist_pipeline.nn.parallel import available_cores, share_cores
 from mnist_pipeline.runid import code_digest, data_identity, run_record

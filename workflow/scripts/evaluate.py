@@ -7,7 +7,7 @@ log_to(snakemake.log[0])
 join_run()
 
 from mnist_pipeline.fileio import read_json, write_json
-from mnist_pipeline.metrics import evaluate, predictions_table
+from mnist_pipeline.metrics import predictions_table, score_predictions
 from mnist_pipeline.nn.model import load_model
 from mnist_pipeline.tables import read_split, write_table
 
@@ -17,7 +17,7 @@ history = read_json(snakemake.input["history"])
 for split in (test, val):
     split.require_normalization(loaded.normalization, snakemake.input["model"])
 test_proba = loaded.model.predict_proba(test.pixels)
-metrics = evaluate(test.labels, test_proba, classes=loaded.classes)
+metrics = score_predictions(test.labels, test_proba, classes=loaded.classes)
 metrics["val_accuracy"] = float((loaded.model.predict_proba(val.pixels).argmax(axis=1) == val.labels).mean())
 metrics.update(epochs_run=history["epochs_run"], train_seconds=history["train_seconds"], n_parameters=loaded.model.n_parameters)
 write_json(snakemake.output["metrics"], metrics)

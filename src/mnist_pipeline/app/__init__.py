@@ -7,5 +7,3 @@ description, `workflow` finds the workflow and keeps experiments.yaml, `runs` an
 start, follow and stop Snakemake. `streamlit_app` and `train_page` lay the pages out, kept thin.
 """
 
-# The app reads its results directory from `--results` or this variable (AppTest cannot pass arguments).
-RESULTS_ENV = "MNIST_PIPELINE_RESULTS"

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from mnist_pipeline.app import RESULTS_ENV
 from mnist_pipeline.fileio import read_json
 from mnist_pipeline.metrics import confusion_matrix, read_predictions, top_confusions
 from mnist_pipeline.preprocess import as_dataset_image, framing_for, model_inputs, to_gray
+from mnist_pipeline.resultsdir import DEFAULT_RESULTS, RESULTS_ENV
 
 # history.json per-epoch keys worth plotting, in the order the app offers them.
 CURVE_METRICS = ("val_accuracy", "train_accuracy", "val_loss", "train_loss", "learning_rate")
@@ -35,7 +35,7 @@ def results_dir(argv: Sequence[str], environ: Mapping[str, str]) -> Path:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--results", default=None)
     known, _ = parser.parse_known_args(list(argv))
-    return Path(known.results or environ.get(RESULTS_ENV) or "results")
+    return Path(known.results or environ.get(RESULTS_ENV) or DEFAULT_RESULTS)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What the Train page's form asks for, derived from the description of the train settings.
 
-`train_fields` is the one place that turns the settings' description (today the schema's
-`train_keys`: type, enum, description) into form fields; the page lays the fields out and
+`train_fields` is the one place that turns the settings' description (`TrainSettings.describe()`:
+kind, choices, help) into form fields; the page lays the fields out and
 `read_value` turns what was typed back into config values, leaving every judgement of them to
 the workflow's own validation (config.resolve_config), so the page shows its messages.
 """
@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.nn.settings import Setting, TrainSettings
 
 #: kinds of field: a choice among fixed values, a tick box, one number, a list of numbers, or a number that may be left empty (null)
 KINDS = ("choice", "boolean", "integer", "number", "list", "optional")
@@ -29,27 +30,24 @@ class FormField:
     choices: tuple = ()
 
 
-def _kind(key: str, node: Mapping[str, Any]) -> str:
-    if "enum" in node:
-        return "choice"
-    declared = node.get("type")
-    types = {declared} if isinstance(declared, str) else set(declared or ())
-    if "null" in types:
+#: a setting's kind -> the form field's kind (a nullable number is an optional field)
+_FIELD_KINDS = {"choice": "choice", "bool": "boolean", "int": "integer", "float": "number", "list": "list"}
+
+
+def _kind(setting: Setting) -> str:
+    if setting.nullable:
         return "optional"
-    for kind in ("boolean", "integer", "number"):
-        if types == {kind}:
-            return kind
-    if types == {"array"}:
-        return "list"
-    raise ValueError(f"train key {key!r}: no form field for type {declared!r}")
+    if setting.kind not in _FIELD_KINDS:
+        raise ValueError(f"train key {setting.name!r}: no form field for kind {setting.kind!r}")
+    return _FIELD_KINDS[setting.kind]
 
 
-def train_fields(train_keys: Mapping[str, Mapping[str, Any]], defaults: Mapping[str, Any]) -> list[FormField]:
-    """One field per train key, in the description's order, starting at `defaults` (the `train` section in force)."""
-    return [
-        FormField(key, _kind(key, node), defaults[key], node.get("description"), tuple(node.get("enum", ())))
-        for key, node in train_keys.items()
-    ]
+def train_fields(defaults: Mapping[str, Any], settings: Iterable[Setting] | None = None) -> list[FormField]:
+    """One field per training setting, in `TrainSettings.describe()`'s order (or `settings`'),
+    starting at `defaults` (the `train` section in force)."""
+    described = TrainSettings.describe() if settings is None else settings
+    return [FormField(setting.name, _kind(setting), defaults[setting.name], setting.help, tuple(setting.choices))
+            for setting in described]
 
 
 def as_text(field: FormField, value: Any) -> str:

@@ -35,7 +35,7 @@ def field_widget(field: FormField):
 
 
 def settings_form(workflow: Workflow, config: dict, runs: Runs) -> None:
-    fields = train_fields(workflow.schema()["$defs"]["train_keys"], config["train"])
+    fields = train_fields(config["train"])
     with st.form("train_form"):
         name = st.text_input("Experiment name", key="experiment_name", help="a new name, or one the app added before to replace it")
         columns = st.columns(FIELD_COLUMNS)

@@ -2,6 +2,12 @@
 
 build_report writes them from the experiments' outputs; collect_provenance gathers what is
 needed to reproduce the run. layout.figure_files lists the PNGs written, for the workflow.
+
+What is shown: view (the view objects), content (experiments ranked, galleries' samples),
+comparison (leaderboard order, paired differences, settings against the defaults), seeds
+(spreads over seeds), history (earlier runs), gallery (each gallery composed once). How numbers are written: formatting.
+The words: words (tables, notes, headline, glossary), captions (figure captions). How it is
+drawn and written: figures (PNGs), style, html, markdown; build puts it together.
 """
 
 from mnist_pipeline.report.build import build_report

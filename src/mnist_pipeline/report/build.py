@@ -12,15 +12,13 @@ import numpy as np
 from mnist_pipeline.errors import TableSchemaError
 from mnist_pipeline.fileio import atomic_path
 from mnist_pipeline.report import figures as fig
+from mnist_pipeline.report.content import build_view
+from mnist_pipeline.report.gallery import mistakes_gallery, pairs_gallery
 from mnist_pipeline.report.history import experiment_histories
 from mnist_pipeline.report.html import render_html
 from mnist_pipeline.report.layout import COMPARISON, Figures, figure_path
 from mnist_pipeline.report.markdown import render_markdown
-from mnist_pipeline.report.summary import ExperimentView, ReportView, Sample, build_view, pct
-
-MISTAKE_COLUMNS = 6
-WRONG_COLOR = "#b42318"
-MUTED_COLOR = "#5b6470"
+from mnist_pipeline.report.view import ReportView
 
 
 def _images(test_images: np.ndarray, view: ReportView) -> np.ndarray:
@@ -34,22 +32,6 @@ def _images(test_images: np.ndarray, view: ReportView) -> np.ndarray:
                 f"but there are {len(images)} test images"
             )
     return images
-
-
-def _mistakes_mosaic(exp: ExperimentView, images: np.ndarray, classes: Sequence[str]) -> fig.Png:
-    tiles = [
-        fig.Tile(images[m.id], ((classes[m.label], "#1d232b"), (f"→ {classes[m.predicted]}", WRONG_COLOR),
-                                (f"{pct(m.probability, 1)}  #{m.id}", MUTED_COLOR)))
-        for m in exp.mistakes
-    ]
-    rows = [tiles[i:i + MISTAKE_COLUMNS] for i in range(0, len(tiles), MISTAKE_COLUMNS)]
-    return fig.image_grid(rows, title=f"{exp.name}: most confident mistakes")
-
-
-def _pairs_mosaic(exp: ExperimentView, images: np.ndarray, classes: Sequence[str]) -> fig.Png:
-    rows = [[fig.Tile(images[m.id], ((pct(m.probability, 1), MUTED_COLOR),)) for m in p.examples] for p in exp.pairs]
-    labels = [f"{classes[p.true]}\ntaken for\n{classes[p.predicted]}\n{p.count:,} times" for p in exp.pairs]
-    return fig.image_grid(rows, row_labels=labels, title=f"{exp.name}: most confused pairs")
 
 
 def render_figures(view: ReportView, images: np.ndarray) -> Figures:
@@ -68,8 +50,8 @@ def render_figures(view: ReportView, images: np.ndarray) -> Figures:
                 "per_class": fig.per_class_bars([c.get("precision") or 0.0 for c in scores],
                                                 [c.get("recall") or 0.0 for c in scores], classes),
                 "reliability": fig.reliability_diagram(exp.calibration, float((m.get("ece") or {}).get("value", np.nan))),
-                "mistakes": _mistakes_mosaic(exp, images, classes),
-                "confused_pairs": _pairs_mosaic(exp, images, classes),
+                "mistakes": fig.gallery_png(mistakes_gallery(exp, classes), images),
+                "confused_pairs": fig.gallery_png(pairs_gallery(exp, classes), images),
             }
         if len(view.experiments) > 1:
             exps = view.experiments
@@ -86,11 +68,10 @@ def render_figures(view: ReportView, images: np.ndarray) -> Figures:
 
 
 def _gallery_tiles(view: ReportView, images: np.ndarray) -> dict[int, fig.Png]:
-    shown: list[Sample] = []
-    for exp in view.experiments:
-        shown += exp.mistakes
-        shown += [m for p in exp.pairs for m in p.examples]
-    return {i: fig.tile_png(images[i]) for i in sorted({m.id for m in shown})}
+    """Test image id -> its PNG, for every image the galleries show (the HTML lays them out as tiles)."""
+    shown = {tile.sample.id for exp in view.experiments
+             for gallery in (mistakes_gallery(exp, view.classes), pairs_gallery(exp, view.classes)) for tile in gallery.tiles}
+    return {i: fig.tile_png(images[i]) for i in sorted(shown)}
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -22,6 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, MaxNLocator
 from PIL import Image
 
+from mnist_pipeline.report.gallery import Gallery
+
 DPI = 120
 PANEL = (5.0, 3.3)  # inches
 TRAIN_COLOR = "#0072B2"  # Okabe-Ito blue and vermillion: distinguishable with colour blindness
@@ -296,24 +298,25 @@ def val_accuracy_overlay(names: Sequence[str], histories: Sequence[Sequence[Mapp
     return to_png(fig)
 
 
-@dataclass(frozen=True)
-class Tile:
-    """One image of a gallery with its caption lines, each (text, colour)."""
-
-    image: np.ndarray  # uint8 (H, W), the same size in one gallery
-    lines: tuple[tuple[str, str], ...]
+# A gallery line's role (report.gallery) -> its colour in the PNG.
+ROLE_COLORS = {"class": "#1d232b", "predicted": "#b42318", "meta": "#5b6470", "plain": "#1d232b"}
 
 
-def image_grid(rows: Sequence[Sequence[Tile]], row_labels: Sequence[str] | None = None, title: str = "") -> Png:
-    """A gallery drawn on one axis: images placed in one canvas, captions under each.
+def gallery_png(gallery: Gallery, images: np.ndarray) -> Png:
+    """A gallery drawn on one axis: images (`images[tile.sample.id]`, uint8 (H, W), one size)
+    placed in one canvas, each tile's lines under it, each row's label on its left.
 
     One imshow plus text is several times faster than an axis per image. Images smaller than
     MNIST's 28x28 are enlarged by a whole factor, so that captions sized for 28-pixel tiles fit.
     """
+    rows = [row.tiles for row in gallery.rows]
+    labelled = any(row.label for row in gallery.rows)
+    row_labels = ["\n".join(text for text, _ in row.label) for row in gallery.rows] if labelled else None
+    title = gallery.title
     n_rows = max(len(rows), 1)
     n_cols = max((len(r) for r in rows), default=1)
     lines = max((len(t.lines) for r in rows for t in r), default=0)
-    height, width = next((t.image.shape for r in rows for t in r), (28, 28))
+    height, width = next((images[t.sample.id].shape for r in rows for t in r), (28, 28))
     zoom = max(1, 28 // max(height, width))
     height, width = height * zoom, width * zoom
     cell_w, cell_h = max(width, 28) + 6, height + 4 + 5 * lines  # in image pixels; a caption line is ~5 of them
@@ -322,7 +325,7 @@ def image_grid(rows: Sequence[Sequence[Tile]], row_labels: Sequence[str] | None 
     for r, row in enumerate(rows):
         for c, tile in enumerate(row):
             y0, x0 = r * cell_h + 2, label_w + c * cell_w + 3
-            canvas[y0:y0 + height, x0:x0 + width] = np.kron(tile.image, np.ones((zoom, zoom)))
+            canvas[y0:y0 + height, x0:x0 + width] = np.kron(images[tile.sample.id], np.ones((zoom, zoom)))
     inches_per_px = 0.042
     fig = Figure(figsize=(canvas.shape[1] * inches_per_px, canvas.shape[0] * inches_per_px + (0.3 if title else 0)),
                  dpi=DPI)
@@ -336,8 +339,8 @@ def image_grid(rows: Sequence[Sequence[Tile]], row_labels: Sequence[str] | None 
             ax.text(1, r * cell_h + height / 2, row_labels[r], ha="left", va="center", fontsize=7)
         for c, tile in enumerate(row):
             x = label_w + c * cell_w + 3 + width / 2
-            for i, (text, color) in enumerate(tile.lines):
-                ax.text(x, r * cell_h + height + 3.5 + 5 * i, text, ha="center", va="top", fontsize=6.5, color=color)
+            for i, (text, role) in enumerate(tile.lines):
+                ax.text(x, r * cell_h + height + 3.5 + 5 * i, text, ha="center", va="top", fontsize=6.5, color=ROLE_COLORS[role])
     if title:
         fig.suptitle(title, y=0.995, va="top", fontsize=10, fontweight="bold")
     return to_png(fig)

@@ -13,10 +13,10 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from mnist_pipeline.metrics import read_predictions
-from mnist_pipeline.report.summary import (
-    NA, ExperimentView, accuracy_change, change_text, epochs_run_text, epochs_text, outcomes, pct, settings_diff,
-    settings_text,
-)
+from mnist_pipeline.report.comparison import accuracy_change, outcomes, settings_diff
+from mnist_pipeline.report.formatting import NA, change_text, epochs_run_text, pct, settings_text
+from mnist_pipeline.report.view import ExperimentView
+from mnist_pipeline.report.words import epochs_text
 from mnist_pipeline.runs import KeptRun, earlier_runs
 
 TITLE = "History"

@@ -9,11 +9,15 @@ from html import escape
 from typing import Any
 
 import mnist_pipeline
+from mnist_pipeline.report import comparison, words
+from mnist_pipeline.report import formatting as fmt
 from mnist_pipeline.report import history as h
-from mnist_pipeline.report import summary as s
+from mnist_pipeline.report.captions import FIGURE_TEXT, GALLERY_TEXT
 from mnist_pipeline.report.figures import Png
-from mnist_pipeline.report.layout import COMPARISON, FIGURE_TEXT, GALLERY_TEXT, PANEL_FIGURES, Figures
+from mnist_pipeline.report.gallery import Gallery, GalleryTile, Line, mistakes_gallery, pairs_gallery
+from mnist_pipeline.report.layout import COMPARISON, PANEL_FIGURES, Figures
 from mnist_pipeline.report.style import CSS
+from mnist_pipeline.report.view import ExperimentView, ReportView, SeedGroup
 
 
 class Raw(str):
@@ -55,30 +59,31 @@ def _anchor(name: str) -> str:
     return f"exp-{name}"
 
 
-def _leaderboard(view: s.ReportView, figures: Figures) -> str:
+def _leaderboard(view: ReportView, figures: Figures) -> str:
     rows, row_classes, cell_classes = [], [], {}
     for r, exp in enumerate(view.experiments):
-        row = s.leaderboard_row(exp)
+        row = words.leaderboard_row(exp)
         row[0] = Raw(_exp_link(exp.name))
         # The intervals go on a second, smaller line so the table fits a laptop screen unscrolled.
         m = exp.metrics
-        row[1] = Raw(f"{escape(s.pct(m.get('test_accuracy')))}<br><small>{escape(s.ci_pct(m.get('test_accuracy_ci95')))}</small>")
+        accuracy, interval = fmt.pct(m.get("test_accuracy")), fmt.ci_pct(m.get("test_accuracy_ci95"))
+        row[1] = Raw(f"{escape(accuracy)}<br><small>{escape(interval)}</small>")
         if exp.vs_best is not None:
             diff, lo, hi = exp.vs_best
-            row[2] = Raw(f"{s.points(diff)}<br><small>[{s.points(lo)}, {s.points(hi)}]</small>")
+            row[2] = Raw(f"{fmt.points(diff)}<br><small>[{fmt.points(lo)}, {fmt.points(hi)}]</small>")
         rows.append(row)
         row_classes.append("best" if exp.rank == 1 else "")
-        if s.within_noise(exp):
-            cell_classes[(r, s.VS_BEST_COLUMN)] = "tie"
+        if comparison.within_noise(exp):
+            cell_classes[(r, words.VS_BEST_COLUMN)] = "tie"
         cell_classes[(r, len(row) - 1)] = "wrap"
     parts = [
         '<section id="leaderboard"><h2>Leaderboard</h2>',
-        _table(s.LEADERBOARD_COLUMNS, rows, text_cols=(0, len(s.LEADERBOARD_COLUMNS) - 1),
+        _table(words.LEADERBOARD_COLUMNS, rows, text_cols=(0, len(words.LEADERBOARD_COLUMNS) - 1),
                row_classes=row_classes, cell_classes=cell_classes),
-        f'<p class="note">{escape(s.LEADERBOARD_NOTE)}</p>',
+        f'<p class="note">{escape(words.LEADERBOARD_NOTE)}</p>',
         _seed_table(view.seed_groups) if view.seed_groups else "",
         "<details><summary>How to read these numbers</summary><dl class=\"facts\">",
-        "".join(f"<dt>{escape(term)}</dt><dd>{escape(meaning)}</dd>" for term, meaning in s.GLOSSARY),
+        "".join(f"<dt>{escape(term)}</dt><dd>{escape(meaning)}</dd>" for term, meaning in words.GLOSSARY),
         "</dl></details>",
     ]
     if COMPARISON in figures:
@@ -93,31 +98,42 @@ def _exp_link(name: str) -> str:
     return f'<a href="#{escape(_anchor(name))}">{escape(name)}</a>'
 
 
-def _seed_table(groups: Sequence[s.SeedGroup]) -> str:
+def _seed_table(groups: Sequence[SeedGroup]) -> str:
     rows, cell_classes = [], {}
-    members = s.SEED_MEMBERS_COLUMN
+    members = words.SEED_MEMBERS_COLUMN
     for r, group in enumerate(groups):
-        row = s.seed_group_row(group)
+        row = words.seed_group_row(group)
         row[members] = Raw('<ul class="members">' + "".join(f"<li>{_exp_link(n)}</li>" for n in group.members) + "</ul>")
         rows.append(row)
         cell_classes.update({(r, 0): "wrap", (r, members): "wrap"})
     return "".join([
-        f'<h3 id="seeds">{escape(s.SEED_TITLE)}</h3>',
-        _table(s.SEED_COLUMNS, rows, text_cols=(0, 2, members), cell_classes=cell_classes),
-        f'<p class="note">{escape(s.seed_note(groups))}</p>',
+        f'<h3 id="seeds">{escape(words.SEED_TITLE)}</h3>',
+        _table(words.SEED_COLUMNS, rows, text_cols=(0, 2, members), cell_classes=cell_classes),
+        f'<p class="note">{escape(words.seed_note(groups))}</p>',
     ])
 
 
-def _tile(png: Png, sample: s.Sample, classes: Sequence[str], *, with_labels: bool) -> str:
-    true, predicted = classes[sample.label], classes[sample.predicted]
-    caption = f'{escape(true)}<br><span class="pred">→ {escape(predicted)}</span><br>' if with_labels else ""
-    caption += f'<span class="meta">{s.pct(sample.probability, 1)} · #{sample.id}</span>'
-    return f"<li>{_img(png, f'test image {sample.id}: {true}, predicted {predicted}')}{caption}</li>"
+def _lines(lines: Sequence[Line], styles: Mapping[str, str], sep: str) -> str:
+    """A gallery's lines of text, each marked up as its role asks (`styles`: role -> a tag's format)."""
+    return sep.join(styles.get(role, "{}").format(escape(text)) for text, role in lines)
 
 
-def _gallery(samples: Sequence[s.Sample], tiles: Mapping[int, Png], classes: Sequence[str], *, with_labels: bool) -> str:
-    items = "".join(_tile(tiles[m.id], m, classes, with_labels=with_labels) for m in samples)
-    return f'<ol class="gallery">{items}</ol>'
+_TILE_STYLES = {"predicted": '<span class="pred">{}</span>', "meta": '<span class="meta">{}</span>'}
+_LABEL_STYLES = {"class": "<b>{}</b>"}
+
+
+def _gallery(gallery: Gallery, tiles: Mapping[int, Png]) -> str:
+    """Labelled rows each under its label; unlabelled rows as one list, which the page reflows
+    to its width (the PNG's rows are for its fixed width)."""
+    def listing(row: Sequence[GalleryTile]) -> str:
+        items = "".join(f"<li>{_img(tiles[tile.sample.id], tile.alt)}{_lines(tile.lines, _TILE_STYLES, '<br>')}</li>"
+                        for tile in row)
+        return f'<ol class="gallery">{items}</ol>'
+
+    if not any(row.label for row in gallery.rows):
+        return listing(gallery.tiles)
+    return "".join(f'<div class="pair"><p>{_lines(row.label, _LABEL_STYLES, " ")}</p>{listing(row.tiles)}</div>'
+                   for row in gallery.rows)
 
 
 def _heading(name: str) -> str:
@@ -125,17 +141,17 @@ def _heading(name: str) -> str:
     return f'<h3>{escape(title)}</h3><p class="note">{escape(note)}</p>'
 
 
-def _settings_line(exp: s.ExperimentView) -> str:
-    text = f"Differs from the defaults: <code>{escape(s.differs_text(exp))}</code>." if exp.differs else "Default settings."
+def _settings_line(exp: ExperimentView) -> str:
+    text = f"Differs from the defaults: <code>{escape(words.differs_text(exp))}</code>." if exp.differs else "Default settings."
     if exp.rank > 1:
-        text += f" Versus the best: {escape(s.vs_best(exp))} percentage points (paired 95% interval)."
+        text += f" Versus the best: {escape(words.vs_best(exp))} percentage points (paired 95% interval)."
     return text
 
 
-def _experiment(exp: s.ExperimentView, view: s.ReportView, figures: Figures, tiles: Mapping[int, Png]) -> str:
+def _experiment(exp: ExperimentView, view: ReportView, figures: Figures, tiles: Mapping[int, Png]) -> str:
     classes = view.classes
     own = figures[exp.name]
-    stats = "".join(f"<div><dt>{escape(k)}</dt><dd>{escape(v)}</dd></div>" for k, v in s.key_numbers(exp))
+    stats = "".join(f"<div><dt>{escape(k)}</dt><dd>{escape(v)}</dd></div>" for k, v in words.key_numbers(exp))
     parts = [
         f'<section id="{escape(_anchor(exp.name))}" class="experiment">',
         f'<h2><span class="rank">#{exp.rank}</span>{escape(exp.name)}</h2>',
@@ -145,24 +161,20 @@ def _experiment(exp: s.ExperimentView, view: s.ReportView, figures: Figures, til
         "".join(_figure(own[name], name) for name in PANEL_FIGURES),
         "</div>",
         _heading("mistakes"),
-        _gallery(exp.mistakes, tiles, classes, with_labels=True) if exp.mistakes else "<p>No mistakes on the test set.</p>",
+        _gallery(mistakes_gallery(exp, classes), tiles) if exp.mistakes else "<p>No mistakes on the test set.</p>",
     ]
     if exp.pairs:
-        parts.append(_heading("confused_pairs"))
-    for pair in exp.pairs:
-        true, predicted = escape(classes[pair.true]), escape(classes[pair.predicted])
-        parts.append(f'<div class="pair"><p><b>{true}</b> taken for <b>{predicted}</b>: {pair.count:,} times '
-                     f"({s.pct(pair.share, 1)} of {true})</p>")
-        parts.append(_gallery(pair.examples, tiles, classes, with_labels=False) + "</div>")
+        parts += [_heading("confused_pairs"), _gallery(pairs_gallery(exp, classes), tiles)]
     parts.append("<details><summary>Scores per class</summary>")
-    parts.append(_table(s.PER_CLASS_COLUMNS, s.per_class_rows(exp, classes)))
+    parts.append(_table(words.PER_CLASS_COLUMNS, words.per_class_rows(exp, classes)))
     parts.append("</details><details><summary>All training settings</summary>")
-    parts.append(_table(("Setting", "Value"), [(k, s.value_text(v)) for k, v in sorted(exp.settings.items())], text_cols=(0, 1)))
+    settings = [(k, fmt.value_text(v)) for k, v in sorted(exp.settings.items())]
+    parts.append(_table(("Setting", "Value"), settings, text_cols=(0, 1)))
     parts.append("</details></section>")
     return "".join(parts)
 
 
-def _history(view: s.ReportView, figures: Figures) -> str:
+def _history(view: ReportView, figures: Figures) -> str:
     parts = [f'<section id="history"><h2>{escape(h.TITLE)}</h2><p class="note">{escape(h.NOTE)}</p>']
     for history in view.histories:
         rows = [h.history_row(run) for run in history.runs]
@@ -181,8 +193,8 @@ def _facts(items: Iterable[tuple[str, str]]) -> str:
 
 
 def _provenance(prov: Mapping[str, Any]) -> str:
-    parts = ['<section id="provenance"><h2>Provenance</h2>', _facts(s.provenance_facts(prov))]
-    columns, rows = s.file_rows(prov.get("files") or {})
+    parts = ['<section id="provenance"><h2>Provenance</h2>', _facts(words.provenance_facts(prov))]
+    columns, rows = words.file_rows(prov.get("files") or {})
     if rows:
         parts.append("<h3>Data files</h3>")
         hash_cols = {(r, i) for r in range(len(rows)) for i, c in enumerate(columns) if "sha" in c.lower() or "md5" in c.lower()}
@@ -190,21 +202,21 @@ def _provenance(prov: Mapping[str, Any]) -> str:
     parts.append("<h3>Software</h3>")
     parts.append(_table(("Package", "Version"), sorted((prov.get("packages") or {}).items()), text_cols=(0, 1)))
     parts.append("<h3>Machine</h3>")
-    parts.append(_facts(s.machine_facts(prov.get("machine") or {})))
+    parts.append(_facts(words.machine_facts(prov.get("machine") or {})))
     parts.append("<h3>Configuration</h3>")
     parts.append(f"<pre>{escape(json.dumps(prov.get('config') or {}, indent=2, sort_keys=True))}</pre>")
     parts.append("</section>")
     return "".join(parts)
 
 
-def render_html(view: s.ReportView, figures: Figures, tiles: Mapping[int, Png]) -> str:
+def render_html(view: ReportView, figures: Figures, tiles: Mapping[int, Png]) -> str:
     """The whole page. `figures`: group (experiment name or COMPARISON) -> figure name -> PNG;
     `tiles`: test image id -> its PNG, for the galleries."""
     nav = " ".join(_exp_link(e.name) for e in view.experiments)
     if view.histories:
         nav += f' <a href="#history">{escape(h.TITLE)}</a>'
     if view.seed_groups:
-        nav = f'<a href="#seeds">{escape(s.SEED_TITLE)}</a> {nav}'
+        nav = f'<a href="#seeds">{escape(words.SEED_TITLE)}</a> {nav}'
     title = f"Classifier report: {view.dataset}"
     return "".join([
         "<!DOCTYPE html>\n",
@@ -214,7 +226,7 @@ def render_html(view: s.ReportView, figures: Figures, tiles: Mapping[int, Png]) 
         # An empty icon stops the browser asking the file system for /favicon.ico.
         '<link rel="icon" href="data:,">',
         f"<style>{CSS}</style></head><body>",
-        f"<header><h1>{escape(title)}</h1><p class=\"lede\">{escape(s.headline(view))}</p>",
+        f"<header><h1>{escape(title)}</h1><p class=\"lede\">{escape(words.headline(view))}</p>",
         f'<nav><a href="#leaderboard">Leaderboard</a> {nav} <a href="#provenance">Provenance</a></nav></header>',
         "<main>",
         _leaderboard(view, figures),

@@ -14,8 +14,11 @@ from typing import Any
 from urllib.parse import quote
 
 from mnist_pipeline.report import history as h
-from mnist_pipeline.report import summary as s
-from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, FIGURE_TEXT, PANEL_FIGURES
+from mnist_pipeline.report import words
+from mnist_pipeline.report.captions import FIGURE_TEXT
+from mnist_pipeline.report.gallery import pairs_gallery
+from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, PANEL_FIGURES
+from mnist_pipeline.report.view import ExperimentView, ReportView
 
 # (group, figure name) -> the PNG's path relative to report.md
 LinkFn = Callable[[str, str], str]
@@ -68,31 +71,28 @@ def _image(link: LinkFn, group: str, name: str) -> list[str]:
     return [f"![{_text(alt)}]({quote(link(group, name))})", "", f"*{_text(caption)}*", ""]
 
 
-def _experiment(exp: s.ExperimentView, view: s.ReportView, link: LinkFn) -> list[str]:
+def _experiment(exp: ExperimentView, view: ReportView, link: LinkFn) -> list[str]:
     classes = view.classes
     lines = [f"## {exp.rank}. {_text(exp.name)}", ""]
-    lines.append(f"Differs from the defaults: {_code(s.differs_text(exp))}." if exp.differs else "Default settings.")
+    lines.append(f"Differs from the defaults: {_code(words.differs_text(exp))}." if exp.differs else "Default settings.")
     if exp.rank > 1:
-        lines[-1] += f" Versus the best: {s.vs_best(exp)} percentage points (paired 95% interval)."
-    lines += [""] + _facts(s.key_numbers(exp)) + [""]
+        lines[-1] += f" Versus the best: {words.vs_best(exp)} percentage points (paired 95% interval)."
+    lines += [""] + _facts(words.key_numbers(exp)) + [""]
     for name in PANEL_FIGURES:
         lines += _image(link, exp.name, name)
     lines += ["### Most confident mistakes", ""]
     lines += _image(link, exp.name, "mistakes") if exp.mistakes else ["No mistakes on the test set.", ""]
     if exp.pairs:
         lines += ["### Most confused class pairs", ""]
-        lines += [
-            _text(f"- {classes[p.true]} taken for {classes[p.predicted]}: {p.count:,} times ({s.pct(p.share, 1)} of {classes[p.true]})")
-            for p in exp.pairs
-        ]
+        lines += [_text("- " + " ".join(text for text, _ in row.label)) for row in pairs_gallery(exp, classes).rows]
         lines += [""] + _image(link, exp.name, "confused_pairs")
-    lines += ["### Scores per class", ""] + _table(s.PER_CLASS_COLUMNS, s.per_class_rows(exp, classes))
+    lines += ["### Scores per class", ""] + _table(words.PER_CLASS_COLUMNS, words.per_class_rows(exp, classes))
     return lines
 
 
 def _facts(items: Iterable[tuple[str, str]]) -> list[str]:
     return [f"- **{_text(k)}**: {_text(v)}" for k, v in items]
-def _history(view: s.ReportView, link: LinkFn) -> list[str]:
+def _history(view: ReportView, link: LinkFn) -> list[str]:
     lines = [f"## {_text(h.TITLE)}", "", _text(h.NOTE), ""]
     for history in view.histories:
         lines += [f"### {_text(history.name)}", "", _text(h.current_line(history)), ""]
@@ -102,27 +102,27 @@ def _history(view: s.ReportView, link: LinkFn) -> list[str]:
 
 
 def _provenance(prov: Mapping[str, Any]) -> list[str]:
-    lines = ["## Provenance", ""] + _facts(s.provenance_facts(prov)) + [""]
-    columns, rows = s.file_rows(prov.get("files") or {})
+    lines = ["## Provenance", ""] + _facts(words.provenance_facts(prov)) + [""]
+    columns, rows = words.file_rows(prov.get("files") or {})
     if rows:
         lines += ["### Data files", ""] + _table(columns, rows, text_cols=range(len(columns)))
     lines += ["### Software", ""] + _table(("Package", "Version"), sorted((prov.get("packages") or {}).items()), (0, 1))
-    lines += ["### Machine", ""] + _facts(s.machine_facts(prov.get("machine") or {})) + [""]
+    lines += ["### Machine", ""] + _facts(words.machine_facts(prov.get("machine") or {})) + [""]
     lines += ["### Configuration", "", *_fenced(json.dumps(prov.get("config") or {}, indent=2, sort_keys=True), "json"), ""]
     return lines
 
 
-def render_markdown(view: s.ReportView, link: LinkFn) -> str:
+def render_markdown(view: ReportView, link: LinkFn) -> str:
     """The whole Markdown report; `link` gives each figure's path relative to the file."""
-    lines = [f"# Classifier report: {_text(view.dataset)}", "", _text(s.headline(view)), "", "## Leaderboard", ""]
-    lines += _table(s.LEADERBOARD_COLUMNS, [s.leaderboard_row(e) for e in view.experiments],
-                    text_cols=(0, len(s.LEADERBOARD_COLUMNS) - 1))
-    lines += [_text(s.LEADERBOARD_NOTE), ""]
+    lines = [f"# Classifier report: {_text(view.dataset)}", "", _text(words.headline(view)), "", "## Leaderboard", ""]
+    lines += _table(words.LEADERBOARD_COLUMNS, [words.leaderboard_row(e) for e in view.experiments],
+                    text_cols=(0, len(words.LEADERBOARD_COLUMNS) - 1))
+    lines += [_text(words.LEADERBOARD_NOTE), ""]
     if view.seed_groups:
-        lines += [f"### {s.SEED_TITLE}", ""]
-        lines += _table(s.SEED_COLUMNS, [s.seed_group_row(g) for g in view.seed_groups],
-                        text_cols=(0, 2, s.SEED_MEMBERS_COLUMN))
-        lines += [_text(s.seed_note(view.seed_groups)), ""]
+        lines += [f"### {words.SEED_TITLE}", ""]
+        lines += _table(words.SEED_COLUMNS, [words.seed_group_row(g) for g in view.seed_groups],
+                        text_cols=(0, 2, words.SEED_MEMBERS_COLUMN))
+        lines += [_text(words.seed_note(view.seed_groups)), ""]
     if len(view.experiments) > 1:
         for name in COMPARISON_FIGURES:
             lines += _image(link, COMPARISON, name)
