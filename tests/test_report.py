@@ -461,3 +461,15 @@ def test_captions_render_for_every_figure():
     for name in ("metrics.rst", "predictions.rst", "history.rst", "report_html.rst", "report_md.rst", "workflow.rst"):
         body = _render_caption(name, experiment="baseline")
         assert len(body) > 100 and "system-message" not in body, name
+
+
+def test_learning_curves_say_when_training_figures_come_from_augmented_batches():
+    from mnist_pipeline.report import figures as fig
+
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "train_accuracy": 0.5 + 0.04 * e,
+                "val_accuracy": 0.52 + 0.04 * e} for e in range(1, 6)]
+    labels = []
+    for augmented in (False, True):
+        _, ax, _ = fig._curve_panel(history, "accuracy", "Accuracy", augmented)
+        labels.append([line.get_label() for line in ax.get_lines()])
+    assert labels == [["training", "validation"], ["training (augmented batches)", "validation"]]

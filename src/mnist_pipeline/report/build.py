@@ -11,6 +11,7 @@ import numpy as np
 
 from mnist_pipeline.errors import TableSchemaError
 from mnist_pipeline.fileio import atomic_path
+from mnist_pipeline.nn.settings import TrainSettings
 from mnist_pipeline.report import figures as fig
 from mnist_pipeline.report.content import build_view
 from mnist_pipeline.report.gallery import mistakes_gallery, pairs_gallery
@@ -42,9 +43,12 @@ def render_figures(view: ReportView, images: np.ndarray) -> Figures:
         for exp in view.experiments:
             m = exp.metrics
             scores = [m["per_class"].get(c, {}) for c in classes]
+            # Training loss and accuracy come from the batches as trained: augmented, if it augments.
+            augment = {key: value for key, value in exp.settings.items() if key.startswith("augment_")}
+            augmented = TrainSettings.from_dict(augment).augmentation.active
             out[exp.name] = {
-                "loss": fig.loss_curves(exp.history),
-                "accuracy": fig.accuracy_curves(exp.history, m.get("test_accuracy")),
+                "loss": fig.loss_curves(exp.history, augmented),
+                "accuracy": fig.accuracy_curves(exp.history, m.get("test_accuracy"), augmented),
                 "confusion_matrix": fig.confusion_heatmap(np.asarray(m["confusion_matrix"]), classes),
                 # An absent class (no test images, null scores) draws no bar.
                 "per_class": fig.per_class_bars([c.get("precision") or 0.0 for c in scores],

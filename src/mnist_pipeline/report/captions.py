@@ -23,7 +23,9 @@ FIGURE_TEXT = {
     ),
     "accuracy": (
         "Accuracy per epoch",
-        "Training and validation accuracy per epoch; the dashed line is the final model's test accuracy.",
+        "Training and validation accuracy per epoch; the dashed line is the final model's test accuracy. "
+        "Training accuracy is measured on the batches as trained: on augmented images when the experiment "
+        "augments (its legend then says so), so it can sit below validation accuracy.",
     ),
     "confusion_matrix": (
         "Confusion matrix",

@@ -121,8 +121,11 @@ def _epoch_axis(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _curve_panel(history: Sequence[Mapping], key: str, title: str) -> tuple[Figure, object, np.ndarray | None]:
-    """A panel of training and validation `key` per epoch; epochs is None when there is no history."""
+def _curve_panel(
+    history: Sequence[Mapping], key: str, title: str, augmented: bool = False
+) -> tuple[Figure, object, np.ndarray | None]:
+    """A panel of training and validation `key` per epoch; epochs is None when there is no history.
+    `augmented`: the training figures were measured on augmented batches, and say so."""
     fig = _figure()
     ax = fig.add_subplot()
     ax.set_title(title)
@@ -134,15 +137,15 @@ def _curve_panel(history: Sequence[Mapping], key: str, title: str) -> tuple[Figu
     for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
         values = _column(history, f"{split}_{key}")
         if np.isfinite(values).any():
-            label = "training" if split == "train" else "validation"
+            label = ("training (augmented batches)" if augmented else "training") if split == "train" else "validation"
             ax.plot(epochs, values, color=color, marker=marker, markersize=3, linewidth=1.6, label=label)
     _epoch_axis(ax)
     return fig, ax, epochs
 
 
-def loss_curves(history: Sequence[Mapping]) -> Png:
+def loss_curves(history: Sequence[Mapping], augmented: bool = False) -> Png:
     """Training and validation loss per epoch, with the epoch of lowest validation loss marked."""
-    fig, ax, epochs = _curve_panel(history, "loss", "Loss")
+    fig, ax, epochs = _curve_panel(history, "loss", "Loss", augmented)
     if epochs is None:
         return to_png(fig)
     val = _column(history, "val_loss")
@@ -162,9 +165,9 @@ def loss_curves(history: Sequence[Mapping]) -> Png:
     return to_png(fig)
 
 
-def accuracy_curves(history: Sequence[Mapping], test_accuracy: float | None) -> Png:
+def accuracy_curves(history: Sequence[Mapping], test_accuracy: float | None, augmented: bool = False) -> Png:
     """Training and validation accuracy per epoch, with the final test accuracy as a line."""
-    fig, ax, epochs = _curve_panel(history, "accuracy", "Accuracy")
+    fig, ax, epochs = _curve_panel(history, "accuracy", "Accuracy", augmented)
     if epochs is None:
         return to_png(fig)
     if test_accuracy is not None:
