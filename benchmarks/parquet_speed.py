@@ -23,7 +23,7 @@ import numpy as np
 
 from mnist_pipeline import tables
 from mnist_pipeline.download import locate_idx
-from mnist_pipeline.idx import read_split
+from mnist_pipeline.idx import read_images_and_labels
 from mnist_pipeline.splits import fit_normalization
 
 CANDIDATES = {
@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     images_path = locate_idx(args.data_dir, "train-images-idx3-ubyte")
     labels_path = locate_idx(args.data_dir, "train-labels-idx1-ubyte")
-    images, labels = read_split(images_path, labels_path)
+    images, labels = read_images_and_labels(images_path, labels_path)
     pixels = fit_normalization(images).apply(images)
     gz_bytes = images_path.stat().st_size + labels_path.stat().st_size
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,7 +28,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from mnist_pipeline.metrics import evaluate, predictions_table  # noqa: E402
+from mnist_pipeline.metrics import predictions_table, score_predictions  # noqa: E402
 from mnist_pipeline.report import build_report, collect_provenance  # noqa: E402
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -75,7 +75,7 @@ def synthetic_experiment(name, overrides, shape, base_logits, y, rng, out_dir: P
     proba = (proba / proba.sum(1, keepdims=True)).astype(np.float32)
     settings = {**DEFAULTS, **overrides}
     epochs = settings["epochs"]
-    metrics = evaluate(y, proba, classes=FASHION_CLASSES)
+    metrics = score_predictions(y, proba, classes=FASHION_CLASSES)
     final = metrics["test_accuracy"]
     history = [
         {"epoch": e, "train_loss": float(0.9 * np.exp(-e / 5) + 0.45 - 0.25 * final - 0.006 * e),

@@ -22,7 +22,7 @@ import numpy as np
 
 from mnist_pipeline.download import locate_idx
 from mnist_pipeline.fileio import atomic_path
-from mnist_pipeline.idx import encode_header, read_split
+from mnist_pipeline.idx import encode_header, read_images_and_labels
 
 # (rows, cols) of copy j, for j = 1, 2, ...; the nearest shifts first, as augmentation would.
 SHIFTS = [(0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1), (0, 2), (0, -2), (2, 0), (-2, 0)]
@@ -53,7 +53,7 @@ def build(source: Path, out_dir: Path, factor: int) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, (image_stem, label_stem) in SPLITS.items():
-        images, labels = read_split(locate_idx(source, image_stem), locate_idx(source, label_stem))
+        images, labels = read_images_and_labels(locate_idx(source, image_stem), locate_idx(source, label_stem))
         write_copies(out_dir / f"{image_stem}.gz", images, factor, lambda a, j: a if j == 0 else shifted(a, *SHIFTS[j - 1]))
         write_copies(out_dir / f"{label_stem}.gz", labels, factor, lambda a, j: a)
         counts[split] = len(labels) * factor

@@ -73,7 +73,7 @@ def main() -> None:
             stats = trainer.run_epoch(x_train, y_train, epoch)
             seconds = time.perf_counter() - start
             times.append(seconds)
-            accuracy = trainer.model.evaluate(x_test, y_test)[1]
+            accuracy = trainer.model.loss_and_accuracy(x_test, y_test)[1]
             print(json.dumps({"epoch": epoch, "train_s": round(seconds, 4), "test_accuracy": round(accuracy, 4),
                               "train_loss": round(stats["train_loss"], 4)}), flush=True)
         blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]

@@ -27,7 +27,7 @@ from mnist_pipeline import download
 from mnist_pipeline.datasets import IDX_STEMS, DatasetSpec, FileChecksum, get_dataset
 from mnist_pipeline.download import fetch_dataset
 from mnist_pipeline.errors import ChecksumError, ConfigError, DownloadError
-from mnist_pipeline.idx import read_split
+from mnist_pipeline.idx import read_images_and_labels
 from mnist_pipeline.sources import locate_idx
 
 # Tiny waits keep the failure paths fast; the server's stalls are a few times longer.
@@ -95,7 +95,7 @@ def test_good_mirror_gives_verified_files_and_manifest(tmp_path, tiny):
             "verified_by": "content_sha256",
             "origin": f"{base}{stem}.gz",
         }
-    images, labels = read_split(locate_idx(dest, IDX_STEMS[0]), locate_idx(dest, IDX_STEMS[1]), 3)
+    images, labels = read_images_and_labels(locate_idx(dest, IDX_STEMS[0]), locate_idx(dest, IDX_STEMS[1]), 3)
     assert images.shape == (20, 28, 28) and labels.shape == (20,)
 
 
@@ -503,7 +503,7 @@ def test_real_fashion_mnist_is_verified_by_content(tmp_path, fashion_dir):
     for stem in IDX_STEMS:
         assert manifest["files"][stem]["verified_by"] == "content_sha256"
         assert manifest["files"][stem]["content_sha256"] == expected[stem].content_sha256
-    images, labels = read_split(tmp_path / "raw" / "train-images-idx3-ubyte.gz", tmp_path / "raw" / "train-labels-idx1-ubyte.gz", 10)
+    images, labels = read_images_and_labels(tmp_path / "raw" / "train-images-idx3-ubyte.gz", tmp_path / "raw" / "train-labels-idx1-ubyte.gz", 10)
     assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
     assert np.bincount(labels).tolist() == [6000] * 10
 

@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 from hostile import MIB, gzip_bomb
 
 from mnist_pipeline.errors import IdxFormatError
-from mnist_pipeline.idx import DTYPES, MAX_IDX_BYTES, encode_idx, parse_idx, read_header, read_idx, read_split, write_idx
+from mnist_pipeline.idx import DTYPES, MAX_IDX_BYTES, encode_idx, parse_idx, read_header, read_idx, read_images_and_labels, write_idx
 
 # Every dtype the format has, in both byte orders a caller might hand us.
 DTYPE_CHOICES = [dtype.newbyteorder(order) for dtype in DTYPES.values() for order in "<>"]
@@ -194,7 +194,7 @@ def test_a_header_declaring_more_than_the_ceiling_is_refused_before_decompressin
     assert peak_bytes_allocated(lambda: read_idx(path)) < MIB
 
 
-# --- read_split ---------------------------------------------------------------------------
+# --- read_images_and_labels ---------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -207,33 +207,33 @@ def split(tmp_path):
     return write
 
 
-def test_read_split_returns_images_and_labels(split):
+def test_read_images_and_labels_returns_images_and_labels(split):
     images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
     labels = np.array([0, 9, 3, 3, 1], np.uint8)
-    got_images, got_labels = read_split(*split(images, labels), n_classes=10)
+    got_images, got_labels = read_images_and_labels(*split(images, labels), n_classes=10)
     np.testing.assert_array_equal(got_images, images)
     np.testing.assert_array_equal(got_labels, labels)
     assert got_images.dtype == np.uint8 and got_labels.dtype == np.uint8
 
 
-def test_read_split_refuses_count_mismatch_naming_both_files(split):
+def test_read_images_and_labels_refuses_count_mismatch_naming_both_files(split):
     images_path, labels_path = split(np.zeros((5, 2, 2), np.uint8), np.zeros(4, np.uint8))
     with pytest.raises(IdxFormatError, match="holds 5 images but .* holds 4 labels") as caught:
-        read_split(images_path, labels_path)
+        read_images_and_labels(images_path, labels_path)
     assert str(images_path) in str(caught.value) and str(labels_path) in str(caught.value)
 
 
-def test_read_split_refuses_labels_outside_the_class_range(split):
+def test_read_images_and_labels_refuses_labels_outside_the_class_range(split):
     images_path, labels_path = split(np.zeros((4, 2, 2), np.uint8), np.array([0, 1, 10, 12], np.uint8))
     with pytest.raises(IdxFormatError, match=rf"^{labels_path}: label 10 at index 2 is outside the class range \[0, 10\) \(2 labels"):
-        read_split(images_path, labels_path, n_classes=10)
-    assert read_split(images_path, labels_path, n_classes=13)[1].max() == 12
+        read_images_and_labels(images_path, labels_path, n_classes=10)
+    assert read_images_and_labels(images_path, labels_path, n_classes=13)[1].max() == 12
 
 
-def test_read_split_refuses_negative_labels_without_class_count(split):
+def test_read_images_and_labels_refuses_negative_labels_without_class_count(split):
     images_path, labels_path = split(np.zeros((2, 2, 2), np.uint8), np.array([0, -1], np.int8))
     with pytest.raises(IdxFormatError, match="label -1 at index 1 is outside the class range of non-negative labels"):
-        read_split(images_path, labels_path)
+        read_images_and_labels(images_path, labels_path)
 
 
 @pytest.mark.parametrize(
@@ -245,10 +245,10 @@ def test_read_split_refuses_negative_labels_without_class_count(split):
         (np.zeros((2, 2, 2), np.uint8), np.zeros(2, np.float64), 1, "integer labels"),
     ],
 )
-def test_read_split_refuses_wrong_kinds_of_array(split, images, labels, blamed, fault):
+def test_read_images_and_labels_refuses_wrong_kinds_of_array(split, images, labels, blamed, fault):
     paths = split(images, labels)
     with pytest.raises(IdxFormatError, match=fault) as caught:
-        read_split(*paths)
+        read_images_and_labels(*paths)
     assert str(caught.value).startswith(f"{paths[blamed]}: ")
 
 

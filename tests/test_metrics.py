@@ -43,7 +43,7 @@ def test_confusion_matrix_and_per_class_scores_by_hand():
     assert scores["support"].tolist() == [2, 1, 3]
 
 
-def test_evaluate_by_hand():
+def test_score_predictions_by_hand():
     m = M.score_predictions(Y, P, classes=CLASSES, ece_bins=4)
     assert m["classes"] == CLASSES
     assert m["test_accuracy"] == pytest.approx(4 / 6)
@@ -76,7 +76,7 @@ def _plain(value):
     return type(value) in (int, float, str, bool)
 
 
-def test_evaluate_is_plain_json_and_deterministic():
+def test_score_predictions_is_plain_json_and_deterministic():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 10, 500)
     proba = rng.dirichlet(np.ones(10), 500).astype(np.float32)
@@ -178,7 +178,7 @@ def test_properties_on_random_inputs(n, k, seed):
     assert M.true_class_rank(y, proba).tolist() == brute
 
 
-def test_evaluate_rejects_mismatched_inputs():
+def test_score_predictions_rejects_mismatched_inputs():
     with pytest.raises(ValueError, match="shape"):
         M.score_predictions(Y[:5], P, classes=CLASSES)
     with pytest.raises(ValueError, match="classes"):

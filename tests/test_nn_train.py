@@ -82,7 +82,7 @@ def test_early_stopping_restores_the_best_weights():
     assert result.epochs_run < 40
     assert result.epochs_run == result.best_epoch + 2
     assert result.best_epoch == 1 + int(np.argmin(val_losses))
-    assert result.model.evaluate(xv, yv)[0] == pytest.approx(min(val_losses), rel=1e-6)
+    assert result.model.loss_and_accuracy(xv, yv)[0] == pytest.approx(min(val_losses), rel=1e-6)
 
 
 def test_a_diverging_run_stops_with_where_and_what_to_change():

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.download import locate_idx
-from mnist_pipeline.idx import read_split
+from mnist_pipeline.idx import read_images_and_labels
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def split(directory, images, labels):
-    return read_split(locate_idx(directory, images), locate_idx(directory, labels))
+    return read_images_and_labels(locate_idx(directory, images), locate_idx(directory, labels))
 
 
 def test_a_scaled_dataset_is_the_original_then_shifted_copies(synthetic_dir, tmp_path):

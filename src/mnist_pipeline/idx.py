@@ -274,7 +274,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
         tmp.write_bytes(data)
 
 
-def read_split(
+def read_images_and_labels(
     images_path: str | os.PathLike, labels_path: str | os.PathLike, n_classes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 (n, rows, cols) and labels (n,) of one split, checked against each other.

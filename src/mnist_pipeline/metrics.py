@@ -285,8 +285,3 @@ def read_predictions(table: pa.Table | Mapping, *, source: str = "predictions") 
     if n and (out["label"].min() < 0 or out["label"].max() >= k):
         raise TableSchemaError(f"{source}: column 'label' must lie in [0, {k}) for {k} prob_ columns")
     return out
-
-
-# The metrics function's old name, while benchmarks/report_speed.py (changed on another branch) still
-# imports it; `evaluate` is the workflow stage. Drop this line together with that import.
-evaluate = score_predictions

@@ -18,7 +18,7 @@ from mnist_pipeline.datasets import absent_classes, dataset_classes, get_dataset
 from mnist_pipeline.download import locate_idx
 from mnist_pipeline.errors import IdxFormatError
 from mnist_pipeline.fileio import read_json, save_array, write_json
-from mnist_pipeline.idx import read_split
+from mnist_pipeline.idx import read_images_and_labels
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ def parse_raw_dataset(
     declared = list(spec.classes) if spec is not None else class_names
     n_classes = len(declared) if declared is not None else None
     paths = {name: locate_idx(raw_dir, stem) for name, stem in ARRAYS.items()}
-    train = read_split(paths["train_images"], paths["train_labels"], n_classes)
-    test = read_split(paths["test_images"], paths["test_labels"], n_classes)
+    train = read_images_and_labels(paths["train_images"], paths["train_labels"], n_classes)
+    test = read_images_and_labels(paths["test_images"], paths["test_labels"], n_classes)
     image_shape = train[0].shape[1:]
     if 0 in image_shape or len(train[1]) == 0:
         raise IdxFormatError(

@@ -190,7 +190,7 @@ class Model:
             out[start : start + step] = softmax(logits)
         return out
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None) -> tuple[float, float]:
+    def loss_and_accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None) -> tuple[float, float]:
         """(mean cross-entropy, accuracy) over x (n, n_inputs), y (n,), without label smoothing."""
         total_loss, correct = 0.0, 0
         step = batch_size or self.eval_batch_size

@@ -170,7 +170,7 @@ def fit(
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             stats = trainer.run_epoch(x_train, y_train, epoch)
-            val_loss, val_accuracy = model.evaluate(x_val, y_val)
+            val_loss, val_accuracy = model.loss_and_accuracy(x_val, y_val)
             if not math.isfinite(val_loss):
                 raise TrainingDivergedError(
                     f"training diverged: the validation loss is {val_loss} after epoch {epoch}; "
