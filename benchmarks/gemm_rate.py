@@ -19,7 +19,7 @@ from pathlib import Path
 from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nn_bench import gemm_rate, gemm_seconds  # noqa: E402
+from nn_bench import gemm_rate, gemm_seconds
 
 # (m, k, n) of the products in one training step of 784-256-128-10 at batch 128.
 MLP_STEP = {

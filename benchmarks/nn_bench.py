@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import yaml
 
 from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
-from mnist_pipeline.nn import TrainSettings
 from mnist_pipeline.download import locate_idx
 from mnist_pipeline.idx import read_idx
+from mnist_pipeline.nn import TrainSettings
 from mnist_pipeline.splits import fit_normalization, stratified_split
 
 # The recipe mode reads the workflow's config and schema, as `snakemake` would.

@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nn_bench import load_scaled, recipe, sgd_settings  # noqa: E402
-
-from mnist_pipeline.nn import train as train_module  # noqa: E402
-from mnist_pipeline.nn.train import Trainer  # noqa: E402
+from mnist_pipeline.nn import train as train_module
+from mnist_pipeline.nn.train import Trainer
+from nn_bench import load_scaled, recipe, sgd_settings
 
 TOTALS: dict[str, float] = defaultdict(float)
 

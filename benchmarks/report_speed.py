@@ -19,17 +19,17 @@ import time
 
 START = time.perf_counter()
 
-import argparse  # noqa: E402
-import gzip  # noqa: E402
-import json  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import gzip
+import json
+import tempfile
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+import numpy as np
+import pyarrow.parquet as pq
 
-from mnist_pipeline.metrics import predictions_table, score_predictions  # noqa: E402
-from mnist_pipeline.report import build_report, collect_provenance  # noqa: E402
+from mnist_pipeline.metrics import predictions_table, score_predictions
+from mnist_pipeline.report import build_report, collect_provenance
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DEFAULTS = {"model": "mlp", "hidden": [256, 128], "epochs": 20, "batch_size": 128, "optimizer": "adam",

@@ -24,10 +24,9 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nn_bench import load_prepared  # noqa: E402
-
-from mnist_pipeline.errors import ConfigError  # noqa: E402
-from mnist_pipeline.nn import TrainSettings, fit  # noqa: E402
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.nn import TrainSettings, fit
+from nn_bench import load_prepared
 
 
 def main() -> None:

@@ -34,11 +34,15 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nn_bench import (  # noqa: E402
-    gemm_rate, load_prepared, load_scaled, recipe, sgd_settings, training_flops_per_example,
+from mnist_pipeline.nn.train import Trainer
+from nn_bench import (
+    gemm_rate,
+    load_prepared,
+    load_scaled,
+    recipe,
+    sgd_settings,
+    training_flops_per_example,
 )
-
-from mnist_pipeline.nn.train import Trainer  # noqa: E402
 
 
 def main() -> None:

@@ -14,11 +14,12 @@ import socket
 import subprocess
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from helpers import require
 from PIL import Image
+
+from helpers import require
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -47,7 +48,7 @@ class Browser:
         child_w = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 10)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
-        self._log = open(profile.parent / f"{profile.name}-stderr.log", "wb")
+        self._log = open(profile.parent / f"{profile.name}-stderr.log", "wb")  # noqa: SIM115 - closed in close()
         script = f'exec "$@" 3<&{child_r} 4>&{child_w} {child_r}<&- {child_w}>&-'
         self._proc = subprocess.Popen(
             ["/bin/bash", "-c", script, "bash", str(binary), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
@@ -130,10 +131,8 @@ class Browser:
         return image
 
     def close(self) -> None:
-        try:
+        with suppress(OSError, TimeoutError, ConnectionError, RuntimeError):
             self.call("Browser.close")
-        except (OSError, TimeoutError, ConnectionError, RuntimeError):
-            pass
         try:
             self._proc.wait(timeout=15)
         except subprocess.TimeoutExpired:

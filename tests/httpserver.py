@@ -8,6 +8,7 @@ server stops, so a test can never hang on it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from dataclasses import dataclass
@@ -84,10 +85,9 @@ def _handler(server: IdxServer) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             server.requests.append((path, dict(self.headers.items())))
             route = server.routes.get(path)
-            try:
+            # The client may give up (its timeout): nothing to clean then.
+            with contextlib.suppress(ConnectionError, TimeoutError):
                 self._answer(route)
-            except (ConnectionError, TimeoutError):
-                pass  # the client gave up (its timeout): nothing to clean
 
         def _answer(self, route: Route | None) -> None:
             if route is None:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import Browser, chromium, served_app, wait_until
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from browser import Browser, chromium, served_app, wait_until
 from mnist_pipeline.app import data
 from mnist_pipeline.cli import classify_files
 from mnist_pipeline.nn.model import load_model
@@ -83,7 +83,7 @@ def test_mistakes_agree_with_the_metrics(trained_results, fashion_test):
     assert data.test_images(trained_results, "mnist") is None
 
 
-def test_experiment_not_evaluated_yet(tmp_path, model_path):  # noqa: F811
+def test_experiment_not_evaluated_yet(tmp_path, model_path):
     directory = tmp_path / "fashion-mnist" / "new"
     directory.mkdir(parents=True)
     (directory / "model.npz").write_bytes(model_path.read_bytes())
@@ -93,7 +93,7 @@ def test_experiment_not_evaluated_yet(tmp_path, model_path):  # noqa: F811
     assert data.learning_curves([experiment], "val_accuracy") == {}
 
 
-def test_classify_matches_the_command(tmp_path, model_path, fashion_test):  # noqa: F811
+def test_classify_matches_the_command(tmp_path, model_path, fashion_test):
     loaded = load_model(model_path)
     photo = Image.fromarray(255 - fashion_test[0][7]).resize((300, 300)).convert("RGB")
     photo.save(tmp_path / "photo.png")
@@ -234,7 +234,7 @@ def test_drawing_on_the_canvas_in_a_browser(served, tmp_path):
                          buttons=0 if kind == "mouseReleased" else 1, clickCount=1)
 
         mouse("mousePressed", *stroke[0])
-        for (ax, ay), (bx, by) in zip(stroke, stroke[1:]):
+        for (ax, ay), (bx, by) in zip(stroke, stroke[1:], strict=False):
             for step in range(1, 16):
                 mouse("mouseMoved", ax + (bx - ax) * step / 15, ay + (by - ay) * step / 15)
         mouse("mouseReleased", *stroke[-1])

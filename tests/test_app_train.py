@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import REPO, copy_workflow, planned_jobs, snakemake
 from streamlit.testing.v1 import AppTest
 
+from helpers import REPO, copy_workflow, planned_jobs, snakemake
 from mnist_pipeline.app.runs import Runs, epochs_in_log, failure_reason, steps_done
 from mnist_pipeline.app.train_form import FormField, as_text, overrides, read_value, train_fields
 from mnist_pipeline.app.workflow import find_workflow, merge_config, run_targets
@@ -117,7 +117,7 @@ def test_epoch_lines_are_read_from_the_log_fit_writes(caplog):
         result = fit(settings, x, y, x, y, n_classes=3)
     rows = epochs_in_log(caplog.text)
     assert [row["epoch"] for row in rows] == [1, 2] and all(row["epochs"] == 2 for row in rows)
-    for row, kept in zip(rows, result.history):
+    for row, kept in zip(rows, result.history, strict=False):
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             assert row[key] == pytest.approx(kept[key], abs=5e-5)
     assert steps_done("1 of 5 steps (20%) done\nx\n3 of 5 steps (60%) done") == (3, 5) and steps_done("") is None

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+
 from browser import Browser, chromium, served_app, wait_until
 from helpers import snakemake, workflow_env, write_synthetic_dataset
 from test_app_train import app_workflow

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from hostile import MIB, gzip_bomb, huge_png
 from PIL import Image
 
+from hostile import MIB, gzip_bomb, huge_png
 from mnist_pipeline.cli import classify_files, main, streamlit_command
 from mnist_pipeline.datasets import class_names
 from mnist_pipeline.idx import write_idx
@@ -73,7 +73,7 @@ def test_predict_text_top_k_idx_npy_and_a_bad_file(tmp_path, model_path, fashion
     ]
     expected = reference_labels(model_path, images[:8])
     classes = class_names("fashion-mnist", 10)
-    for line, label in zip(lines, expected):
+    for line, label in zip(lines, expected, strict=False):
         ranked = line.split(": ", 1)[1].split(" | ")
         assert len(ranked) == 3 and ranked[0].startswith(classes[label] + " ")
         percents = [float(entry.rsplit(" ", 1)[1].rstrip("%")) for entry in ranked]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import write_synthetic_dataset
 
+from helpers import write_synthetic_dataset
 from mnist_pipeline.datafacts import DataFacts, check_settings_fit_data, data_facts
 from mnist_pipeline.errors import ConfigError, IdxFormatError
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import mnist_pipeline
 from helpers import write_synthetic_dataset
 from hostile import MIB, gzip_bomb
 from httpserver import IdxServer
-
-import mnist_pipeline
 from mnist_pipeline import download
 from mnist_pipeline.datasets import IDX_STEMS, DatasetSpec, FileChecksum, get_dataset
 from mnist_pipeline.download import fetch_dataset

@@ -13,10 +13,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from hostile import MIB, gzip_bomb
 
+from hostile import MIB, gzip_bomb
 from mnist_pipeline.errors import IdxFormatError
-from mnist_pipeline.idx import DTYPES, MAX_IDX_BYTES, encode_idx, parse_idx, read_header, read_idx, read_images_and_labels, write_idx
+from mnist_pipeline.idx import (
+    DTYPES,
+    MAX_IDX_BYTES,
+    encode_idx,
+    parse_idx,
+    read_header,
+    read_idx,
+    read_images_and_labels,
+    write_idx,
+)
 
 # Every dtype the format has, in both byte orders a caller might hand us.
 DTYPE_CHOICES = [dtype.newbyteorder(order) for dtype in DTYPES.values() for order in "<>"]

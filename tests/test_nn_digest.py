@@ -14,7 +14,6 @@ import hashlib
 import json
 
 import numpy as np
-
 import pytest
 
 from helpers import quadrant_images

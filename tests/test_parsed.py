@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from helpers import write_synthetic_dataset
 
+from helpers import write_synthetic_dataset
 from mnist_pipeline.errors import IdxFormatError
 from mnist_pipeline.idx import write_idx
 from mnist_pipeline.parsed import ARRAYS, load_parsed, parse_raw_dataset

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hostile import huge_png
 from PIL import Image, ImageDraw
 
+from hostile import huge_png
 from mnist_pipeline.errors import IdxFormatError, ImageInputError
 from mnist_pipeline.idx import read_idx, write_idx
 from mnist_pipeline.preprocess import (

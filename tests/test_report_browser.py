@@ -7,6 +7,7 @@ absence fails.
 
 import numpy as np
 import pytest
+
 from browser import Browser, chromium
 from test_report import build, make_experiments
 

@@ -105,7 +105,7 @@ def test_store_lists_finished_runs_newest_first_with_names_and_current(store):
 
 def test_publish_copies_every_run_file(store):
     dataset_dir, ids = store
-    for key, leaf in RUN_FILES.items():
+    for leaf in RUN_FILES.values():
         assert (dataset_dir / "baseline" / leaf).read_bytes() == (dataset_dir / "runs" / ids[0.01] / leaf).read_bytes()
 
 
@@ -229,7 +229,6 @@ def test_report_history_lists_earlier_runs_against_the_current_one(store, tmp_pa
 
 def test_an_experiment_cannot_take_the_run_stores_folder_name():
     from helpers import REPO
-
     from mnist_pipeline.config import load_schema, resolve_config
     from mnist_pipeline.errors import ConfigError
 

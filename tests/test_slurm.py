@@ -145,7 +145,7 @@ def squeue_records(job_ids: list[str], slurm_conf: str) -> dict[str, dict[str, s
     )
     assert result.returncode == 0, result.stderr
     fields = ("state", "node", "comment", "cpus", "memory")
-    return {line.split("|")[0]: dict(zip(fields, line.split("|")[1:])) for line in result.stdout.splitlines()}
+    return {line.split("|")[0]: dict(zip(fields, line.split("|")[1:], strict=False)) for line in result.stdout.splitlines()}
 
 
 def megabytes(text: str) -> float:

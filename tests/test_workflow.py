@@ -6,6 +6,7 @@ repository are never touched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,12 +23,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+
 from helpers import REPO, copy_workflow, planned_jobs, snakemake, snakemake_command, workflow_env
-
-from mnist_pipeline.runlock import run_in_progress
-
 from mnist_pipeline.nn.model import load_model
 from mnist_pipeline.nn.parallel import available_cores
+from mnist_pipeline.runlock import run_in_progress
 
 pytestmark = pytest.mark.slow
 

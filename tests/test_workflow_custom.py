@@ -9,8 +9,9 @@ import subprocess
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import REPO, copy_workflow, snakemake, workflow_env, write_synthetic_dataset
 from PIL import Image
+
+from helpers import REPO, copy_workflow, snakemake, workflow_env, write_synthetic_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from helpers import copy_workflow, planned_jobs, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]

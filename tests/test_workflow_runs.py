@@ -9,8 +9,8 @@ import json
 
 import pytest
 import yaml
-from helpers import REPO, copy_workflow, planned_jobs, snakemake
 
+from helpers import REPO, copy_workflow, planned_jobs, snakemake
 from mnist_pipeline.cli import main
 
 pytestmark = pytest.mark.slow

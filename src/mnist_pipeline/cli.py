@@ -69,7 +69,7 @@ def classify_files(loaded, paths: Sequence[str], top: int = 1, center: str = "au
     batches = [item.images for item in inputs if not isinstance(item, str)]
     proba = loaded.model.predict_proba(model_inputs(np.concatenate(batches), loaded.normalization)) if batches else None
     records, row = [], 0
-    for path, item in zip(paths, inputs):
+    for path, item in zip(paths, inputs, strict=False):
         if isinstance(item, str):
             records.append({"file": os.fspath(path), "index": None, "label": None, "class": None, "probability": None, "error": item})
             continue
@@ -190,8 +190,8 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 def text_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """Rows of cells as left-aligned columns two spaces apart."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(columns, *rows)]
-    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in (columns, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(columns, *rows, strict=False)]
+    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in (columns, *rows)]
 
 
 def megabytes(n: int) -> str:

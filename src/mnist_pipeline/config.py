@@ -94,7 +94,7 @@ def sweep_points(sweep: Mapping[str, Any] | None) -> dict[str, dict]:
         return {}
     grid = sweep.get("grid") or {}
     keys = sorted(grid)
-    points = [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
+    points = [dict(zip(keys, values, strict=False)) for values in itertools.product(*(grid[key] for key in keys))]
     if sweep.get("list"):
         points = [{**point, **extra} for point in points for extra in sweep["list"]]
     if sweep.get("seeds"):

@@ -46,7 +46,7 @@ def data_facts(config: Mapping[str, Any], results_dir: str | Path = "results") -
     dataset = config["dataset"]
     spec = get_dataset(dataset)
     if spec is not None:
-        return DataFacts(spec.image_shape, dict(zip(spec.classes, spec.train_class_counts)), f"the {dataset} dataset")
+        return DataFacts(spec.image_shape, dict(zip(spec.classes, spec.train_class_counts, strict=False)), f"the {dataset} dataset")
     directory = local_source_dir(dataset, config["source"])
     if directory is not None:
         return _from_source(directory, dataset, config.get("class_names"))
@@ -89,7 +89,7 @@ def _from_source(directory: Path, dataset: str, declared: list[str] | None) -> D
         return None  # the parse job explains what the files should hold
     classes = dataset_classes(dataset, declared, labels)
     counts = np.bincount(classes.indices(labels, str(labels_path)), minlength=len(classes.names))
-    return DataFacts(tuple(header.shape[1:]), dict(zip(classes.names, counts.tolist())), str(directory))
+    return DataFacts(tuple(header.shape[1:]), dict(zip(classes.names, counts.tolist(), strict=False)), str(directory))
 
 
 def _from_parse(info_path: Path, source: str | None) -> DataFacts | None:
@@ -99,4 +99,4 @@ def _from_parse(info_path: Path, source: str | None) -> DataFacts | None:
     # A parse of another source says nothing about this one.
     if info.get("source") != source or "train_class_counts" not in info:
         return None
-    return DataFacts(tuple(info["image_shape"]), dict(zip(info["classes"], info["train_class_counts"])), str(info_path))
+    return DataFacts(tuple(info["image_shape"]), dict(zip(info["classes"], info["train_class_counts"], strict=False)), str(info_path))

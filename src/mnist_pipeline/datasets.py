@@ -223,5 +223,5 @@ def dataset_classes(dataset_name: str, declared: list[str] | None, *label_arrays
 
 def absent_classes(info: Mapping[str, Any]) -> list[str]:
     """Names of the classes of a dataset.json that have no training or no test images."""
-    counts = zip(info["classes"], info.get("train_class_counts") or [], info.get("test_class_counts") or [])
+    counts = zip(info["classes"], info.get("train_class_counts") or [], info.get("test_class_counts") or [], strict=False)
     return [name for name, n_train, n_test in counts if n_train == 0 or n_test == 0]

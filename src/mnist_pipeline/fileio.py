@@ -54,6 +54,5 @@ def save_array(path: str | Path, array: Any) -> None:
     """np.save, atomically. The .npy format has no timestamps, so equal arrays give equal bytes."""
     import numpy as np
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)

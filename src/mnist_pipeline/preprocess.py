@@ -102,7 +102,7 @@ def to_mnist(gray: np.ndarray, framing: Framing = MNIST_FRAMING, shape: tuple[in
     else:
         centre = ((digit.shape[0] - 1) / 2, (digit.shape[1] - 1) / 2)
         targets = ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
-    top, left = (int(np.floor(target - c + 0.5)) for target, c in zip(targets, centre))
+    top, left = (int(np.floor(target - c + 0.5)) for target, c in zip(targets, centre, strict=False))
     return _paste(digit, top, left, shape).round().astype(np.uint8)
 
 

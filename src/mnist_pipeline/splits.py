@@ -102,9 +102,9 @@ def stratified_split(
     labels = np.asarray(labels)
     classes = np.unique(labels)
     names = [class_names[c] if class_names is not None else str(c) for c in classes]
-    taken = validation_counts({name: int(np.count_nonzero(labels == c)) for name, c in zip(names, classes)}, val_fraction)
+    taken = validation_counts({name: int(np.count_nonzero(labels == c)) for name, c in zip(names, classes, strict=False)}, val_fraction)
     rng = np.random.default_rng(seed)
-    val_parts = [rng.permutation(np.flatnonzero(labels == c))[: taken[name]] for name, c in zip(names, classes)]
+    val_parts = [rng.permutation(np.flatnonzero(labels == c))[: taken[name]] for name, c in zip(names, classes, strict=False)]
     val = np.sort(np.concatenate(val_parts)) if val_parts else np.empty(0, dtype=np.int64)
     mask = np.ones(len(labels), dtype=bool)
     mask[val] = False

@@ -74,7 +74,7 @@ def summary_text(results: str | Path, dataset: str, experiments: Iterable[str]) 
     files = [base / name / "metrics.json" for name in names]
     if not report.is_file() or not all(f.is_file() for f in files):
         return ""
-    metrics = {name: json.loads(f.read_text(encoding="utf-8")) for name, f in zip(names, files)}
+    metrics = {name: json.loads(f.read_text(encoding="utf-8")) for name, f in zip(names, files, strict=False)}
     ranked = sorted(metrics, key=lambda name: leaderboard_key(name, metrics[name]))
     width = max(len(name) for name in ranked[:SHOWN_EXPERIMENTS])
     heading = f"Best of {len(ranked)} experiments on {dataset}" if len(ranked) > 1 else f"The experiment on {dataset}"

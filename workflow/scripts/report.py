@@ -20,11 +20,11 @@ from mnist_pipeline.runs import read_store, write_current
 config, settings = snakemake.params["config"], snakemake.params["experiments"]
 info = read_json(snakemake.input["info"])
 histories = [read_json(path) for path in snakemake.input["history"]]
-write_current(snakemake.output["current"], config["train"], {name: read_json(path)["run"] for name, path in zip(settings, snakemake.input["record"])})
+write_current(snakemake.output["current"], config["train"], {name: read_json(path)["run"] for name, path in zip(settings, snakemake.input["record"], strict=False)})
 store = read_store(Path(snakemake.output["md"]).parent)
 experiments = [
     {"name": name, "settings": settings[name], "metrics": read_json(metrics), "history": history["epochs"], "predictions": pq.read_table(predictions)}
-    for name, metrics, history, predictions in zip(settings, snakemake.input["metrics"], histories, snakemake.input["predictions"])
+    for name, metrics, history, predictions in zip(settings, snakemake.input["metrics"], histories, snakemake.input["predictions"], strict=False)
 ]
 build_report(
     dataset=config["dataset"],

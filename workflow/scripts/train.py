@@ -9,7 +9,7 @@ join_run()
 # leads it (the run start lists the experiments of each run: see tell_plan in common.smk).
 echo_to_terminal("mnist_pipeline.nn.train", prefix=f"train run {snakemake.wildcards['run']}: ")
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from mnist_pipeline.fileio import write_json
 from mnist_pipeline.nn import TrainSettings, fit
@@ -33,5 +33,5 @@ save_model(
 write_json(
     snakemake.output["history"],
     {"epochs": result.history, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
-     "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+     "finished": datetime.now(UTC).isoformat(timespec="seconds")},
 )

@@ -30,7 +30,7 @@ def _sorted_samples(indices: np.ndarray, preds: Mapping[str, np.ndarray], limit:
     chosen = indices[order]
     return [
         Sample(int(preds["id"][i]), int(preds["label"][i]), int(preds["predicted"][i]), float(conf[j]))
-        for i, j in zip(chosen, order)
+        for i, j in zip(chosen, order, strict=False)
     ]
 
 

@@ -286,7 +286,7 @@ def val_accuracy_overlay(names: Sequence[str], histories: Sequence[Sequence[Mapp
     fig = _figure()
     ax = fig.add_subplot()
     colors = matplotlib.colormaps["tab10"].colors
-    for i, (name, history) in enumerate(zip(names, histories)):
+    for i, (name, history) in enumerate(zip(names, histories, strict=False)):
         values = _column(history, "val_accuracy")
         if np.isfinite(values).any():
             ax.plot(_column(history, "epoch"), values, color=colors[i % len(colors)], linewidth=1.5, label=name)

@@ -74,9 +74,8 @@ def machine() -> dict[str, Any]:
         "python_implementation": f"{platform.python_implementation()} {sys.version.split()[0]}",
     }
     try:
-        from threadpoolctl import threadpool_info
-
         import numpy  # noqa: F401  (loads the BLAS so that threadpoolctl can see it)
+        from threadpoolctl import threadpool_info
 
         info["blas"] = sorted(
             f"{lib.get('internal_api')} {lib.get('version')} ({lib.get('architecture')})"
