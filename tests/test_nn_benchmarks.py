@@ -1,4 +1,4 @@
-"""The contract's benchmark command runs and prints what the contract promises (on tiny data)."""
+"""The benchmark commands README gives run and print what README promises (on tiny data)."""
 
 import json
 import subprocess

@@ -42,7 +42,7 @@ def finished_run(tmp_path_factory, synthetic_dir):
     return workdir, ("--configfile", str(TEST_CONFIG), "--config", f"source={synthetic_dir}")
 
 
-def test_first_run_writes_every_contract_output(finished_run):
+def test_first_run_writes_every_documented_output(finished_run):
     workdir, _ = finished_run
     results = workdir / "results/synthetic"
     raw = sorted(p.name for p in (results / "raw").iterdir() if p.name.endswith(".gz"))

@@ -159,7 +159,7 @@ def _check_dataset_source(config: Mapping[str, Any], results_dir: str | Path | N
 
 
 def _check_class_names(config: Mapping[str, Any]) -> None:
-    """A known dataset's classes are fixed (its confusion matrix is 10 x 10 by contract)."""
+    """A known dataset's classes are fixed (its confusion matrix is 10 x 10, as README's outputs say)."""
     from mnist_pipeline.datasets import get_dataset
 
     spec = get_dataset(config["dataset"])

@@ -11,7 +11,7 @@ Layout under results/{dataset}/:
                                                             for: its `train` defaults, and the
                                                             run each experiment uses
     {experiment}/model.npz, ... run.json                    copies of the experiment's current
-                                                            run (publish): the contract's paths
+                                                            run (publish): the paths README names
 
 Copies, not links: a published file can then never alias a kept one, whatever writes to it.
 """

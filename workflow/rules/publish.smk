@@ -2,7 +2,7 @@ localrules:
     publish,
 
 
-# Makes an experiment's current run visible at the contract's paths: a copy of the run's files
+# Makes an experiment's current run visible at the paths README names: a copy of the run's files
 # into results/{dataset}/{experiment}/. Going back to settings trained before reruns only this
 # (the set of input files changed) and the report.
 rule publish:
