@@ -83,13 +83,14 @@ def test_train_watch_find_retrain_stop_and_continue(workdir, tmp_path):
         try:
             browser.open(url, 1400, 2000)
             page = Page(browser)
-            page.train("tiny", {**FORM, "epochs": "4"})
-            # Epochs appear while the run goes on: more than one distinct count before the end.
+            page.train("tiny", {**FORM, "epochs": "20"})
+            # Epochs appear while the run goes on: more than one distinct count before the end
+            # (20 epochs of about 0.4 s each on an idle machine, against the page's refresh of 1 s).
             seen = set()
 
             def finished() -> bool:
                 text = page.text()
-                seen.update(int(n) for n in re.findall(r"epoch (\d+) of 4", text) if "Training tiny" in text)
+                seen.update(int(n) for n in re.findall(r"epoch (\d+) of 20", text) if "Training tiny" in text)
                 return "tiny is trained" in text
             wait_until(finished, 180, what="the end of the run")
             assert len(seen) >= 2, seen
@@ -113,7 +114,7 @@ def test_train_watch_find_retrain_stop_and_continue(workdir, tmp_path):
             # The same settings again: nothing is trained.
             model = results / "synthetic/tiny/model.npz"
             stamp = model.stat().st_mtime_ns
-            page.train("tiny", {**FORM, "epochs": "4"})
+            page.train("tiny", {**FORM, "epochs": "20"})
             page.wait_text("Nothing to train: tiny is trained with these settings already")
             assert model.stat().st_mtime_ns == stamp
 
