@@ -1,5 +1,6 @@
 """The worker pool: every task runs once, errors reach the caller, blocks do not depend on threads."""
 
+import contextvars
 import threading
 import time
 
@@ -80,3 +81,34 @@ def test_tasks_run_under_the_callers_numpy_error_settings():
     with Workers(2) as workers, np.errstate(over="raise"):
         workers.run(overflow, 8)
     assert helper_runs and all(helper_runs)
+
+
+def test_run_does_not_wait_for_a_helper_that_took_no_task():
+    # A helper busy elsewhere (as when the scheduler has not woken it on a shared machine):
+    # the caller runs every task itself and returns without waiting for the helper to wake.
+    release = threading.Event()
+
+    class Stuck:
+        def work(self):
+            release.wait()
+
+    ran = []
+    with Workers(2) as workers:
+        workers._inboxes[0].put((contextvars.copy_context(), Stuck()))
+        caller = threading.Thread(target=workers.run, args=(ran.append, 5), daemon=True)
+        caller.start()
+        caller.join(timeout=10)
+        returned = not caller.is_alive()
+        release.set()
+        assert returned, "run() waited for the helper that took no task"
+        # The helper, woken at last, finds the job done and takes nothing from it.
+        workers.run(ran.append, 3)
+    assert sorted(ran) == [0, 0, 1, 1, 2, 2, 3, 4]
+
+
+def test_products_are_split_into_an_even_number_of_equal_blocks():
+    # Two threads then get the same work: 784 input features as 4 x 196, not 3 x 256 + 16.
+    for rows, depth, width in [(128, 1024, 784), (128, 784, 1024), (128, 1024, 512), (128, 256, 3136)]:
+        sizes = [s.stop - s.start for s in blocks(width, product_block(rows, depth, width))]
+        assert len(sizes) % 2 == 0 and max(sizes) - min(sizes) <= 1, (width, sizes)
+    assert len(blocks(10, product_block(128, 512, 10))) == 1  # the 10-class output layer

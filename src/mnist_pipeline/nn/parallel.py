@@ -9,6 +9,7 @@ whichever thread runs a block and however many threads there are.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import os
 import queue
 import threading
@@ -20,15 +21,23 @@ from collections.abc import Callable
 BLOCK = 1 << 16
 
 
-#: Columns per block of a product, wide enough for BLAS to run near its peak on a 128-row batch.
-COLUMNS = 128
+#: Most columns per block of a product. On a 128-row batch, blocks of 128 columns cost 6-18%
+#: more than one whole product on one thread (each block packs its operands again); 256 cost 0-8%.
+COLUMNS = 256
 #: Fewest multiply-adds worth a block of their own: smaller products are not split at all.
 MIN_PRODUCT = 1 << 22
 
 
 def product_block(rows: int, depth: int, width: int) -> int:
-    """Columns per block when a (rows, depth) @ (depth, width) product is split by columns."""
-    return COLUMNS if rows * depth * COLUMNS >= MIN_PRODUCT else max(width, 1)
+    """Columns per block when a (rows, depth) @ (depth, width) product is split by columns.
+
+    An even number of equal blocks, each at most COLUMNS wide (784 -> 4 x 196, not
+    256 + 256 + 256 + 16), so that two threads get the same work.
+    """
+    if rows * depth * min(width, COLUMNS) < MIN_PRODUCT:
+        return max(width, 1)
+    parts = 2 * -(-width // (2 * COLUMNS))
+    return -(-width // parts)
 
 
 def row_block(width: int) -> int:
@@ -59,6 +68,40 @@ def share_cores(cores: int, jobs: int, index: int) -> int:
     return max(1, share + (index < extra))
 
 
+class _Job:
+    """One call of Workers.run: its tasks, handed out one at a time, and when the last one ended.
+
+    Whoever finishes the last task (or skips the rest after an error) sets `done`, so the
+    caller waits only for tasks a helper has actually taken: a helper the scheduler wakes late
+    (the machine is shared, the other core busy) finds nothing left and costs the caller nothing.
+    """
+
+    def __init__(self, task: Callable[[int], None], n_tasks: int) -> None:
+        self.task, self.n_tasks = task, n_tasks
+        # next() on these iterators is atomic under the GIL: each index goes to one thread,
+        # and each count to one finished (or skipped) task.
+        self.indices = iter(range(n_tasks))
+        self.finished = itertools.count(1)
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def work(self) -> None:
+        for i in self.indices:
+            try:
+                self.task(i)
+            except BaseException as error:  # raised by the caller of run()
+                if self.error is None:
+                    self.error = error
+                # Skip the rest, so that every thread stops; they count as ended.
+                for _ in self.indices:
+                    self._end()
+            self._end()
+
+    def _end(self) -> None:
+        if next(self.finished) == self.n_tasks:
+            self.done.set()
+
+
 class Workers:
     """`threads` threads, the caller's included, that run the tasks of `run` between them.
 
@@ -72,7 +115,6 @@ class Workers:
             raise ValueError(f"threads {threads!r}: expected an integer >= 1")
         self.threads = int(threads)
         self._inboxes: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(self.threads - 1)]
-        self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._serve, args=(inbox,), name=f"nn-worker-{i + 1}", daemon=True)
             for i, inbox in enumerate(self._inboxes)
@@ -83,23 +125,21 @@ class Workers:
     def run(self, task: Callable[[int], None], n_tasks: int) -> None:
         """task(0), ..., task(n_tasks - 1), spread over the threads; returns when all are done.
 
-        The first exception a task raises is raised here, once every thread has stopped.
+        The first exception a task raises is raised here, once no task is running any more.
         """
         helpers = min(n_tasks, self.threads) - 1
         if helpers <= 0:
             for i in range(n_tasks):
                 task(i)
             return
-        # next() on a shared range iterator is atomic under the GIL: each index goes to one thread.
-        indices = iter(range(n_tasks))
+        job = _Job(task, n_tasks)
         for inbox in self._inboxes[:helpers]:
             # The caller's context (np.errstate lives there), one copy per thread.
-            inbox.put((contextvars.copy_context(), task, indices))
-        errors = [self._work(task, indices)]
-        errors += [self._done.get() for _ in range(helpers)]
-        for error in errors:
-            if error is not None:
-                raise error
+            inbox.put((contextvars.copy_context(), job))
+        job.work()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
 
     def map_blocks(self, task: Callable[[slice], None], n: int, size: int | None = None) -> None:
         """task(s) for every slice s of blocks(n, size or BLOCK), spread over the threads."""
@@ -121,21 +161,10 @@ class Workers:
         self.close()
 
     @staticmethod
-    def _work(task: Callable[[int], None], indices) -> BaseException | None:
-        try:
-            for i in indices:
-                task(i)
-        except BaseException as error:  # handed to the caller of run(), which raises it
-            # Drain the rest, so that the other threads stop too.
-            for _ in indices:
-                pass
-            return error
-        return None
-
-    def _serve(self, inbox: queue.SimpleQueue) -> None:
-        while (job := inbox.get()) is not None:
-            context, task, indices = job
-            self._done.put(context.run(self._work, task, indices))
+    def _serve(inbox: queue.SimpleQueue) -> None:
+        while (item := inbox.get()) is not None:
+            context, job = item
+            context.run(job.work)
 
 
 #: For layers and optimisers not given a pool: everything runs in the caller.
