@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from mnist_pipeline.logs import FAILED
+from mnist_pipeline.runs import run_files
 
 SHOWN_EXPERIMENTS = 3
 
@@ -58,7 +59,7 @@ def training_plan_text(dataset_dir: str | Path, runs: Mapping[str, Mapping]) -> 
     every run is trained. `runs` maps experiment name -> run record (with its "run" id)."""
     names_of: dict[str, list[str]] = {}
     for name, record in runs.items():
-        if not (Path(dataset_dir) / "runs" / record["run"] / "model.npz").is_file():
+        if not Path(run_files(dataset_dir, record["run"])["model"]).is_file():
             names_of.setdefault(record["run"], []).append(name)
     return "".join(f"Run {run} trains experiment(s): {', '.join(names)}\n" for run, names in names_of.items())
 

@@ -25,6 +25,7 @@ from typing import Any
 from mnist_pipeline.app.runner import hold_lock
 from mnist_pipeline.app.workflow import Workflow
 from mnist_pipeline.fileio import read_json
+from mnist_pipeline.runs import store_dir
 
 STATE_DIR = ".app"
 # nn/train.py logs each epoch as "epoch 3/20: train loss 0.5123 accuracy 0.8150, val loss 0.4702 accuracy 0.8322, lr ...".
@@ -171,7 +172,7 @@ class Runs:
         when this run trains nothing for it."""
         for match in PLAN_LINE.finditer(self.output()):
             if experiment in match["names"].split(", "):
-                return self.workflow.results / dataset / "runs" / match["run"] / "train.log"
+                return store_dir(self.workflow.results / dataset) / match["run"] / "train.log"
         return None
 
     def epochs(self, run: Run, dataset: str) -> list[dict[str, Any]]:
