@@ -13,6 +13,8 @@ checks); nothing is upcast on the way.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from mnist_pipeline.nn import parallel
@@ -52,12 +54,18 @@ class Layer:
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         raise NotImplementedError
 
-    def _buffer(self, name: str, shape: tuple[int, ...], dtype, fill: float | None = None) -> np.ndarray:
-        """A scratch array kept between calls; reallocated (and filled) only when the shape or dtype changes."""
-        buf = self._scratch.get(name)
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype, fill: float | None = None,
+                per_thread: bool = False) -> np.ndarray:
+        """A scratch array kept between calls; reallocated (and filled) only when the shape or dtype changes.
+
+        per_thread: one array for each thread that asks, for work inside a worker's task that
+        must not share its scratch with the task another worker runs at the same time.
+        """
+        key = (name, threading.get_ident()) if per_thread else name
+        buf = self._scratch.get(key)
         if buf is None or buf.shape != shape or buf.dtype != dtype:
             buf = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
-            self._scratch[name] = buf
+            self._scratch[key] = buf
         return buf
 
     def _sum_rows(self, a: np.ndarray, out: np.ndarray) -> None:
