@@ -91,6 +91,16 @@ def test_dropout_drops_at_its_rate_and_keeps_the_expectation(rng):
     assert layer.forward(x, train=False) is x
 
 
+def test_dropout_rate_is_a_multiple_of_1_65536_and_the_scale_follows_it():
+    layer = Dropout(0.4)
+    out = layer.forward(np.ones((64, 1024), np.float32), train=True)
+    threshold = round(0.4 * 65536)
+    np.testing.assert_array_equal(np.unique(out), np.float32([0, 65536 / (65536 - threshold)]))
+    # A rate below half a level drops nothing: training is then the identity too.
+    x = np.ones((4, 8), np.float32)
+    assert Dropout(1e-6).forward(x, train=True) is x
+
+
 def test_conv(rng):
     layer = randomised(Conv2D(3, 4, dtype=np.float64), rng)
     assert_gradients_match(check_layer(layer, rng.standard_normal((2, 5, 6, 3))))

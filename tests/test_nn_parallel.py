@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from mnist_pipeline.nn.parallel import Workers, blocks, product_block, share_cores
+from mnist_pipeline.nn.parallel import PARALLEL_MIN, Workers, blocks, product_block, share_cores
 
 
 def test_blocks_cover_the_range_in_order_and_depend_on_the_size_alone():
@@ -50,6 +50,23 @@ def test_a_closed_pool_runs_tasks_in_the_caller():
     names = set()
     workers.run(lambda i: names.add(threading.current_thread().name), 6)
     assert names == {threading.current_thread().name}
+
+
+def test_small_element_wise_work_stays_in_the_caller_and_large_work_spreads():
+    def names_running(elements):
+        names, started = set(), threading.Barrier(2, timeout=5)
+
+        def task(i):
+            names.add(threading.current_thread().name)
+            if elements >= PARALLEL_MIN:
+                started.wait()  # both threads must be inside a task at once: proves the spread
+
+        with Workers(2) as workers:
+            workers.run(task, 2, elements)
+        return names
+
+    assert names_running(PARALLEL_MIN - 1) == {threading.current_thread().name}
+    assert len(names_running(PARALLEL_MIN)) == 2
 
 
 def test_zero_threads_are_refused():

@@ -149,6 +149,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(parallel, "BLOCK", 100)
     monkeypatch.setattr(parallel, "COLUMNS", 8)
     monkeypatch.setattr(parallel, "MIN_PRODUCT", 1)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN", 0)
     monkeypatch.setattr(conv, "SAMPLES", 3)
 
 

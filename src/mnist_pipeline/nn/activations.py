@@ -32,7 +32,7 @@ class _PiecewiseLinear(Layer):
             self._slope(flat[s], slope[s])
             flat[s] *= slope[s]
 
-        self.workers.map_blocks(block, flat.size)
+        self.workers.map_blocks(block, flat.size, elements=flat.size)
         return x
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
@@ -42,7 +42,7 @@ class _PiecewiseLinear(Layer):
         def block(s: slice) -> None:
             flat[s] *= slope[s]
 
-        self.workers.map_blocks(block, flat.size)
+        self.workers.map_blocks(block, flat.size, elements=flat.size)
         return dout
 
 

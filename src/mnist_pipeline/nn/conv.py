@@ -172,7 +172,7 @@ class MaxPool2D(Layer):
                     taken[s] |= won[t, s]
                 np.logical_not(taken[s], out=won[3, s])
 
-        self.workers.map_blocks(block, n, SAMPLES)
+        self.workers.map_blocks(block, n, SAMPLES, elements=x.size)
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
@@ -187,5 +187,5 @@ class MaxPool2D(Layer):
             for t, (a, b) in enumerate(_CORNERS):
                 np.multiply(dout[s], won[t, s], out=windows[:, :, a, :, b, :])
 
-        self.workers.map_blocks(block, len(dout), SAMPLES)
+        self.workers.map_blocks(block, len(dout), SAMPLES, elements=dx.size)
         return dx
