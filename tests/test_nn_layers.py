@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from mnist_pipeline.nn import conv
 from mnist_pipeline.nn.activations import ACTIVATIONS, LeakyReLU, ReLU, Sigmoid, Tanh
 from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
 from mnist_pipeline.nn.gradcheck import check_layer
@@ -127,6 +128,24 @@ def test_conv_matches_a_direct_convolution(rng):
 @pytest.mark.parametrize("shape", [(2, 4, 6, 3), (2, 5, 7, 3)], ids=["even", "odd"])
 def test_max_pool(shape, rng):
     assert_gradients_match(check_layer(MaxPool2D(), rng.standard_normal(shape)))
+
+
+@pytest.mark.parametrize("shape", [(7, 6, 6, 2), (5, 7, 5, 3)], ids=["even", "odd"])
+def test_a_conv_that_pools_its_own_blocks_gives_what_conv_then_pool_gives(shape, rng, monkeypatch):
+    monkeypatch.setattr(conv, "SAMPLES", 3)  # several blocks, the last one short
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[:, :2] = 0.25  # ties, which the recorded winners must route the same way
+    apart = randomised(Conv2D(shape[-1], 4), rng), MaxPool2D()
+    fused = Conv2D(shape[-1], 4), MaxPool2D()
+    fused[0].params["W"][...], fused[0].params["b"][...] = apart[0].params["W"], apart[0].params["b"]
+    fused[0].fuse(fused[1])
+    outputs = [pool.forward(conv_.forward(x, train=True), train=True).copy() for conv_, pool in (apart, fused)]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    dout = rng.standard_normal(outputs[0].shape).astype(np.float32)
+    dxs = [conv_.backward(pool.backward(dout.copy())).copy() for conv_, pool in (apart, fused)]
+    np.testing.assert_array_equal(dxs[0], dxs[1])
+    np.testing.assert_array_equal(apart[0].grads["W"], fused[0].grads["W"])
+    np.testing.assert_array_equal(apart[0].grads["b"], fused[0].grads["b"])
 
 
 def test_max_pool_routes_a_tie_to_one_input_only():

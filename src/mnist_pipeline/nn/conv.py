@@ -85,28 +85,52 @@ class Conv2D(Layer):
         _im2col(block, k, padded[:b], patches[:b])
         return patches[:b].reshape(b * H * W, -1)
 
+    def fuse(self, pool: MaxPool2D) -> None:
+        """Pool this layer's output block by block, while each block is still in cache.
+
+        `pool` is the max-pool layer right after this one. Each block of images is convolved
+        into a scratch array of the worker's own and pooled from there; the whole batch's
+        convolution output (12.8 MB for 128 images of 28x28x32) is never written. The pool
+        layer then passes its input through, and backward here unpools each block first.
+        """
+        self.pool, pool.fused = pool, True
+
+    pool: MaxPool2D | None = None
+
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         n, H, W, _ = x.shape
-        kernel, bias = self.params["W"].reshape(-1, self.out_channels), self.params["b"]
-        out = self._buffer("out", (n, H, W, self.out_channels), kernel.dtype)
+        F = self.out_channels
+        kernel, bias = self.params["W"].reshape(-1, F), self.params["b"]
+        pool = self.pool
+        if pool is None:
+            out = self._buffer("out", (n, H, W, F), kernel.dtype)
+        else:
+            out = pool.start_forward((n, H, W, F), kernel.dtype, train)
 
         def block(s: slice) -> None:
-            rows = out[s].reshape(-1, self.out_channels)
+            if pool is None:
+                maps = out[s]
+            else:
+                maps = self._buffer("maps", (SAMPLES, H, W, F), kernel.dtype, per_thread=True)[: s.stop - s.start]
+            rows = maps.reshape(-1, F)
             np.matmul(self._block_patches("x", x[s]), kernel, out=rows)
             rows += bias
+            if pool is not None:
+                pool.pool_block(maps, s)
 
         self.workers.map_blocks(block, n, SAMPLES)
         self._x = x
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        n, H, W, F = dout.shape
+        x, pool = self._x, self.pool
+        n, H, W, _ = x.shape
+        F = self.out_channels
         dout = np.ascontiguousarray(dout)
         slices = blocks(n, SAMPLES)
         # One weight (and bias) gradient per block, summed in block order below.
         dW = self._buffer("dW blocks", (len(slices), *self.grads["W"].reshape(-1, F).shape), dout.dtype)
         db = self._buffer("db blocks", (len(slices), F), dout.dtype)
-        x = self._x
         if need_dx:
             # dx[b, y, z, c] = sum over i, j, f of dout[b, y + i - p, z + j - p, f] * W[k-1-i, k-1-j, c, f]
             flipped = np.ascontiguousarray(self.params["W"][::-1, ::-1].transpose(0, 1, 3, 2)).reshape(-1, self.in_channels)
@@ -114,11 +138,17 @@ class Conv2D(Layer):
 
         def block(i: int) -> None:
             s = slices[i]
-            d2 = dout[s].reshape(-1, F)
+            if pool is None:
+                dmaps = dout[s]
+            else:
+                # Zero-filled once: an odd last row or column gets no gradient and is never written.
+                dmaps = self._buffer("dmaps", (SAMPLES, H, W, F), dout.dtype, fill=0, per_thread=True)[: s.stop - s.start]
+                pool.unpool_block(dout[s], s, dmaps)
+            d2 = dmaps.reshape(-1, F)
             np.matmul(self._block_patches("x", x[s]).T, d2, out=dW[i])
             self._sum_rows(d2, db[i])
             if need_dx:
-                np.matmul(self._block_patches("dout", dout[s]), flipped, out=dx[s].reshape(len(d2), -1))
+                np.matmul(self._block_patches("dout", dmaps), flipped, out=dx[s].reshape(len(d2), -1))
 
         self.workers.run(block, len(slices))
         np.sum(dW, axis=0, out=self.grads["W"].reshape(-1, F))
@@ -142,50 +172,63 @@ class MaxPool2D(Layer):
     Training records which corner of each window won, the first one on ties (uniform image
     background gives equal maxima), so that exactly one input gets the gradient. Recording it
     in forward, not recomputing it in backward, lets an in-place activation follow the pool.
+
+    After a convolution, the convolution does the pooling itself, block by block (Conv2D.fuse):
+    this layer's forward and backward then pass their input through.
     """
 
     kind = "max_pool"
+    fused = False
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (shape[0] // 2, shape[1] // 2, shape[2])
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        n, H, W, C = x.shape
-        self._in_shape = x.shape
-        out = self._buffer("out", (n, H // 2, W // 2, C), x.dtype)
+    def start_forward(self, shape: tuple[int, ...], dtype, train: bool) -> np.ndarray:
+        """Make ready to pool a batch of `shape` (n, H, W, C) block by block; returns the output buffer."""
+        n, H, W, C = shape
+        self._in_shape, self._train = shape, train
+        out = self._buffer("out", (n, H // 2, W // 2, C), dtype)
         if train:
-            won = self._buffer("won", (4, *out.shape), np.bool_)
-            taken = self._buffer("taken", out.shape, np.bool_)
+            self._buffer("won", (4, *out.shape), np.bool_)
+            self._buffer("taken", out.shape, np.bool_)
+        return out
 
-        def block(s: slice) -> None:
-            taps = [_windows(x[s])[:, :, a, :, b, :] for a, b in _CORNERS]
-            np.maximum(taps[0], taps[1], out=out[s])
-            np.maximum(out[s], taps[2], out=out[s])
-            np.maximum(out[s], taps[3], out=out[s])
-            if train:
-                # won[t]: tap t equals the maximum and no earlier tap did (boolean ops are cheap).
-                np.equal(taps[0], out[s], out=won[0, s])
-                taken[s] = won[0, s]
-                for t in (1, 2):
-                    np.equal(taps[t], out[s], out=won[t, s])
-                    np.greater(won[t, s], taken[s], out=won[t, s])
-                    taken[s] |= won[t, s]
-                np.logical_not(taken[s], out=won[3, s])
+    def pool_block(self, x: np.ndarray, s: slice) -> None:
+        """Pool x, the images s of the batch, into their rows of the output."""
+        out = self._scratch["out"][s]
+        taps = [_windows(x)[:, :, a, :, b, :] for a, b in _CORNERS]
+        np.maximum(taps[0], taps[1], out=out)
+        np.maximum(out, taps[2], out=out)
+        np.maximum(out, taps[3], out=out)
+        if self._train:
+            won, taken = self._scratch["won"][:, s], self._scratch["taken"][s]
+            # won[t]: tap t equals the maximum and no earlier tap did (boolean ops are cheap).
+            np.equal(taps[0], out, out=won[0])
+            taken[...] = won[0]
+            for t in (1, 2):
+                np.equal(taps[t], out, out=won[t])
+                np.greater(won[t], taken, out=won[t])
+                taken |= won[t]
+            np.logical_not(taken, out=won[3])
 
-        self.workers.map_blocks(block, n, SAMPLES, elements=x.size)
+    def unpool_block(self, dout: np.ndarray, s: slice, dx: np.ndarray) -> None:
+        """dx (the images s, unpooled): each window's gradient to the corner that won, zero elsewhere."""
+        won = self._scratch["won"][:, s]
+        windows = _windows(dx)
+        for t, (a, b) in enumerate(_CORNERS):
+            np.multiply(dout, won[t], out=windows[:, :, a, :, b, :])
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        if self.fused:
+            return x
+        out = self.start_forward(x.shape, x.dtype, train)
+        self.workers.map_blocks(lambda s: self.pool_block(x[s], s), len(x), SAMPLES, elements=x.size)
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        if not need_dx:
-            return None
+        if not need_dx or self.fused:
+            return dout if need_dx else None
         # Filled once: odd edge rows/cols are never written, every window cell is written each time.
         dx = self._buffer("dx", self._in_shape, dout.dtype, fill=0)
-        won = self._scratch["won"]
-
-        def block(s: slice) -> None:
-            windows = _windows(dx[s])
-            for t, (a, b) in enumerate(_CORNERS):
-                np.multiply(dout[s], won[t, s], out=windows[:, :, a, :, b, :])
-
-        self.workers.map_blocks(block, len(dout), SAMPLES, elements=dx.size)
+        self.workers.map_blocks(lambda s: self.unpool_block(dout[s], s, dx[s]), len(dout), SAMPLES, elements=dx.size)
         return dx

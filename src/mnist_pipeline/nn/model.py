@@ -129,6 +129,9 @@ class Model:
             shape = layer.output_shape(shape)
         if shape != (int(architecture["n_classes"]),):
             raise ValueError(f"the layers end in shape {shape}, expected ({architecture['n_classes']},)")
+        for layer, after in zip(self.layers, self.layers[1:], strict=False):
+            if isinstance(layer, Conv2D) and isinstance(after, MaxPool2D):
+                layer.fuse(after)
         # Layers before the first with parameters (a reshape) need no backward pass at all.
         self._first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
         self._gather(dtype)
