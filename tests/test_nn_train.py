@@ -8,7 +8,7 @@ from threadpoolctl import threadpool_info
 
 from helpers import quadrant_images
 from mnist_pipeline.errors import TrainingDivergedError
-from mnist_pipeline.nn import conv, parallel
+from mnist_pipeline.nn import conv, optim, parallel
 from mnist_pipeline.nn import train as train_module
 from mnist_pipeline.nn.model import save_model
 from mnist_pipeline.nn.settings import TrainSettings
@@ -150,6 +150,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(parallel, "COLUMNS", 8)
     monkeypatch.setattr(parallel, "MIN_PRODUCT", 1)
     monkeypatch.setattr(parallel, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(optim, "STEP_BLOCK", 100)
     monkeypatch.setattr(conv, "SAMPLES", 3)
 
 

@@ -15,11 +15,16 @@ import numpy as np
 from mnist_pipeline.nn.parallel import SERIAL, Workers
 from mnist_pipeline.nn.settings import TrainSettings
 
+#: Elements per block of an optimiser step. Its ten-odd passes over five vectors run from the
+#: last-level cache whatever the block size, so larger blocks only save calls: on the default
+#: MLP's 1.34M parameters, 1.49 ms a step with blocks of 64k, 1.33 ms with 128k.
+STEP_BLOCK = 1 << 17
+
 
 class Optimizer:
     """Base: L2 weight decay on the first `n_decay` entries, added to the gradient.
 
-    A step cuts the vectors into the fixed blocks of parallel.blocks and runs the update on
+    A step cuts the vectors into fixed blocks of STEP_BLOCK and runs the update on
     each, spread over `workers`: every rule is element-wise, so a block's result is the same
     bytes whoever computes it and however many workers there are.
     """
@@ -49,7 +54,7 @@ class Optimizer:
                 self._decay(w[decayed], g[decayed], lr, tmp[decayed])
             self._update(w[s], g[s], lr, tmp[s], *(state[s] for state in states))
 
-        self.workers.map_blocks(block, w.size, elements=w.size)
+        self.workers.map_blocks(block, w.size, STEP_BLOCK, elements=w.size)
 
     def _decay(self, w: np.ndarray, g: np.ndarray, lr: float, tmp: np.ndarray) -> None:
         np.multiply(w, self.weight_decay, out=tmp)
