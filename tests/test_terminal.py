@@ -9,7 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_pipeline.terminal import failure_reasons, failure_text, summary_text, training_plan_text
+from mnist_pipeline.terminal import (
+    failure_reasons,
+    failure_text,
+    flip_warning_text,
+    summary_text,
+    training_plan_text,
+)
 
 FAIL = """
 import logging
@@ -82,3 +88,17 @@ def test_the_training_plan_names_the_experiments_of_each_run_still_to_train(tmp_
     assert training_plan_text(tmp_path, runs) == (
         "Run aaaa trains experiment(s): baseline, twin\nRun bbbb trains experiment(s): wide\n"
     )
+
+
+def test_flipping_digits_is_warned_of_and_flipping_clothes_or_custom_images_is_not():
+    runs = {
+        "cnn": {"run": "aaaa", "settings": {"augment_flip": True}},
+        "plain": {"run": "bbbb", "settings": {"augment_flip": False}},
+    }
+    warning = flip_warning_text("mnist", runs)
+    assert warning.startswith("Warning: experiment(s) cnn set augment_flip on mnist")
+    assert "plain" not in warning
+    assert flip_warning_text("kmnist", runs).startswith("Warning: experiment(s) cnn")
+    assert flip_warning_text("fashion-mnist", runs) == ""
+    assert flip_warning_text("my-scans", runs) == ""  # a custom dataset: only its owner knows
+    assert flip_warning_text("mnist", {"plain": runs["plain"]}) == ""

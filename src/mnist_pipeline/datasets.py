@@ -49,6 +49,9 @@ class DatasetSpec:
     classes: tuple[str, ...]
     train_class_counts: tuple[int, ...] = ()
     image_shape: tuple[int, int] = (28, 28)
+    #: Whether a left-right mirror image shows the same class: true of clothes, not of digits
+    #: or characters (a mirrored 2 is no digit), which augment_flip would teach the wrong thing.
+    mirror_keeps_class: bool = False
 
 
 def _checksums(by_stem: dict[str, FileChecksum]) -> Mapping[str, FileChecksum]:
@@ -131,6 +134,7 @@ FASHION_MNIST = DatasetSpec(
         }
     ),
     classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    mirror_keeps_class=True,
     # The Zalando README: 6,000 training images per class (also counted in Debian's files).
     train_class_counts=(6000,) * 10,
 )

@@ -1,5 +1,5 @@
-"""What the workflow prints when a run ends: why each failed stage failed, or the best
-experiments and where the report is. Snakemake itself shows only "message: None" and a log
+"""What the workflow prints when a run starts (the training plan, warnings) and when it ends: why
+each failed stage failed, or the best experiments and where the report is. Snakemake itself shows only "message: None" and a log
 path for a failed job, and nothing of what a finished run achieved."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.logs import FAILED
 from mnist_pipeline.runs import run_files
 
@@ -62,6 +63,22 @@ def training_plan_text(dataset_dir: str | Path, runs: Mapping[str, Mapping]) -> 
         if not Path(run_files(dataset_dir, record["run"])["model"]).is_file():
             names_of.setdefault(record["run"], []).append(name)
     return "".join(f"Run {run} trains experiment(s): {', '.join(names)}\n" for run, names in names_of.items())
+
+
+def flip_warning_text(dataset: str, runs: Mapping[str, Mapping]) -> str:
+    """A warning naming the experiments that mirror images (augment_flip) of a known dataset
+    whose classes a mirror changes (digits, characters); "" when there are none."""
+    spec = get_dataset(dataset)
+    if spec is None or spec.mirror_keeps_class:
+        return ""
+    names = [name for name, record in runs.items() if record["settings"].get("augment_flip")]
+    if not names:
+        return ""
+    return (
+        f"Warning: experiment(s) {', '.join(names)} set augment_flip on {dataset}, whose classes a mirror "
+        f"changes (a mirrored digit or character is not one); flips are for datasets such as fashion-mnist, "
+        f"and here they usually cost accuracy\n"
+    )
 
 
 def summary_text(results: str | Path, dataset: str, experiments: Iterable[str]) -> str:

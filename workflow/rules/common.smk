@@ -21,7 +21,7 @@ from mnist_pipeline.nn.parallel import available_cores, share_cores
 from mnist_pipeline.runid import code_digest, data_identity, run_record
 from mnist_pipeline.runlock import claim_workdir
 from mnist_pipeline.runs import run_files
-from mnist_pipeline.terminal import failure_text, summary_text, training_plan_text
+from mnist_pipeline.terminal import failure_text, flip_warning_text, summary_text, training_plan_text
 
 # Where every output goes; the rules spell it out in their paths.
 RESULTS = "results"
@@ -158,7 +158,8 @@ def final_outputs(config, experiments):
 def tell_plan(config, runs):
     """At the start of a run, which experiments each run still to be trained serves, so that
     the epoch lines (led by the run id) can be read."""
-    print(training_plan_text(f"{RESULTS}/{config['dataset']}", runs), end="", file=sys.stderr, flush=True)
+    text = flip_warning_text(config["dataset"], runs) + training_plan_text(f"{RESULTS}/{config['dataset']}", runs)
+    print(text, end="", file=sys.stderr, flush=True)
 
 
 def tell_outcome(succeeded, config, experiments):
