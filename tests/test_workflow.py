@@ -141,6 +141,17 @@ def test_a_lone_experiment_trains_on_every_core_and_a_sweep_shares_them(finished
     assert planned_train_threads(workdir, "--cores", "2", *config) == {"baseline": 1, "narrow": 1}
 
 
+def test_runs_trained_before_take_no_cores_from_a_new_one(finished_run):
+    workdir, config = finished_run
+    # baseline and narrow are trained: the one new grid point trains alone, on every core.
+    out = snakemake(workdir, "--dry-run", "--cores", "2", *config, "sweep={grid: {hidden: [[8]]}}").stdout
+    train_jobs = [job for job in re.split(r"\n(?=(?:local)?rule )", out) if job.startswith("rule train:")]
+    assert len(train_jobs) == 1
+    expected = min(2, available_cores())
+    count = re.search(r"^\s+threads: (\d+)$", train_jobs[0], re.MULTILINE)
+    assert (int(count.group(1)) if count else 1) == expected
+
+
 def test_the_model_records_its_thread_count(finished_run):
     workdir, _ = finished_run
     for experiment in ("baseline", "narrow"):

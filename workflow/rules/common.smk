@@ -101,15 +101,20 @@ def planned_runs(config, experiments):
 
 
 def train_threads(wildcards):
-    """The cores --cores gives (at most the machine's) shared out over the config's runs (one
-    per distinct experiment settings): a lone experiment gets them all, a sweep's share them.
-    Without --cores (a cluster run), the cores of the machine Snakemake runs on."""
+    """The cores --cores gives (at most the machine's) shared out over the config's runs still
+    to train (one per distinct experiment settings): a lone experiment gets them all, a sweep's
+    share them, and runs trained before take none. A retrain of a trained run (--forcerun)
+    shares them with every run. Without --cores (a cluster run), the cores of the machine
+    Snakemake runs on."""
     try:
         cores = min(workflow.cores, available_cores())
     except WorkflowError:  # no --cores given
         cores = available_cores()
     runs = sorted({record["run"] for record in RUNS.values()})
-    return share_cores(cores, len(runs), runs.index(wildcards.run))
+    dataset_dir = f"{RESULTS}/{CONFIG['dataset']}"
+    untrained = [run for run in runs if not Path(run_files(dataset_dir, run)["model"]).is_file()]
+    sharing = untrained if wildcards.run in untrained else runs
+    return share_cores(cores, len(sharing), sharing.index(wildcards.run))
 
 
 def run_record_of(wildcards):
