@@ -9,8 +9,9 @@ Each round runs train_speed.py and then the peer, as separate processes; the ord
 round so that neither always runs first on a machine that others share. Without --experiment
 both train 784-256-128-10 with SGD (batch 128, lr 0.05, momentum 0.9) and the peer is
 torch_mlp_baseline.py; with it, train_speed.py's recipe mode trains experiment NAME and the
-peer is torch_recipe.py given --peer-args (the same network: `--hidden 1024 512` for
-config.yaml's baseline, `--conv 32 64 --hidden 256` for examples/cnn.yaml). Prints one JSON
+peer is torch_recipe.py given --peer-args (the same network and batch: `--hidden 1024 512`
+for config.yaml's baseline, `--conv 32 64 --hidden 256 --batch 64` for examples/cnn.yaml,
+whose shifts the peer does not make). Prints one JSON
 line per run and a summary: the median epoch time of each over all their epochs, their ratio
 numpy / torch, and the ratio within each round and its median. Needs torch==2.13.0 in the
 Python given by --python-peer (default: this one), for this benchmark only.
