@@ -54,6 +54,11 @@ def run_files(dataset_dir: str | Path, run: str) -> dict[str, str]:
     return {key: str(store_dir(dataset_dir) / run / leaf) for key, leaf in RUN_FILES.items()}
 
 
+def is_trained(dataset_dir: str | Path, run: str) -> bool:
+    """Whether run `run` has its model already (a run still to train has none)."""
+    return Path(run_files(dataset_dir, run)["model"]).is_file()
+
+
 def publish(inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], experiment: str) -> None:
     """Copy a run's files (by RUN_FILES key) to the experiment's folder, and record that the
     experiment name used the run, so that its history can be told later."""

@@ -1,6 +1,7 @@
-"""What the workflow prints when a run starts (the training plan, warnings) and when it ends: why
-each failed stage failed, or the best experiments and where the report is. Snakemake itself shows only "message: None" and a log
-path for a failed job, and nothing of what a finished run achieved."""
+"""What the workflow prints when a run starts (the training plan, warnings) and when it ends:
+why each failed stage failed, or the best experiments and where the report is. Snakemake itself
+shows only "message: None" and a log path for a failed job, and nothing of what a finished run
+achieved."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from mnist_pipeline.datasets import get_dataset
 from mnist_pipeline.logs import FAILED
-from mnist_pipeline.runs import run_files
+from mnist_pipeline.runs import is_trained
 
 SHOWN_EXPERIMENTS = 3
 
@@ -60,7 +61,7 @@ def training_plan_text(dataset_dir: str | Path, runs: Mapping[str, Mapping]) -> 
     every run is trained. `runs` maps experiment name -> run record (with its "run" id)."""
     names_of: dict[str, list[str]] = {}
     for name, record in runs.items():
-        if not Path(run_files(dataset_dir, record["run"])["model"]).is_file():
+        if not is_trained(dataset_dir, record["run"]):
             names_of.setdefault(record["run"], []).append(name)
     return "".join(f"Run {run} trains experiment(s): {', '.join(names)}\n" for run, names in names_of.items())
 

@@ -20,7 +20,7 @@ from mnist_pipeline.errors import PipelineError, RunInProgressError
 from mnist_pipeline.nn.parallel import available_cores, share_cores
 from mnist_pipeline.runid import code_digest, data_identity, run_record
 from mnist_pipeline.runlock import claim_workdir
-from mnist_pipeline.runs import run_files
+from mnist_pipeline.runs import is_trained, run_files
 from mnist_pipeline.terminal import failure_text, flip_warning_text, summary_text, training_plan_text
 
 # Where every output goes; the rules spell it out in their paths.
@@ -112,7 +112,7 @@ def train_threads(wildcards):
         cores = available_cores()
     runs = sorted({record["run"] for record in RUNS.values()})
     dataset_dir = f"{RESULTS}/{CONFIG['dataset']}"
-    untrained = [run for run in runs if not Path(run_files(dataset_dir, run)["model"]).is_file()]
+    untrained = [run for run in runs if not is_trained(dataset_dir, run)]
     sharing = untrained if wildcards.run in untrained else runs
     return share_cores(cores, len(sharing), sharing.index(wildcards.run))
 
