@@ -50,6 +50,8 @@ class Conv2D(Layer):
 
     kind = "conv2d"
     decay = ("W",)
+    #: the max-pool layer this one pools for (see fuse), or None
+    pool: MaxPool2D | None = None
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dtype=np.float32) -> None:
         super().__init__()
@@ -76,14 +78,19 @@ class Conv2D(Layer):
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (*shape[:2], self.out_channels)
 
+    def _block_scratch(self, name: str, images: int, shape: tuple[int, ...], dtype, fill: float | None = None) -> np.ndarray:
+        """The calling thread's scratch for a block of `images` images of `shape` each: sized for
+        SAMPLES images once, so that the last, shorter block of a batch reuses it."""
+        return self._buffer(name, (SAMPLES, *shape), dtype, fill, per_thread=True)[:images]
+
     def _block_patches(self, name: str, block: np.ndarray) -> np.ndarray:
         """The patch matrix (rows, k*k*C) of a block of images (b, H, W, C), in the calling thread's scratch."""
         b, H, W, C = block.shape
         k = self.k
-        padded = self._buffer(f"{name} padded", (SAMPLES, H + k - 1, W + k - 1, C), block.dtype, fill=0, per_thread=True)
-        patches = self._buffer(f"{name} patches", (SAMPLES, H, W, k, k, C), block.dtype, per_thread=True)
-        _im2col(block, k, padded[:b], patches[:b])
-        return patches[:b].reshape(b * H * W, -1)
+        padded = self._block_scratch(f"{name} padded", b, (H + k - 1, W + k - 1, C), block.dtype, fill=0)
+        patches = self._block_scratch(f"{name} patches", b, (H, W, k, k, C), block.dtype)
+        _im2col(block, k, padded, patches)
+        return patches.reshape(b * H * W, -1)
 
     def fuse(self, pool: MaxPool2D) -> None:
         """Pool this layer's output block by block, while each block is still in cache.
@@ -94,8 +101,6 @@ class Conv2D(Layer):
         layer then passes its input through, and backward here unpools each block first.
         """
         self.pool, pool.fused = pool, True
-
-    pool: MaxPool2D | None = None
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         n, H, W, _ = x.shape
@@ -108,10 +113,7 @@ class Conv2D(Layer):
             out = pool.start_forward((n, H, W, F), kernel.dtype, train)
 
         def block(s: slice) -> None:
-            if pool is None:
-                maps = out[s]
-            else:
-                maps = self._buffer("maps", (SAMPLES, H, W, F), kernel.dtype, per_thread=True)[: s.stop - s.start]
+            maps = out[s] if pool is None else self._block_scratch("maps", s.stop - s.start, (H, W, F), kernel.dtype)
             rows = maps.reshape(-1, F)
             np.matmul(self._block_patches("x", x[s]), kernel, out=rows)
             rows += bias
@@ -142,7 +144,7 @@ class Conv2D(Layer):
                 dmaps = dout[s]
             else:
                 # Zero-filled once: an odd last row or column gets no gradient and is never written.
-                dmaps = self._buffer("dmaps", (SAMPLES, H, W, F), dout.dtype, fill=0, per_thread=True)[: s.stop - s.start]
+                dmaps = self._block_scratch("dmaps", s.stop - s.start, (H, W, F), dout.dtype, fill=0)
                 pool.unpool_block(dout[s], s, dmaps)
             d2 = dmaps.reshape(-1, F)
             np.matmul(self._block_patches("x", x[s]).T, d2, out=dW[i])
@@ -226,8 +228,10 @@ class MaxPool2D(Layer):
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        if not need_dx or self.fused:
-            return dout if need_dx else None
+        if not need_dx:
+            return None
+        if self.fused:
+            return dout
         # Filled once: odd edge rows/cols are never written, every window cell is written each time.
         dx = self._buffer("dx", self._in_shape, dout.dtype, fill=0)
         self.workers.map_blocks(lambda s: self.unpool_block(dout[s], s, dx[s]), len(dout), SAMPLES, elements=dx.size)
