@@ -39,7 +39,7 @@ def claim_workdir(state_dir: str | Path, results_dir: str | Path, *, dry_run: bo
     going, raises RunInProgressError, or for a dry run returns False having changed nothing."""
     state_dir = Path(state_dir)
     if _take(state_dir / LOCK_NAME):
-        if not _locked_by_others(state_dir / JOBS_LOCK_NAME):
+        if not locked_by_others(state_dir / JOBS_LOCK_NAME):
             clear_dead_run(state_dir, results_dir)
             return True
         os.close(_held.pop(state_dir / LOCK_NAME))
@@ -62,7 +62,7 @@ def claim_workdir(state_dir: str | Path, results_dir: str | Path, *, dry_run: bo
 def run_in_progress(state_dir: str | Path) -> bool:
     """Whether another process holds the run lock of `state_dir`, or a job of a run is still
     going: a workflow run is writing to its results."""
-    return any(path not in _held and _locked_by_others(path) for path in (Path(state_dir) / LOCK_NAME, Path(state_dir) / JOBS_LOCK_NAME))
+    return any(path not in _held and locked_by_others(path) for path in (Path(state_dir) / LOCK_NAME, Path(state_dir) / JOBS_LOCK_NAME))
 
 
 def join_run(state_dir: str | Path = ".snakemake") -> None:
@@ -98,7 +98,7 @@ def clear_dead_run(state_dir: str | Path, results_dir: str | Path) -> None:
             _remove(path)
 
 
-def _locked_by_others(path: Path) -> bool:
+def locked_by_others(path: Path) -> bool:
     """Whether some process holds a lock on `path` (then it cannot be locked exclusively)."""
     if not path.exists():
         return False

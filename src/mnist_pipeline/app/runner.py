@@ -25,6 +25,8 @@ from pathlib import Path
 from mnist_pipeline.fileio import write_json
 
 BUSY = 75  # EX_TEMPFAIL: try again later
+#: the lock file in the state directory that a runner holds while Snakemake runs
+LOCK = "run.lock"
 # After Stop, how long Snakemake gets to clean up after SIGINT before SIGTERM, then SIGKILL.
 GRACE_SECONDS = (60.0, 30.0)
 
@@ -60,7 +62,7 @@ def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     state = Path(spec["state_dir"])
     state.mkdir(parents=True, exist_ok=True)
-    lock = hold_lock(state / "run.lock")
+    lock = hold_lock(state / LOCK)
     if lock is None:
         print("another run holds the lock", file=sys.stderr)
         return BUSY

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.app.runner import hold_lock
+from mnist_pipeline.app.runner import LOCK
 from mnist_pipeline.app.workflow import Workflow
 from mnist_pipeline.fileio import read_json
+from mnist_pipeline.runlock import locked_by_others
 from mnist_pipeline.runs import store_dir
 
 STATE_DIR = ".app"
@@ -111,12 +112,7 @@ class Runs:
 
     def busy(self) -> bool:
         """Whether a run holds the lock now."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        handle = hold_lock(self.state_dir / "run.lock")
-        if handle is None:
-            return True
-        handle.close()
-        return False
+        return locked_by_others(self.state_dir / LOCK)
 
     def last(self) -> Run | None:
         path = self.state_dir / "run.json"
