@@ -125,7 +125,7 @@ def run_record_of(wildcards):
 
 def current_run_files(wildcards):
     """The files of the run an experiment's settings make, for publish to copy."""
-    return run_files(f"results/{wildcards.dataset}", RUNS[wildcards.experiment]["run"])
+    return run_files(f"{RESULTS}/{wildcards.dataset}", RUNS[wildcards.experiment]["run"])
 
 
 def local_source_files(wildcards):
