@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from mnist_pipeline.nn import parallel
 from mnist_pipeline.nn.parallel import PARALLEL_MIN, Workers, blocks, product_block, share_cores
 
 
@@ -123,9 +124,15 @@ def test_run_does_not_wait_for_a_helper_that_took_no_task():
     assert sorted(ran) == [0, 0, 1, 1, 2, 2, 3, 4]
 
 
-def test_products_are_split_into_an_even_number_of_equal_blocks():
+def test_products_are_split_into_an_even_number_of_equal_blocks_each_worth_a_hand_off():
     # Two threads then get the same work: 784 input features as 4 x 196, not 3 x 256 + 16.
     for rows, depth, width in [(128, 1024, 784), (128, 784, 1024), (128, 1024, 512), (128, 256, 3136)]:
         sizes = [s.stop - s.start for s in blocks(width, product_block(rows, depth, width))]
-        assert len(sizes) % 2 == 0 and max(sizes) - min(sizes) <= 1, (width, sizes)
+        assert len(sizes) % 2 == 0 and max(sizes) - min(sizes) < len(sizes), (width, sizes)
+        assert min(sizes) * rows * depth >= parallel.MIN_PRODUCT, (width, sizes)
+    # The CNN's dense backward: 3136 columns as 6 blocks of 17M multiply-adds, not 14 of 7M.
+    assert len(blocks(3136, product_block(128, 256, 3136))) == 6
+    # The products of the SGD MLP (784-256-128-10) are too small to share between threads.
+    for rows, depth, width in [(128, 784, 256), (128, 256, 784), (128, 256, 128), (128, 128, 256)]:
+        assert len(blocks(width, product_block(rows, depth, width))) == 1
     assert len(blocks(10, product_block(128, 512, 10))) == 1  # the 10-class output layer
