@@ -47,3 +47,14 @@ def test_the_recipe_mode_trains_an_experiment_of_the_config_merged_with_a_file(s
     # The experiments of config.yaml stay: the file is merged over it, not put in its place.
     assert train_speed(str(synthetic_dir), "--experiment", "baseline", "--configfile", str(tmp_path / "extra.yaml"),
                        "--epochs", "1", "--threads", "1")[-1]["experiment"] == "baseline"
+
+
+def test_handoff_prints_the_product_times_and_the_cost_of_splitting_it():
+    command = [sys.executable, str(BENCHMARKS / "handoff.py"), "--threads", "2", "--repeat", "20"]
+    result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    assert result["threads"] == 2
+    assert result["product_whole_us"] > 0 and result["product_two_halves_us"] > 0
+    assert result["split_overhead_us"] == round(result["product_two_halves_us"] - result["product_whole_us"] / 2, 1)
+    # The helper's timings, or null when the caller ran both halves every time (a loaded machine).
+    for key in ("helper_starts_after_us", "caller_returns_after_helper_us"):
+        assert result[key] is None or result[key] >= 0, (key, result)
