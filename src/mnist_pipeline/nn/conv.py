@@ -14,9 +14,9 @@ them to memory and back made the second conv layer of examples/cnn.yaml a third 
 
 A convolution followed by a pool does the pooling itself (Conv2D.fuse), with the patch rows
 grouped by the corner of the pooling window they fall in: the product then gives the four
-corners as four contiguous arrays, and the max of four contiguous arrays is a third of the
-time of the max over strided windows. The bias is added after the pool (max(a + b, c + b) is
-max(a, c) + b), on a quarter of the values.
+corners as four contiguous arrays, which pool in a third of the time strided windows took
+(31 against 97 us for 8 images of 28x28x32). The bias is added after the pool (max(a + b,
+c + b) is max(a, c) + b), on a quarter of the values.
 """
 
 from __future__ import annotations
