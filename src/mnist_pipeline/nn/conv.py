@@ -208,8 +208,8 @@ class Conv2D(Layer):
                 if pool is None:
                     inside[...] = dmaps
                 else:
-                    # Each corner back to its place in the maps, (2, 2, b, H/2, W/2, F) <- corners.
-                    np.copyto(_windows(inside).transpose(2, 4, 0, 1, 3, 5), dmaps.reshape(2, 2, *dmaps.shape[1:]))
+                    # Each corner back to its place in the maps.
+                    np.copyto(_windows(inside), dmaps.reshape(2, 2, *dmaps.shape[1:]))
                 np.matmul(self._block_patches("dout", dpadded, pooled=False), flipped, out=dx[s].reshape(-1, C))
 
         self.workers.run(block, len(slices))
@@ -219,10 +219,11 @@ class Conv2D(Layer):
 
 
 def _windows(a: np.ndarray) -> np.ndarray:
-    """(n, H, W, C) -> view (n, H//2, 2, W//2, 2, C) of its 2x2 pooling windows (odd edges dropped)."""
+    """(n, H, W, C) -> view (2, 2, n, H//2, W//2, C) of its 2x2 pooling windows, corner first
+    (odd edges dropped): the layout of a fused conv's corners (see _windows_of_patches)."""
     n, H, W, C = a.shape
     s0, s1, s2, s3 = a.strides
-    return as_strided(a, (n, H // 2, 2, W // 2, 2, C), (s0, 2 * s1, s1, 2 * s2, s2, s3))
+    return as_strided(a, (2, 2, n, H // 2, W // 2, C), (s1, s2, s0, 2 * s1, 2 * s2, s3))
 
 
 _CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -231,7 +232,7 @@ _CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))
 def _taps(a: np.ndarray) -> list[np.ndarray]:
     """The four corners of a's 2x2 pooling windows, in _CORNERS order: views (n, H//2, W//2, C)."""
     windows = _windows(a)
-    return [windows[:, :, r, :, c, :] for r, c in _CORNERS]
+    return [windows[r, c] for r, c in _CORNERS]
 
 
 class MaxPool2D(Layer):
