@@ -36,8 +36,8 @@ COLUMNS = 256
 #: it costs 60-100 us on a 2-vCPU VM (benchmarks/handoff.py: a helper starts its half of a
 #: 128x784x256 product 30-40 us after it is handed over, the caller returns 30-40 us after it
 #: ends, and the two halves take 195-225 us against 245 us whole), so a block must do well over
-#: that: 16M multiply-adds are about 160 us at this core's 100 GMAC/s. The SGD MLP's products of 26M and less, split at 4M before,
-#: made a 2-thread epoch 0.52 s against 0.40 s unsplit.
+#: that: 16M multiply-adds are about 160 us at this core's 100 GMAC/s. The SGD MLP's products
+#: of 26M and less, split at 4M before, made a 2-thread epoch 0.52 s against 0.40 s unsplit.
 MIN_PRODUCT = 1 << 24
 
 
