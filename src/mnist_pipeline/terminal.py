@@ -17,11 +17,6 @@ from mnist_pipeline.runs import is_trained
 SHOWN_EXPERIMENTS = 3
 
 
-def failure_reasons(log_dir: str | Path, since: float) -> list[tuple[str, str]]:
-    """(stage, reason) for every stage that failed since `since`: see failed_logs."""
-    return [(stage, reason) for stage, _, reason in failed_logs(log_dir, since)]
-
-
 def failed_logs(log_dir: str | Path, since: float) -> list[tuple[str, Path, str]]:
     """(stage, log path, reason) for every stage log under `log_dir` written at or after `since` (a
     time.time() value) whose stage failed, in stage order; the stage is the log's path

@@ -17,9 +17,6 @@ import yaml
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.nn.settings import Setting, TrainSettings
 
-#: kinds of field: a choice among fixed values, a tick box, one number, a list of numbers, or a number that may be left empty (null)
-KINDS = ("choice", "boolean", "integer", "number", "list", "optional")
-
 
 @dataclass(frozen=True)
 class FormField:
