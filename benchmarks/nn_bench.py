@@ -25,7 +25,7 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def load_scaled(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """x_train, y_train, x_test, y_test with pixels / 255 in float32, as the torch peer scales them."""
+    """x_train, y_train, x_test, y_test with pixels / 255 in float32, as torch_peer.py's sgd mode scales them."""
 
     def images(stem: str) -> np.ndarray:
         x = read_idx(locate_idx(data_dir, stem)).reshape(-1, 784).astype(np.float32)
@@ -74,7 +74,7 @@ def recipe(experiment: str, configfile: Path | None = None, **overrides) -> tupl
 
 
 def sgd_settings(**overrides) -> TrainSettings:
-    """The plain network of torch_mlp_baseline.py: dense + ReLU, SGD with momentum at a constant
+    """The plain network of torch_peer.py's sgd mode: dense + ReLU, SGD with momentum at a constant
     rate, and none of the defaults' batch norm, dropout, weight decay or label smoothing."""
     plain = {"batch_norm": False, "dropout": 0.0, "weight_decay": 0.0, "label_smoothing": 0.0,
              "schedule": "constant", "warmup_epochs": 0, "grad_clip": None, "optimizer": "momentum"}

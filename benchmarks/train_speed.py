@@ -1,15 +1,15 @@
-"""Epoch time of our NumPy trainer: the SGD MLP of torch_mlp_baseline.py, or any experiment of a config.
+"""Epoch time of our NumPy trainer: a plain SGD MLP, or any experiment of a config.
 
     python benchmarks/train_speed.py DATA_DIR --hidden 256 128 --batch 128 --lr 0.05 --momentum 0.9 --epochs 5 [--threads 2]
     python benchmarks/train_speed.py DATA_DIR --experiment NAME [--configfile FILE] --epochs N [--threads 2]
 
-SGD mode, the peer of ../shared/bench/torch_mlp_baseline.py: same data (the four IDX files in DATA_DIR, pixels / 255), same architecture (dense + ReLU,
-softmax cross-entropy), same optimiser (SGD with momentum, PyTorch's update rule), a fresh
-shuffle every epoch, batches of --batch with a short last one, and test accuracy after each
-epoch outside the timed loop. Only the initialisation differs: our He initialisation.
+SGD mode, the peer of `torch_peer.py --mode sgd`: same data (the four IDX files in DATA_DIR,
+pixels / 255), same architecture (dense + ReLU, softmax cross-entropy), same optimiser (SGD
+with momentum, PyTorch's update rule), a fresh shuffle every epoch, batches of --batch with a
+short last one, and test accuracy after each epoch outside the timed loop. Only the initialisation differs: our He initialisation.
 The timed loop is Trainer.run_epoch, the very loop fit() runs.
 
-Recipe mode (--experiment), the peer of ../shared/bench/torch_recipe.py: the settings of
+Recipe mode (--experiment), the peer of torch_peer.py's recipe and cnn modes: the settings of
 experiment NAME from config.yaml with FILE merged over it as `snakemake --configfile FILE`
 merges it (--epochs replaces the experiment's own), trained on the IDX files split and
 normalised as the prepare stage does (the config's `prepare` section). Test accuracy is
