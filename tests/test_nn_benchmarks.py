@@ -1,4 +1,4 @@
-"""The benchmark commands README gives run and print what README promises (on tiny data)."""
+"""The benchmark commands docs/performance.md gives run and print what it promises (on tiny data)."""
 
 import json
 import subprocess
