@@ -1,14 +1,22 @@
-"""Hostile files made in the test and small on disk: a gzip bomb and a PNG of huge declared size.
+"""Hostile files made in the test and small on disk: a gzip bomb, a PNG of huge declared size, and
+model files crafted from a real one.
 
-Both hold long runs of zero bytes. Deflate reset by a full flush encodes the same input as the
-same bytes, so one megabyte of zeros is compressed once (about 1 kB) and repeated: a gigabyte of
-content costs a megabyte on disk and a fraction of a second to make, with valid checksums.
+The first two hold long runs of zero bytes. Deflate reset by a full flush encodes the same input
+as the same bytes, so one megabyte of zeros is compressed once (about 1 kB) and repeated: a
+gigabyte of content costs a megabyte on disk and a fraction of a second to make, with valid
+checksums.
 """
 
 from __future__ import annotations
 
+import json
 import struct
+import zipfile
 import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
 
 MIB = 1 << 20
 _ZERO_MIB = bytes(MIB)
@@ -53,3 +61,75 @@ def huge_png(width: int, height: int) -> bytes:
     stream = b"\x78\xda" + _deflate_zeros(b"", n_zeros) + struct.pack(">I", adler)
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", stream) + _png_chunk(b"IEND", b"")
+
+
+def write_npz(path: Path, entries: dict[str, np.ndarray]) -> Path:
+    """An .npz as NumPy and save_model write it (one stored .npy member per entry), of any arrays."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in entries.items():
+            with archive.open(f"{name}.npy", "w") as handle:
+                np.lib.format.write_array(handle, array, allow_pickle=True)
+    return path
+
+
+def crafted_model(source: Path, target: Path, header: Callable[[dict], None] | None = None,
+                  arrays: Callable[[dict[str, np.ndarray]], None] | None = None) -> Path:
+    """A copy of the model file `source` at `target`, its JSON header and its arrays changed in place
+    by `header(dict)` and `arrays(dict name -> array)`: what a careless or hostile hand could write."""
+    with np.load(source) as archive:
+        entries = {name: archive[name] for name in archive.files}
+    parsed = json.loads(str(entries["header"]))
+    if header:
+        header(parsed)
+    if arrays:
+        arrays(entries)
+    entries["header"] = np.array(json.dumps(parsed))
+    return write_npz(target, entries)
+
+
+def declared_only(path: Path, name: str, shape: tuple[int, ...], dtype: str = "<f4") -> None:
+    """Replace member `name` of the .npz at `path` by an .npy header declaring `shape` and no data."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in members.items():
+            with archive.open(member, "w") as handle:
+                if member == f"{name}.npy":
+                    np.lib.format.write_array_header_1_0(handle, {"descr": dtype, "fortran_order": False, "shape": shape})
+                else:
+                    handle.write(data)
+
+
+def widen_first_layer(header: dict, width: int) -> None:
+    """Declare `width` units for the first dense layer, and as inputs for the layers after it: a
+    header whose shapes still chain, with the arrays left as they were."""
+    layers = header["architecture"]["layers"]
+    layers[0]["n_out"] = width
+    for spec in layers[1:]:
+        if spec["type"] == "batch_norm":
+            spec["n_features"] = width
+        if spec["type"] == "dense":
+            spec["n_in"] = width
+            break
+
+
+def _fill(name: str, value: object) -> Callable[[dict[str, np.ndarray]], None]:
+    def change(arrays: dict[str, np.ndarray]) -> None:
+        arrays[name] = np.full(arrays[name].shape, value, arrays[name].dtype)
+    return change
+
+
+#: The crafted model files of issue 21, each made from a real model file by `crafted_model`:
+#: name -> (change to the header, change to the arrays, a regex of what the one error line says).
+CRAFTED_MODELS = {
+    "a 10^12-unit layer": (lambda h: widen_first_layer(h, 10**12), None,
+                           r"array layer0\.W is float32\[\d+, \d+\], but the architecture declares float32\[\d+, 1000000000000\]"),
+    "n_out 400000": (lambda h: widen_first_layer(h, 400_000), None,
+                     r"array layer0\.W is float32\[\d+, \d+\], but the architecture declares float32\[\d+, 400000\]"),
+    "layers a string": (lambda h: h["architecture"].update(layers="abc"), None,
+                        r"architecture\.layers is 'abc'; expected a non-empty list of layers"),
+    "no classes": (lambda h: h.update(classes=[]), None, r"classes is \[\]; expected a list of \d+ class names, one per output"),
+    "NaN weights": (None, _fill("layer0.W", np.nan), r"array layer0\.W holds [\d,]+ NaN or infinite value\(s\)"),
+    "infinite bias": (None, _fill("layer0.b", -np.inf), r"array layer0\.b holds [\d,]+ NaN or infinite value\(s\)"),
+    "settings a string": (lambda h: h["metadata"].update(settings="abc"), None, r"metadata\.settings is 'abc'; expected an object"),
+}

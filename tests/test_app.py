@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import urllib.parse
 from pathlib import Path
@@ -15,6 +16,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from browser import Browser, chromium, served_app, wait_until
+from hostile import CRAFTED_MODELS, crafted_model
 from mnist_pipeline.app import data
 from mnist_pipeline.cli import classify_files
 from mnist_pipeline.nn.model import load_model
@@ -178,6 +180,20 @@ def test_app_reports_a_bad_upload_and_an_empty_results_dir(trained_results, tmp_
     assert not at.exception and "blank" in at.warning[0].value
     empty = app_test(tmp_path, monkeypatch).run()
     assert not empty.exception and "No trained model" in empty.warning[0].value
+
+
+@pytest.mark.parametrize("case", list(CRAFTED_MODELS))
+def test_app_shows_a_crafted_model_file_as_one_error_line(tmp_path, model_path, monkeypatch, case):
+    header, arrays, expected = CRAFTED_MODELS[case]
+    directory = tmp_path / "fashion-mnist" / "crafted"
+    directory.mkdir(parents=True)
+    path = crafted_model(model_path, directory / "model.npz", header, arrays)
+    at = app_test(tmp_path, monkeypatch).run()
+    assert not at.exception, at.exception
+    assert len(at.error) == 1 and "\n" not in at.error[0].value
+    assert re.fullmatch(rf"{re.escape(str(path))}: .*{expected}.*", at.error[0].value), at.error[0].value
+    # The model can still be changed: the page stops below the sidebar's choice.
+    assert at.selectbox(key="model").options == ["fashion-mnist / crafted"]
 
 
 # --- the served app in a real browser -----------------------------------------------------

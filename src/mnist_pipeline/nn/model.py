@@ -1,4 +1,5 @@
-"""The network as a sequence of layers, its architecture as JSON, and its `.npz` file format.
+"""The network as a sequence of layers, its architecture as JSON, and saving and loading it
+(the file format and its checks are nn.modelfile's).
 
 All parameters live in one flat vector (`flat_params`, gradients in `flat_grads`) that the
 layers' `params` arrays are views into; the optimiser, gradient clipping and early-stopping
@@ -7,29 +8,29 @@ snapshots each work on that one vector. Weights under weight decay come first, `
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.errors import ConfigError, ModelFormatError
-from mnist_pipeline.fileio import atomic_path
+from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.nn.activations import ACTIVATIONS
 from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
 from mnist_pipeline.nn.init import INITIALISERS
 from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout, Flatten, Layer, Reshape
 from mnist_pipeline.nn.losses import softmax, softmax_cross_entropy
+from mnist_pipeline.nn.modelfile import (
+    FORMAT,
+    FORMAT_VERSION,
+    MAX_VALUES,
+    check_architecture,
+    read_model_file,
+    too_many_values,
+    write_model_file,
+)
 from mnist_pipeline.nn.parallel import Workers
 from mnist_pipeline.nn.settings import TrainSettings
 
-FORMAT = "mnist-pipeline-model"
-FORMAT_VERSION = 1
-HEADER = "header"
-ZIP_MAGIC = b"PK\x03\x04"  # what every .npz starts with
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.kind: cls for cls in (Dense, Dropout, BatchNorm, Reshape, Flatten, Conv2D, MaxPool2D, *ACTIVATIONS.values())
 }
@@ -95,7 +96,12 @@ def architecture(settings: TrainSettings, n_inputs: int, n_classes: int, image_s
         width = size
     layers.append({"type": "dense", "n_in": width, "n_out": n_classes})
     shape = list(image_shape) if image_shape is not None else list(image_shape_of(n_inputs))
-    return {"model": settings.model, "n_inputs": n_inputs, "image_shape": shape, "n_classes": n_classes, "layers": layers}
+    arch = {"model": settings.model, "n_inputs": n_inputs, "image_shape": shape, "n_classes": n_classes, "layers": layers}
+    # Refused here, before training, rather than by load_model after it.
+    declared = check_architecture(arch)
+    if declared.largest > MAX_VALUES:
+        raise ConfigError(f"{shape[0]}x{shape[1]} images: {too_many_values(declared)}; use smaller images, or fewer channels")
+    return arch
 
 
 def _normalised_activation(settings: TrainSettings, width: int) -> list[dict]:
@@ -248,13 +254,8 @@ class LoadedModel:
 
 
 def save_model(path, model: Model, *, normalization: dict, classes: list, metadata: dict) -> None:
-    """Write the model as one `.npz`: a JSON header entry and one float32 array per parameter.
-
-    Byte-deterministic: entries in a fixed order with a fixed timestamp, stored uncompressed
-    (np.savez would stamp the current time into every entry). Atomic: a temporary file in the
-    same directory is renamed over `path` only once complete; its mode follows the umask.
-    """
-    path = Path(path)
+    """Write the model as one `.npz` file (see nn.modelfile): its architecture, normalization,
+    classes and metadata as a JSON header, and one float32 array per parameter and buffer."""
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -263,63 +264,18 @@ def save_model(path, model: Model, *, normalization: dict, classes: list, metada
         "classes": [str(c) for c in classes],
         "metadata": metadata,
     }
-    entries = {HEADER: np.array(json.dumps(header, sort_keys=True)), **model.named_arrays()}
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
-        for name, array in entries.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            data = io.BytesIO()
-            np.lib.format.write_array(data, array, allow_pickle=False)
-            archive.writestr(info, data.getvalue())
+    write_model_file(path, header, model.named_arrays())
 
 
 def load_model(path) -> LoadedModel:
-    """Read a file save_model wrote. ModelFormatError (naming the file) for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
-    with open(path, "rb") as handle:
-        start = handle.read(len(ZIP_MAGIC))
-    if start != ZIP_MAGIC:
-        found = "it is empty (0 bytes)" if not start else f"it starts with {start!r}"
-        raise ModelFormatError(
-            f"{path}: not a model file: expected an .npz archive written by mnist-pipeline"
-            f" (a zip file, starting with {ZIP_MAGIC!r}), but {found}"
-        )
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile) or HEADER not in archive.files:
-                raise ModelFormatError(f"{path}: not a model file (an .npz written by mnist-pipeline has a header entry)")
-            header = json.loads(str(archive[HEADER][()]))
-            arrays = {name: archive[name] for name in archive.files if name != HEADER}
-    except ModelFormatError:
-        raise
-    except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile) as exc:
-        raise ModelFormatError(f"{path}: not a model file (expected an .npz written by mnist-pipeline): {exc}") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ModelFormatError(f"{path}: not a model file (its header does not say format {FORMAT!r})")
-    version = header.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise ModelFormatError(f"{path}: format_version {version!r} is not a version number")
-    if version > FORMAT_VERSION:
-        raise ModelFormatError(
-            f"{path}: model format version {version} is newer than this mnist-pipeline reads "
-            f"(up to {FORMAT_VERSION}); upgrade mnist-pipeline to load it"
-        )
-    try:
-        model = Model(header["architecture"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFormatError(f"{path}: the architecture in the header cannot be built: {exc}") from None
-    expected = model.named_arrays()
-    if set(arrays) != set(expected):
-        raise ModelFormatError(
-            f"{path}: arrays {sorted(arrays)} do not match the architecture, which needs {sorted(expected)}"
-        )
-    for name, target in expected.items():
-        array = arrays[name]
-        if array.shape != target.shape or array.dtype != target.dtype:
-            raise ModelFormatError(
-                f"{path}: array {name} is {array.dtype}{list(array.shape)}, expected {target.dtype}{list(target.shape)}"
-            )
-        target[...] = array
-    return LoadedModel(model, header.get("normalization", {}), header.get("classes", []), header.get("metadata", {}))
+    """Read a file save_model wrote, checked whole before the Model is built (see nn.modelfile).
+
+    FileNotFoundError when there is no such file; ModelFormatError, naming the file and what is
+    wrong with it, for anything save_model did not write.
+    """
+    checked = read_model_file(path)
+    header = checked.header
+    model = Model(header["architecture"])
+    for name, target in model.named_arrays().items():
+        target[...] = checked.arrays[name]
+    return LoadedModel(model, header["normalization"], header["classes"], header.get("metadata", {}))
