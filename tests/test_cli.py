@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from hostile import MIB, gzip_bomb, huge_png
+from hostile import CRAFTED_MODELS, MIB, crafted_model, gzip_bomb, huge_png
 from mnist_pipeline.cli import classify_files, main, streamlit_command
 from mnist_pipeline.datasets import class_names
 from mnist_pipeline.idx import write_idx
@@ -148,6 +150,61 @@ def test_predict_bad_model_and_bad_arguments(tmp_path, model_path):
     assert out.returncode == 2 and "--top" in out.stderr
     out = run_cli("predict", model_path)
     assert out.returncode == 2 and "FILE" in out.stderr
+
+
+@pytest.mark.parametrize("command", ["predict", "info"])
+@pytest.mark.parametrize("case", list(CRAFTED_MODELS))
+def test_a_crafted_model_file_is_one_error_line_and_exit_2(tmp_path, model_path, case, command, capsys):
+    header, arrays, expected = CRAFTED_MODELS[case]
+    path = crafted_model(model_path, tmp_path / "crafted.npz", header, arrays)
+    Image.new("L", (28, 28)).save(tmp_path / "x.png")
+    assert main([command, str(path), *([str(tmp_path / "x.png")] if command == "predict" else [])]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert re.fullmatch(rf"mnist-pipeline: error: {re.escape(str(path))}: .*{expected}.*\n", err), err
+
+
+#: Runs a command (its stdout dropped, its stderr passed on), then prints its exit status and peak RSS (kB).
+MEASURE = ("import resource, subprocess, sys; status = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+           "print(status, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def run_measured(*args) -> tuple[int, str, int]:
+    """(exit status, stderr, peak resident memory in bytes) of the installed console script.
+
+    Measured by a small Python parent, not by pytest: Linux counts into a process's peak what its
+    parent held when it forked, which for pytest is a few hundred megabytes of its own.
+    """
+    out = subprocess.run([sys.executable, "-c", MEASURE, "mnist-pipeline", *map(str, args)], capture_output=True, text=True,
+                         timeout=120)
+    status, kilobytes = out.stdout.split()
+    return int(status), out.stderr, int(kilobytes) * 1024
+
+
+def test_huge_declarations_are_refused_in_the_memory_a_good_model_takes(tmp_path, model_path):
+    Image.new("L", (28, 28)).save(tmp_path / "x.png")
+    status, err, baseline = run_measured("predict", model_path, tmp_path / "x.png")
+    assert status == 0, err
+    for case in ("n_out 400000", "a 10^12-unit layer"):
+        header, _, expected = CRAFTED_MODELS[case]
+        path = crafted_model(model_path, tmp_path / "crafted.npz", header)
+        status, err, peak = run_measured("predict", path, tmp_path / "x.png")
+        assert status == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        # n_out 400000 took 2.6 GB before being refused; the good model's run here takes about 100 MB.
+        assert peak < baseline + 30 * MIB, f"{case}: {peak / MIB:.0f} MiB against {baseline / MIB:.0f} MiB"
+        assert re.search(expected, err)
+
+
+def test_weights_too_large_for_float32_are_an_error_per_image_not_nan(tmp_path, model_path, fashion_test):
+    def huge(arrays):
+        arrays["layer0.W"] = np.full(arrays["layer0.W"].shape, 3e38, np.float32)
+
+    path = crafted_model(model_path, tmp_path / "huge-weights.npz", arrays=huge)
+    Image.fromarray(fashion_test[0][0]).save(tmp_path / "item.png")
+    out = run_cli("predict", path, tmp_path / "item.png")
+    assert out.returncode == 1 and out.stdout == "" and "nan" not in out.stderr.lower()
+    assert out.stderr == (f"mnist-pipeline: error: {tmp_path}/item.png: the model's outputs for it overflow float32, so there are no"
+                          " probabilities (its weights are far larger than training makes them)\n")
 
 
 def test_blank_image_is_an_error_not_a_guess(tmp_path, model_path):

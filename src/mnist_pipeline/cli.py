@@ -67,18 +67,29 @@ def classify_files(loaded, paths: Sequence[str], top: int = 1, center: str = "au
         except OSError as exc:
             inputs.append(f"{path}: cannot read it ({exc.strerror or exc})")
     batches = [item.images for item in inputs if not isinstance(item, str)]
-    proba = loaded.model.predict_proba(model_inputs(np.concatenate(batches), loaded.normalization)) if batches else None
+    # Weights far larger than training makes them overflow to inf and NaN: said per image below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        proba = loaded.model.predict_proba(model_inputs(np.concatenate(batches), loaded.normalization)) if batches else None
     records, row = [], 0
     for path, item in zip(paths, inputs, strict=False):
         if isinstance(item, str):
-            records.append({"file": os.fspath(path), "index": None, "label": None, "class": None, "probability": None, "error": item})
+            records.append(_error_record(os.fspath(path), None, item))
             continue
         for index in range(len(item.images)):
-            ranked = top_classes(proba[row], loaded.classes, top)
+            at = index if item.indexed else None
+            if not np.isfinite(proba[row]).all():
+                name = item.path + (f"[{index}]" if at is not None else "")
+                records.append(_error_record(item.path, at, f"{name}: the model's outputs for it overflow float32, so there are no "
+                                                            "probabilities (its weights are far larger than training makes them)"))
+            else:
+                ranked = top_classes(proba[row], loaded.classes, top)
+                records.append({"file": item.path, "index": at, **ranked[0], "top": ranked})
             row += 1
-            best = ranked[0]
-            records.append({"file": item.path, "index": index if item.indexed else None, **best, "top": ranked})
     return records
+
+
+def _error_record(file: str, index: int | None, error: str) -> dict[str, Any]:
+    return {"file": file, "index": index, "label": None, "class": None, "probability": None, "error": error}
 
 
 def format_record(record: dict[str, Any]) -> str:
