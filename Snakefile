@@ -26,9 +26,6 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 
 
-# One run at a time in this directory; a killed run's leftovers are cleared before this one.
-claim_working_directory()
-
 # Stops the run, before any job starts, with a message naming each bad key.
 CONFIG = validated_config(config)
 EXPERIMENTS = experiments(CONFIG)

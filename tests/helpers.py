@@ -75,22 +75,25 @@ def write_synthetic_dataset(directory: Path, n_train: int = 600, n_test: int = 2
     return directory
 
 
-def copy_workflow(destination: Path) -> Path:
-    """A private copy of the workflow (Snakefile, config.yaml, workflow/) and of the package
-    (src/) to run in a test: run it with `workflow_env(destination)` so that its jobs import
-    the copied package, which a test may then edit without touching the repository."""
+def copy_workflow(destination: Path, folders: tuple[str, ...] = ("workflow", "profiles", "src")) -> Path:
+    """A private copy of the workflow (Snakefile, config.yaml, workflow/, its default profile) and
+    of the package (src/) to run in a test. The workflow runs the package of its own checkout,
+    so its jobs import the copy, which a test may then edit without touching the repository."""
     destination.mkdir(parents=True, exist_ok=True)
     shutil.copy2(REPO / "Snakefile", destination / "Snakefile")
     shutil.copy2(REPO / "config.yaml", destination / "config.yaml")
-    for folder in ("workflow", "src"):
+    for folder in folders:
         shutil.copytree(REPO / folder, destination / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     return destination
 
 
 def workflow_env(workdir: Path) -> dict[str, str]:
-    """Environment in which Snakemake and its jobs import the package copy in `workdir`."""
+    """The environment a user runs the workflow copy in `workdir` from: nothing points Python at
+    the copy's src/ (the package installed for the tests is this repository's), so every
+    workflow test also shows that the workflow runs the code of its own checkout."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workdir / "src"), env.get("PYTHONPATH")]))
+    env.pop("PYTHONPATH", None)
+    env.pop("MNIST_PIPELINE_SRC", None)
     return env
 
 

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import mnist_pipeline
-from mnist_pipeline.codedeps import package_modules_used
+from mnist_pipeline.codedeps import code_identity, meaning_digest, package_modules_used, source_meaning
 
 PACKAGE = Path(mnist_pipeline.__file__).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -52,3 +52,73 @@ def test_the_front_ends_depend_on_the_package_not_on_each_other():
     assert "modelinfo.py" in cli_uses and not any(name.startswith("app/") for name in cli_uses)
     for page in sorted((PACKAGE / "app").glob("*.py")):
         assert "cli.py" not in names(package_modules_used(page, PACKAGE)), page.name
+
+
+CODE = '''"""A module."""
+
+
+def f(x, y=2):
+    """Add."""
+    # why: the reason
+    return x + y
+
+
+class C:
+    "Doc."
+
+    def g(self):
+        "Only a docstring."
+'''
+
+
+def test_comments_docstrings_and_formatting_do_not_change_the_meaning():
+    same = [
+        CODE.replace("# why: the reason", "# reworded entirely"),
+        CODE.replace('"""Add."""', '"""Adds y to x, as the tests check."""').replace('"Doc."', "'''Longer doc.'''"),
+        CODE.replace("return x + y", "return (x +\n            y)  # wrapped").replace("\n\n\n", "\n\n\n\n"),
+        CODE.replace('"""A module."""', "# no module docstring at all"),
+    ]
+    for text in same:
+        assert source_meaning(text) == source_meaning(CODE), text
+
+
+def test_a_change_in_what_the_code_does_changes_the_meaning():
+    different = [
+        CODE.replace("return x + y", "return x - y"),
+        CODE.replace("y=2", "y=3"),
+        CODE.replace('"Only a docstring."', '"Only a docstring."\n        return 1'),
+        CODE + "\nZ = 1\n",
+        CODE.replace("def g(self)", "def h(self)"),
+    ]
+    for text in different:
+        assert source_meaning(text) != source_meaning(CODE), text
+
+
+def test_a_string_that_is_not_a_docstring_is_code():
+    assert source_meaning("x = 1\n'text'\n") != source_meaning("x = 1\n'other'\n")
+
+
+def test_meaning_digest_follows_labels_and_content_not_location(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "m.py").write_text("x = 1\n")
+    here = meaning_digest([("pkg/m.py", tmp_path / "a/m.py")])
+    assert meaning_digest([("pkg/m.py", tmp_path / "b/m.py")]) == here
+    assert meaning_digest([("pkg/other.py", tmp_path / "b/m.py")]) != here
+    (tmp_path / "b/m.py").write_text("x = 2\n")
+    assert meaning_digest([("pkg/m.py", tmp_path / "b/m.py")]) != here
+
+
+def test_code_identity_of_a_stage_changes_with_a_module_it_imports_and_no_other(tmp_path):
+    pkg = tmp_path / "mnist_pipeline"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "used.py").write_text("A = 1\n")
+    (pkg / "unused.py").write_text("B = 1\n")
+    script = tmp_path / "stage.py"
+    script.write_text("from mnist_pipeline.used import A\n")
+    before = code_identity(script, pkg)
+    (pkg / "unused.py").write_text("B = 2\n")
+    assert code_identity(script, pkg) == before
+    (pkg / "used.py").write_text("A = 2\n")
+    assert code_identity(script, pkg) != before

@@ -13,7 +13,7 @@ from mnist_pipeline.fileio import write_json
 from mnist_pipeline.metrics import paired_difference_ci, predictions_table, score_predictions
 from mnist_pipeline.report import build_report, figure_files
 from mnist_pipeline.rundiff import diff_runs
-from mnist_pipeline.runid import code_digest, data_identity, run_id, run_record
+from mnist_pipeline.runid import data_identity, run_id, run_record
 from mnist_pipeline.runs import RUN_FILES, RunNotFound, prune, publish, read_store, resolve, run_files, write_current
 from mnist_pipeline.tables import write_table
 
@@ -32,16 +32,6 @@ def test_run_id_depends_on_settings_data_and_code_not_on_key_order():
     assert run_id(SETTINGS, {**DATA, "prepare": {"seed": 1, "val_fraction": 0.1}}, "abc") != base
     assert run_id(SETTINGS, DATA, "abd") != base
     assert len(base) == 12 and run_record(SETTINGS, DATA, "abc")["run"] == base
-
-
-def test_code_digest_follows_content_not_location(tmp_path):
-    for folder in ("a", "b"):
-        (tmp_path / folder).mkdir()
-        (tmp_path / folder / "m.py").write_text("x = 1\n")
-    here = code_digest({"pkg/m.py": tmp_path / "a/m.py"})
-    assert code_digest({"pkg/m.py": tmp_path / "b/m.py"}) == here
-    (tmp_path / "b/m.py").write_text("x = 2\n")
-    assert code_digest({"pkg/m.py": tmp_path / "b/m.py"}) != here
 
 
 def test_data_identity_of_a_custom_dataset_follows_its_files_a_known_one_does_not(tmp_path):

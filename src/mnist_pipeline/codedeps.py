@@ -1,17 +1,70 @@
-"""Which package modules a workflow script runs, found by reading its imports.
+"""Which code a workflow stage runs, and a digest of what that code does.
 
-Snakemake reruns a job when its script changes, but not when a module the script imports
-changes. The rules therefore list, as inputs, every module of this package that a script
-reaches through its imports (transitively); reading the import statements instead of keeping
+Snakemake does not track the modules a script imports. Each stage therefore carries, as a
+rule parameter, one digest of its script and of every module of this package that the script
+reaches through its imports (transitively): reading the import statements instead of keeping
 hand-written lists means a new import can never be forgotten.
+
+The digest is of the code's meaning, not its bytes: each file's syntax tree, with docstrings
+dropped (comments and formatting never reach the tree), labelled by its place in the checkout.
+So a reworded comment or docstring, a reformat, a move or a copy of the checkout changes
+nothing, while any change to what the code does changes the digest of exactly the stages whose
+code reaches that module.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGE = "mnist_pipeline"
+
+
+def code_identity(script: str | Path, package_dir: str | Path) -> str:
+    """SHA-256 (hex) of what `script` and the package modules it imports do."""
+    package_dir = Path(package_dir)
+    files = {f"workflow/scripts/{Path(script).name}": Path(script)}
+    files.update({f"{PACKAGE}/{module.relative_to(package_dir).as_posix()}": module for module in package_modules_used(script, package_dir)})
+    return meaning_digest(files.items())
+
+
+def meaning_digest(files: Iterable[tuple[str, str | Path]]) -> str:
+    """One digest of several Python files, each given as (label, path) and read for its meaning."""
+    digest = hashlib.sha256()
+    for label, path in sorted(files):
+        digest.update(f"{label}\0{source_meaning(Path(path).read_text(encoding='utf-8'))}\n".encode())
+    return digest.hexdigest()
+
+
+def source_meaning(source: str) -> str:
+    """The syntax tree of `source` as text, without docstrings, positions or comments.
+
+    Fields left empty (None, []) are omitted, so that a newer Python whose tree grows optional
+    fields (3.12's type_params, say) spells unchanged code the same way.
+    """
+    return _spell(_without_docstrings(ast.parse(source)))
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                # A body must not be empty: a function that was only a docstring keeps a `pass`.
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def _spell(node) -> str:
+    if isinstance(node, ast.AST):
+        fields = [(name, getattr(node, name, None)) for name in node._fields]
+        inner = ",".join(f"{name}={_spell(value)}" for name, value in fields if value not in (None, []))
+        return f"{type(node).__name__}({inner})"
+    if isinstance(node, list):
+        return "[" + ",".join(_spell(item) for item in node) + "]"
+    return repr(node)
 
 
 def package_modules_used(script: str | Path, package_dir: str | Path) -> list[Path]:

@@ -34,22 +34,13 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def code_digest(files: Mapping[str, str | Path]) -> str:
-    """One digest of several source files, each named by a label that does not depend on where
-    the checkout lives (e.g. "workflow/scripts/train.py", "mnist_pipeline/nn/train.py")."""
-    digest = hashlib.sha256()
-    for label in sorted(files):
-        digest.update(f"{label}\0{file_digest(files[label])}\n".encode())
-    return digest.hexdigest()
-
-
 def data_identity(
     *, dataset: str, prepare: Mapping[str, Any], code: str, source: str | None = None,
     checksums: Mapping[str, str] | None = None, source_files: Iterable[str | Path] = (),
 ) -> dict[str, Any]:
     """What the prepared splits are made from, as a JSON-ready dict.
 
-    `code` is the code digest of the download, parse and prepare stages; `source_files` the
+    `code` is the code digest of the download, parse and prepare stages (codedeps.py); `source_files` the
     local files a custom dataset's `source` holds (ignored for a known dataset).
     """
     identity: dict[str, Any] = {"dataset": dataset, "prepare": dict(prepare), "code": code}

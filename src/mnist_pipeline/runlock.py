@@ -1,24 +1,25 @@
-"""One workflow run at a time per working directory, and a clean start after one that died.
+"""One executing workflow run at a time per working directory, and a clean start after one that died.
 
-The main snakemake process holds an flock on `.snakemake/mnist-pipeline.lock` for as long as
-it lives. The kernel drops it when the process ends, however it ends (Ctrl-C, SIGKILL, power
-loss), so whoever can take it knows that no run is going, and that what Snakemake and our
-stages left behind belongs to a dead run: Snakemake's lock files (which would stop the next
-run until `--unlock`), its incomplete-output markers (`--rerun-incomplete`), the outputs
-those markers name (half written) and our own temporary files under results/.
+The main snakemake process of a run that executes jobs holds an flock on
+`.snakemake/mnist-pipeline.lock` for as long as it lives. The kernel drops it when the process
+ends, however it ends (Ctrl-C, SIGKILL, power loss), so whoever can take it knows that no run
+is going, and that what our stages left behind under results/ (temporary files) belongs to a
+dead run. Snakemake's own leftovers are Snakemake's to clear, with its own mechanisms: the
+workflow then calls what `--unlock` calls, and the workflow profile sets `--rerun-incomplete`.
 
 Killing the snakemake process alone leaves its jobs running, writing the outputs a new run
 would make again. So each job holds a shared lock on `.snakemake/mnist-pipeline.jobs.lock`
 while it lives (join_run), and a new run refuses to start while any of them does.
+
+Commands that only read (-n, --lint, --dag, --summary, --report) never claim anything: they
+work beside a running run.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
-from base64 import urlsafe_b64decode
 from pathlib import Path
 
 from mnist_pipeline.errors import RunInProgressError
@@ -33,42 +34,35 @@ DEBRIS = ("*/.download", "*/.*.tmp", "*/.*.old-*", "**/.*.part")
 _held: dict[Path, int] = {}
 
 
-def claim_workdir(state_dir: str | Path, results_dir: str | Path, *, dry_run: bool = False) -> bool:
+def claim_workdir(state_dir: str | Path, results_dir: str | Path) -> bool:
     """Take the run lock of the directory whose Snakemake state is `state_dir` and clear what a
-    dead run left there and in `results_dir`. When a run (or a job of a killed one) is still
-    going, raises RunInProgressError, or for a dry run returns False having changed nothing."""
-    state_dir = Path(state_dir)
-    if _take(state_dir / LOCK_NAME):
-        if not locked_by_others(state_dir / JOBS_LOCK_NAME):
-            clear_dead_run(state_dir, results_dir)
-            return True
-        os.close(_held.pop(state_dir / LOCK_NAME))
-        if dry_run:
-            return False
+    dead run of ours left in `results_dir`. True when this call took it, False when this process
+    already held it; RunInProgressError when another run (or a job of a killed one) is going."""
+    state_dir = Path(state_dir).absolute()
+    lock = state_dir / LOCK_NAME
+    if lock in _held:
+        return False
+    if not _take(lock):
+        pid = holder(state_dir)
+        raise RunInProgressError(
+            f"another snakemake run{f' (process {pid})' if pid else ''} is working in {Path.cwd()}; one run at a"
+            f" time writes to {results_dir}/. Wait for it to end, or stop it{f' (kill {pid})' if pid else ''}."
+            " Commands that only read (-n, --dag, --summary, --report, --lint) work meanwhile."
+        )
+    if locked_by_others(state_dir / JOBS_LOCK_NAME):
+        os.close(_held.pop(lock))
         raise RunInProgressError(
             f"jobs of a snakemake run that was killed are still running in {Path.cwd()}, writing to"
             f" {results_dir}/. Wait for them to end, or stop them (`fuser -k {state_dir / JOBS_LOCK_NAME}`)."
         )
-    if dry_run:
-        return False
-    pid = holder(state_dir)
-    raise RunInProgressError(
-        f"another snakemake run{f' (process {pid})' if pid else ''} is working in {Path.cwd()}; one run at a"
-        f" time writes to {results_dir}/. Wait for it to end, or stop it{f' (kill {pid})' if pid else ''}."
-        " `snakemake --dry-run` works meanwhile."
-    )
-
-
-def run_in_progress(state_dir: str | Path) -> bool:
-    """Whether another process holds the run lock of `state_dir`, or a job of a run is still
-    going: a workflow run is writing to its results."""
-    return any(path not in _held and locked_by_others(path) for path in (Path(state_dir) / LOCK_NAME, Path(state_dir) / JOBS_LOCK_NAME))
+    clear_dead_run(results_dir)
+    return True
 
 
 def join_run(state_dir: str | Path = ".snakemake") -> None:
     """Count this process, a job of the run working in the current directory, as part of that
     run until it ends, even if the snakemake process that started it is killed first."""
-    path = Path(state_dir) / JOBS_LOCK_NAME
+    path = Path(state_dir).absolute() / JOBS_LOCK_NAME
     if path in _held or not path.parent.is_dir():
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -88,11 +82,10 @@ def holder(state_dir: str | Path) -> int | None:
         return None
 
 
-def clear_dead_run(state_dir: str | Path, results_dir: str | Path) -> None:
-    """Remove what a run that died left: call only while holding the run lock."""
-    state_dir, results_dir = Path(state_dir), Path(results_dir)
-    shutil.rmtree(state_dir / "locks", ignore_errors=True)
-    _redo_incomplete(state_dir / "incomplete")
+def clear_dead_run(results_dir: str | Path) -> None:
+    """Remove the temporary files a run that died left under `results_dir`: call only while
+    holding the run lock. A symlinked results folder is followed like any other."""
+    results_dir = Path(results_dir)
     for pattern in DEBRIS:
         for path in results_dir.glob(pattern) if results_dir.is_dir() else []:
             _remove(path)
@@ -128,41 +121,6 @@ def _take(path: Path) -> bool:
     os.write(fd, f"{os.getpid()}\n".encode())
     _held[path] = fd
     return True
-
-
-def _redo_incomplete(markers: Path) -> None:
-    """What `--rerun-incomplete` does, done up front: delete each output a dead job had begun
-    (so that it is made again) and its marker. A marker that names an external (cluster) job
-    is left to Snakemake, which may still find that job running."""
-    if not markers.is_dir():
-        return
-    workdir = Path.cwd().resolve()
-    for marker in [p for p in markers.rglob("*") if p.is_file()]:
-        output = _marked_output(marker, markers)
-        if output is None or _external_job(marker):
-            continue
-        target = (workdir / output).resolve()
-        if target == workdir or workdir not in target.parents:
-            continue  # only outputs of this working directory
-        _remove(target)
-        marker.unlink(missing_ok=True)
-
-
-def _marked_output(marker: Path, markers: Path) -> str | None:
-    # Snakemake names a marker by the urlsafe base64 of the output's path, split into
-    # folder-sized pieces; every piece but the last starts with "@".
-    pieces = [part.removeprefix("@") for part in marker.relative_to(markers).parts]
-    try:
-        return urlsafe_b64decode("".join(pieces)).decode()
-    except (ValueError, UnicodeDecodeError):
-        return None  # not a marker (Snakemake's own migration flag, say)
-
-
-def _external_job(marker: Path) -> bool:
-    try:
-        return bool(json.loads(marker.read_text() or "{}").get("external_jobid"))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _remove(path: Path) -> None:

@@ -3,6 +3,7 @@
 
 import hashlib
 import json
+import os
 import sys
 import time
 from functools import cache
@@ -10,15 +11,39 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+
+def use_checkout_package(src):
+    """Make `import mnist_pipeline` load the package in this checkout's src/, whatever other
+    copy is installed (another clone's editable install, a stale `pip install .`), and refuse
+    to go on, naming both, if another copy is already loaded. Each job's script puts the same
+    src/ first on its own path (snakemake.scriptdir/../../src), which works under --sdm conda
+    too, where Snakemake clears PYTHONPATH; MNIST_PIPELINE_SRC makes the package itself refuse
+    to load from anywhere else in this run and its jobs (mnist_pipeline/__init__.py)."""
+    src = Path(src).resolve()
+    loaded = sys.modules.get("mnist_pipeline")
+    if loaded is not None and Path(loaded.__file__).resolve().parent != src / "mnist_pipeline":
+        raise WorkflowError(
+            f"this workflow runs the package of its own checkout, {src / 'mnist_pipeline'}, but this"
+            f" Python has already loaded another copy from {Path(loaded.__file__).parent}. Run snakemake"
+            " in a fresh process (the `snakemake` command, or python -m snakemake)."
+        )
+    # Set for this run and its jobs, not read from the user: no `envvars:` to declare.
+    os.environ.update(MNIST_PIPELINE_SRC=str(src))
+    if str(src) not in sys.path:
+        sys.path.insert(0, str(src))
+
+
+use_checkout_package(Path(workflow.basedir) / "src")
+
 import mnist_pipeline
-from mnist_pipeline.codedeps import package_modules_used
+from mnist_pipeline.codedeps import code_identity
 from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
 from mnist_pipeline.datafacts import check_config_against_data
 from mnist_pipeline.datasets import IDX_STEMS
 from mnist_pipeline.sources import local_source_dir, locate_idx
 from mnist_pipeline.errors import PipelineError, RunInProgressError
 from mnist_pipeline.nn.parallel import available_cores, share_cores
-from mnist_pipeline.runid import code_digest, data_identity, run_record
+from mnist_pipeline.runid import data_identity, run_record
 from mnist_pipeline.runlock import claim_workdir
 from mnist_pipeline.runs import is_trained, run_files
 from mnist_pipeline.terminal import failure_text, flip_warning_text, summary_text, training_plan_text
@@ -31,15 +56,27 @@ SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
 PACKAGE = Path(mnist_pipeline.__file__).parent
 
 
-def claim_working_directory():
-    """One run at a time here, starting clean after a killed one (see runlock.py). Only in the
-    main process: a cluster job parses this file again, inside the run that holds the lock."""
-    if not workflow.is_main_process:
+def claim_for_execution():
+    """One executing run at a time in this directory, starting clean after a killed one
+    (runlock.py). Snakemake parses this file alike for a run and for -n, --lint, --dag, --summary
+    or --report, which must work beside a running run; only while it builds the job graph of a
+    run that executes jobs (an executor, not a dry run) does it tell them apart, so the claim
+    is made then, from an input function, before Snakemake checks its locks. Only in the main
+    process: a cluster job parses this file again, inside the run that holds the claim."""
+    if not workflow.is_main_process or workflow.executor_plugin is None or workflow.dryrun:
         return
     try:
-        claim_workdir(".snakemake", RESULTS, dry_run=workflow.output_settings.dryrun)
+        claimed_now = claim_workdir(".snakemake", RESULTS)
     except RunInProgressError as error:
-        raise WorkflowError(str(error)) from None
+        # Snakemake reads a WorkflowError from an input function as "this job cannot be made"
+        # and may go on without it; SystemExit stops the process before any job, as intended.
+        raise SystemExit(f"Error: {error}") from None
+    if claimed_now:
+        # No run is alive, so Snakemake's locks are a dead run's: clear them as --unlock does.
+        # That removes the locks folder, which Snakemake makes only when it starts, so it is
+        # made again for this run's own locks (tests/test_workflow.py pins both).
+        workflow.persistence.cleanup_locks()
+        Path(workflow.persistence.path, "locks").mkdir(exist_ok=True)
 
 
 def validated_config(config):
@@ -64,39 +101,24 @@ def _before_any_job(check, *args):
         raise WorkflowError(str(error)) from None
 
 
-def package_code(script):
-    """The package modules `script` imports, as inputs: Snakemake does not track imported
-    code, so listing it is what makes an edit to a module rerun the stages that use it."""
-    return [str(path) for path in modules_used(script)]
-
-
 @cache
-def modules_used(script):
-    # Read once per run of Snakemake: both the rule inputs and the run ids need them.
-    return tuple(package_modules_used(workflow.source_path(script), PACKAGE))
-
-
-def code_files(script):
-    """The script and the package modules it imports, labelled by where they sit in the
-    checkout, so that a copy of the workflow elsewhere gives the same code digest."""
-    path = Path(workflow.source_path(script))
-    files = {f"workflow/scripts/{path.name}": path}
-    files.update({f"mnist_pipeline/{module.relative_to(PACKAGE).as_posix()}": module for module in modules_used(script)})
-    return files
+def stage_code(script):
+    """The digest of what `script` and the package modules it imports do (codedeps.py), the
+    `code` parameter of the stage that runs it. A change to that code reruns the stage; a comment,
+    a docstring, a reformat or a move of the checkout does not. Computed once per Snakemake run."""
+    return code_identity(workflow.source_path(script), PACKAGE)
 
 
 def planned_runs(config, experiments):
     """Experiment name -> the record of the run its settings make (mnist_pipeline.runid): the
     run id is fixed here, from the settings, the prepared data's making and the training
     code, so that settings trained before point at the run folder that already holds them."""
-    upstream = {}
-    for script in ("../scripts/download.py", "../scripts/parse.py", "../scripts/prepare.py"):
-        upstream.update(code_files(script))
+    upstream = "".join(stage_code(f"../scripts/{stage}.py") for stage in ("download", "parse", "prepare"))
     data = data_identity(
-        dataset=config["dataset"], prepare=config["prepare"], code=code_digest(upstream), source=config["source"],
-        checksums=config["checksums"], source_files=local_source_files(None),
+        dataset=config["dataset"], prepare=config["prepare"], code=hashlib.sha256(upstream.encode()).hexdigest(),
+        source=config["source"], checksums=config["checksums"], source_files=source_files(config),
     )
-    code = code_digest(code_files("../scripts/train.py"))
+    code = stage_code("../scripts/train.py")
     return {name: run_record(settings, data, code) for name, settings in experiments.items()}
 
 
@@ -129,9 +151,17 @@ def current_run_files(wildcards):
 
 
 def local_source_files(wildcards):
+    """The download's input: the files of a local `source` (source_files). Every job graph
+    reaches the download job, so this is also where a run that executes jobs claims the
+    working directory (claim_for_execution)."""
+    claim_for_execution()
+    return source_files(CONFIG)
+
+
+def source_files(config):
     """The files a local `source` directory gives the download (the same ones it picks), so
     that replacing them reruns it. A missing one is left for the download job to report."""
-    directory = local_source_dir(CONFIG["dataset"], CONFIG["source"])
+    directory = local_source_dir(config["dataset"], config["source"])
     if directory is None or not directory.is_dir():
         return []
     files = []

@@ -12,10 +12,10 @@ localrules:
 rule download:
     input:
         source=local_source_files,
-        code=package_code("../scripts/download.py"),
     output:
         temp(directory(staging_dir(CONFIG))),
     params:
+        code=stage_code("../scripts/download.py"),
         fetch=lambda wildcards: fetch_settings(CONFIG),
     log:
         "results/{dataset}/logs/download.log",
@@ -38,6 +38,8 @@ rule keep_download:
         fetched=staging_dir(CONFIG),
     output:
         directory("results/{dataset}/raw"),
+    params:
+        code=stage_code("../scripts/keep_download.py"),
     log:
         "results/{dataset}/logs/keep_download.log",
     benchmark:

@@ -1,7 +1,6 @@
 rule parse:
     input:
         raw="results/{dataset}/raw",
-        code=package_code("../scripts/parse.py"),
     output:
         train_images="results/{dataset}/parsed/train-images.npy",
         train_labels="results/{dataset}/parsed/train-labels.npy",
@@ -9,6 +8,7 @@ rule parse:
         test_labels="results/{dataset}/parsed/test-labels.npy",
         info="results/{dataset}/parsed/dataset.json",
     params:
+        code=stage_code("../scripts/parse.py"),
         dataset=lambda wildcards: CONFIG["dataset"],
         class_names=lambda wildcards: CONFIG["class_names"],
     log:

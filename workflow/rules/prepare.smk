@@ -5,12 +5,12 @@ rule prepare:
         test_images="results/{dataset}/parsed/test-images.npy",
         test_labels="results/{dataset}/parsed/test-labels.npy",
         info="results/{dataset}/parsed/dataset.json",
-        code=package_code("../scripts/prepare.py"),
     output:
         train="results/{dataset}/prepared/train.parquet",
         val="results/{dataset}/prepared/val.parquet",
         test="results/{dataset}/prepared/test.parquet",
     params:
+        code=stage_code("../scripts/prepare.py"),
         prepare=lambda wildcards: CONFIG["prepare"],
     log:
         "results/{dataset}/logs/prepare.log",

@@ -8,7 +8,6 @@ localrules:
 rule publish:
     input:
         unpack(current_run_files),
-        code=package_code("../scripts/publish.py"),
     output:
         model="results/{dataset}/{experiment}/model.npz",
         history=report(
@@ -25,6 +24,8 @@ rule publish:
         ),
         predictions="results/{dataset}/{experiment}/predictions.parquet",
         record="results/{dataset}/{experiment}/run.json",
+    params:
+        code=stage_code("../scripts/publish.py"),
     log:
         "results/{dataset}/logs/publish/{experiment}.log",
     benchmark:

@@ -10,7 +10,6 @@ rule report:
         record=expand("results/{{dataset}}/{experiment}/run.json", experiment=EXPERIMENTS),
         test_images="results/{dataset}/parsed/test-images.npy",
         info="results/{dataset}/parsed/dataset.json",
-        code=package_code("../scripts/report.py"),
     output:
         html=report("results/{dataset}/report.html", caption="../report/report_html.rst", category="Report"),
         md=report("results/{dataset}/report.md", caption="../report/report_md.rst", category="Report"),
@@ -26,6 +25,7 @@ rule report:
         # the other kept runs without declaring them, so that pruning them reruns nothing.
         current="results/{dataset}/runs/current.json",
     params:
+        code=stage_code("../scripts/report.py"),
         config=lambda wildcards: CONFIG,
         experiments=lambda wildcards: EXPERIMENTS,
     log:

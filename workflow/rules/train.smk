@@ -1,8 +1,7 @@
 # A run's folder is named by its id, the digest of its settings, prepared data and training
 # code (planned_runs): settings trained before find their run here and are not trained again.
-# That is also why the package modules train imports are not inputs, as they are for the other
-# stages: the id already changes with them, and a module edited and put back (newer, same
-# content) must not retrain a kept run.
+# That is also why train, unlike the other stages, has no `code` parameter: the id already
+# changes with the code.
 rule train:
     input:
         train="results/{dataset}/prepared/train.parquet",

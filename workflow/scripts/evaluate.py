@@ -1,5 +1,10 @@
 """Score one trained model on the test split: metrics.json and per-sample predictions."""
 
+import sys
+
+# This checkout's package, whatever other copy is installed (see use_checkout_package in common.smk).
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")
+
 from mnist_pipeline.logs import log_to
 from mnist_pipeline.runlock import join_run
 

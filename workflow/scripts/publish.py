@@ -1,5 +1,10 @@
 """Copy an experiment's current run to results/{dataset}/{experiment}/ and note the name in the run."""
 
+import sys
+
+# This checkout's package, whatever other copy is installed (see use_checkout_package in common.smk).
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")
+
 from mnist_pipeline.logs import log_to
 
 log_to(snakemake.log[0])

@@ -1,5 +1,10 @@
 """Train one experiment's network on the prepared splits; save the model and its history."""
 
+import sys
+
+# This checkout's package, whatever other copy is installed (see use_checkout_package in common.smk).
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")
+
 from mnist_pipeline.logs import echo_to_terminal, log_to
 from mnist_pipeline.runlock import join_run
 
