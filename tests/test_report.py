@@ -21,6 +21,8 @@ from mnist_pipeline.report import (
     COMPARISON,
     COMPARISON_FIGURES,
     EXPERIMENT_FIGURES,
+    ROBUSTNESS,
+    ROBUSTNESS_FIGURES,
     build_report,
     collect_provenance,
     figure_files,
@@ -450,15 +452,17 @@ def test_snakemake_figure_captions_are_generated_from_the_package_captions():
 
 def test_captions_render_for_every_figure():
     bodies = {}
-    for figure in (*EXPERIMENT_FIGURES, *COMPARISON_FIGURES, "history"):
-        experiment = COMPARISON if figure in COMPARISON_FIGURES else "baseline"
+    for figure in (*EXPERIMENT_FIGURES, *COMPARISON_FIGURES, *ROBUSTNESS_FIGURES, "history"):
+        experiment = COMPARISON if figure in COMPARISON_FIGURES else ROBUSTNESS if figure in ROBUSTNESS_FIGURES else "baseline"
         bodies[figure] = _render_caption("figures.rst", figure=figure, experiment=experiment)
         assert "of the report" not in bodies[figure], figure  # the fallback for unknown figures
         # Snakemake's caption says what the report's own caption says, word for word.
         assert " ".join(FIGURE_TEXT[figure][1].split()) in " ".join(re.sub(r"<[^>]+>", "", bodies[figure]).split()), figure
     assert len(set(bodies.values())) == len(bodies)
     assert re.search(r"baseline</tt>\.\s+Training", bodies["loss"])  # two sentences, not run together
-    for name in ("metrics.rst", "predictions.rst", "history.rst", "report_html.rst", "report_md.rst", "workflow.rst"):
+    assert re.search(r"corrupted test images\.\s+One test image", bodies["corruption_examples"])
+    for name in ("metrics.rst", "predictions.rst", "history.rst", "robustness.rst", "report_html.rst", "report_md.rst",
+                 "workflow.rst"):
         body = _render_caption(name, experiment="baseline")
         assert len(body) > 100 and "system-message" not in body, name
 

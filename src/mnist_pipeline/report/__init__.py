@@ -5,19 +5,29 @@ needed to reproduce the run. layout.figure_files lists the PNGs written, for the
 
 What is shown: view (the view objects), content (experiments ranked, galleries' samples),
 comparison (leaderboard order, paired differences, settings against the defaults), seeds
-(spreads over seeds), history (earlier runs), gallery (each gallery composed once). How numbers are written: formatting.
+(spreads over seeds), history (earlier runs), robustness (How it holds up: accuracy on
+corrupted test images), gallery (each gallery composed once). How numbers are written: formatting.
 The words: words (tables, notes, headline, glossary), captions (figure captions). How it is
 drawn and written: figures (PNGs), style, html, markdown; build puts it together.
 """
 
 from mnist_pipeline.report.build import build_report
-from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, EXPERIMENT_FIGURES, figure_files
+from mnist_pipeline.report.layout import (
+    COMPARISON,
+    COMPARISON_FIGURES,
+    EXPERIMENT_FIGURES,
+    ROBUSTNESS,
+    ROBUSTNESS_FIGURES,
+    figure_files,
+)
 from mnist_pipeline.report.provenance import collect_provenance
 
 __all__ = [
     "COMPARISON",
     "COMPARISON_FIGURES",
     "EXPERIMENT_FIGURES",
+    "ROBUSTNESS",
+    "ROBUSTNESS_FIGURES",
     "build_report",
     "collect_provenance",
     "figure_files",

@@ -17,9 +17,11 @@ from mnist_pipeline.report.content import build_view
 from mnist_pipeline.report.gallery import mistakes_gallery, pairs_gallery
 from mnist_pipeline.report.history import experiment_histories
 from mnist_pipeline.report.html import render_html
-from mnist_pipeline.report.layout import COMPARISON, Figures, figure_path
+from mnist_pipeline.report.layout import COMPARISON, ROBUSTNESS, Figures, figure_path
 from mnist_pipeline.report.markdown import render_markdown
+from mnist_pipeline.report.robustness import corruption_examples, family_mean, robustness_view
 from mnist_pipeline.report.view import ReportView
+from mnist_pipeline.robustness import read_robustness
 
 
 def _images(test_images: np.ndarray, view: ReportView) -> np.ndarray:
@@ -68,6 +70,17 @@ def render_figures(view: ReportView, images: np.ndarray) -> Figures:
         for history in view.histories:
             out[history.name]["history"] = fig.val_accuracy_overlay(
                 [f"{history.name} now", f"best earlier ({history.best.run})"], [history.current.history, history.best.history])
+        if view.robustness is not None:
+            rob = view.robustness
+            accuracy = [[np.nan if (a := family_mean(exp, f)) is None else a for f in rob.families] for exp in rob.experiments]
+            examples, families = corruption_examples(images, rob)
+            out[ROBUSTNESS] = {
+                "corruption_accuracy": fig.corruption_accuracy([e.name for e in rob.experiments], rob.families, np.array(accuracy),
+                                                               [e.robustness["clean_accuracy"] for e in rob.experiments]),
+                "corruption_examples": fig.corruption_strip(examples, families,
+                                                            ["clean", *(f"severity {s}" if i == 0 else str(s)
+                                                                        for i, s in enumerate(rob.severities))]),
+            }
     return out
 
 
@@ -76,6 +89,15 @@ def _gallery_tiles(view: ReportView, images: np.ndarray) -> dict[int, fig.Png]:
     shown = {tile.sample.id for exp in view.experiments
              for gallery in (mistakes_gallery(exp, view.classes), pairs_gallery(exp, view.classes)) for tile in gallery.tiles}
     return {i: fig.tile_png(images[i]) for i in sorted(shown)}
+
+
+def _robustness_results(experiments: Sequence[Mapping[str, Any]], paths: Sequence[str | Path]) -> dict[str, dict]:
+    """Experiment name -> its robustness result, read and checked from `paths` (one per experiment)."""
+    if not paths:
+        return {}
+    if len(paths) != len(experiments):
+        raise ValueError(f"robustness: {len(paths)} files for {len(experiments)} experiments; give one per experiment, in their order")
+    return {str(exp["name"]): read_robustness(path) for exp, path in zip(experiments, paths, strict=True)}
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -95,6 +117,7 @@ def build_report(
     figures_dir: str | Path,
     classes: Sequence[str] | None = None,
     history: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    robustness: Sequence[str | Path] | None = None,
 ) -> None:
     """Write report.html (self-contained), report.md and the PNGs it links under figures_dir.
 
@@ -104,10 +127,16 @@ def build_report(
     classes: class names in label order; by default the metrics' `classes`.
     history: experiment name -> its earlier runs, newest first (report.history.earlier_run_entries):
     dicts with run, finished, settings, metrics, history and predictions; shown in the History section.
+    robustness: each experiment's robustness.json (mnist_pipeline.robustness), in the order of
+    `experiments`; None or empty (the workflow's `robustness: null`) leaves out How it holds up.
     """
     out_html, out_md, figures_dir = Path(out_html), Path(out_md), Path(figures_dir)
+    results = _robustness_results(experiments, robustness or [])
     view = build_view(dataset=dataset, experiments=experiments, defaults=defaults, provenance=provenance, classes=classes)
     view.histories = experiment_histories(view.experiments, history or {})
+    for exp in view.experiments:
+        exp.robustness = results.get(exp.name)
+    view.robustness = robustness_view(view.experiments)
     images = _images(test_images, view)
     figures = render_figures(view, images)
     for group, pngs in figures.items():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import textwrap
 
-from mnist_pipeline.report.layout import COMPARISON
+from mnist_pipeline.report.layout import COMPARISON, ROBUSTNESS
 
 # figure name -> (alt text / title, caption): what the figure shows and how to read it.
 FIGURE_TEXT = {
@@ -60,6 +60,17 @@ FIGURE_TEXT = {
         "Validation accuracy of every experiment",
         "Validation accuracy per epoch, all experiments on one axis.",
     ),
+    "corruption_accuracy": (
+        "Accuracy under each corruption",
+        "Accuracy on corrupted copies of the test images, averaged over the severities, one bar per "
+        "experiment for each corruption family; a dashed line marks each experiment's accuracy on the "
+        "same images clean, in its bars' colour.",
+    ),
+    "corruption_examples": (
+        "What each corruption does",
+        "One test image under each corruption family: clean, then at each severity from mild to strong, "
+        "with the random draws the scores used.",
+    ),
     "history": (
         "Current run against the best earlier one",
         "Validation accuracy per epoch of the experiment's current run and of the best run tried earlier "
@@ -78,6 +89,7 @@ def figures_rst() -> str:
         "{% set figure = snakemake.wildcards.figure %}",
         "{% set experiment = snakemake.wildcards.experiment %}",
         f'{{% if experiment == "{COMPARISON}" %}}All experiments compared.'
+        f'{{% elif experiment == "{ROBUSTNESS}" %}}How the experiments hold up on corrupted test images.'
         "{% else %}Experiment ``{{ experiment }}``.{% endif %}",
         "",
     ]

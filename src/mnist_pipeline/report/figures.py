@@ -347,3 +347,63 @@ def gallery_png(gallery: Gallery, images: np.ndarray) -> Png:
     if title:
         fig.suptitle(title, y=0.995, va="top", fontsize=10, fontweight="bold")
     return to_png(fig)
+
+
+def corruption_accuracy(names: Sequence[str], families: Sequence[str], accuracy: np.ndarray, clean: Sequence[float]) -> Png:
+    """Accuracy per corruption family (rows, first on top) for every experiment side by side:
+    accuracy (n_experiments, n_families), NaN where an experiment has no result; each
+    experiment's clean accuracy as a dashed line in its colour."""
+    n, k = len(names), len(families)
+    accuracy = np.asarray(accuracy, dtype=float).reshape(n, k)
+    # Each family's band grows with the experiments in it, up to an inch.
+    fig = _figure((5.0, max(2.4, 1.3 + k * min(1.0, 0.14 + 0.12 * n))))
+    ax = fig.add_subplot()
+    colors = [TRAIN_COLOR] if n == 1 else matplotlib.colormaps["tab10"].colors
+    height = 0.8 / n
+    y = np.arange(k)
+    for i, name in enumerate(names):
+        color = colors[i % len(colors)]
+        ax.barh(y + (i - (n - 1) / 2) * height, np.nan_to_num(accuracy[i]), height=height, color=color,
+                label="mean over the severities" if n == 1 else name)
+        ax.axvline(clean[i], color=color, linestyle="--", linewidth=1, label="clean" if n == 1 else None)
+    ax.set_yticks(y, families)
+    ax.set_ylim(k - 0.5, -0.5)
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(Percent())
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("accuracy, mean over the severities" + ("" if n == 1 else " (dashed: clean)"))
+    ax.set_title("Accuracy under each corruption")
+    fig.legend(loc="outside lower center", ncols=min(max(n, 2), 3))
+    return to_png(fig)
+
+
+def corruption_strip(images: np.ndarray, rows: Sequence[str], columns: Sequence[str]) -> Png:
+    """Images uint8 (n_rows, n_columns, H, W) in a grid, each row labelled on its left and each
+    column on top: a narrow, tall strip that a phone shows whole. Images smaller than 28 x 28
+    are enlarged by a whole factor, as gallery_png does."""
+    n_rows, n_cols, height, width = images.shape
+    zoom = max(1, 28 // max(height, width))
+    height, width = height * zoom, width * zoom
+    # Laid out in units of a 28-pixel tile's pixels, a tile shown 56 screen pixels high.
+    unit = max(height, width, 28) / 28
+    label_w, head_h, gap = 52 * unit, 9 * unit, 3 * unit
+    cell_w, cell_h = width + gap, height + gap
+    canvas = np.full((round(head_h + n_rows * cell_h), round(label_w + n_cols * cell_w)), np.nan)
+    for r in range(n_rows):
+        for c in range(n_cols):
+            y0, x0 = round(head_h + r * cell_h), round(label_w + c * cell_w)
+            canvas[y0:y0 + height, x0:x0 + width] = np.kron(images[r, c], np.ones((zoom, zoom)))
+    inches_per_unit = 56 / DPI / max(height, 28)
+    fig = Figure(figsize=(canvas.shape[1] * inches_per_unit, canvas.shape[0] * inches_per_unit), dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
+    ax.imshow(canvas, cmap=cmap, vmin=0, vmax=255, aspect="equal", interpolation="nearest")
+    ax.set_axis_off()
+    for c, label in enumerate(columns):
+        ax.text(label_w + c * cell_w + width / 2, head_h - 2 * unit, label, ha="center", va="bottom", fontsize=7,
+                color=ROLE_COLORS["meta"])
+    for r, label in enumerate(rows):
+        ax.text(label_w - 3 * unit, head_h + r * cell_h + height / 2, label, ha="right", va="center", fontsize=7,
+                color=ROLE_COLORS["class"])
+    return to_png(fig)

@@ -12,10 +12,11 @@ import mnist_pipeline
 from mnist_pipeline.report import comparison, words
 from mnist_pipeline.report import formatting as fmt
 from mnist_pipeline.report import history as h
+from mnist_pipeline.report import robustness as rob
 from mnist_pipeline.report.captions import FIGURE_TEXT, GALLERY_TEXT
 from mnist_pipeline.report.figures import Png
 from mnist_pipeline.report.gallery import Gallery, GalleryTile, Line, mistakes_gallery, pairs_gallery
-from mnist_pipeline.report.layout import COMPARISON, PANEL_FIGURES, Figures
+from mnist_pipeline.report.layout import COMPARISON, PANEL_FIGURES, ROBUSTNESS, ROBUSTNESS_FIGURES, Figures
 from mnist_pipeline.report.style import CSS
 from mnist_pipeline.report.view import ExperimentView, ReportView, SeedGroup
 
@@ -61,9 +62,14 @@ def _anchor(name: str) -> str:
 
 def _leaderboard(view: ReportView, figures: Figures) -> str:
     rows, row_classes, cell_classes = [], [], {}
+    columns = words.leaderboard_columns(view)
+    robust = view.robustness is not None
     for r, exp in enumerate(view.experiments):
-        row = words.leaderboard_row(exp)
+        row = words.leaderboard_row(exp, robust)
         row[0] = Raw(_exp_link(exp.name))
+        if robust:
+            mean, drop = rob.leaderboard_cell(exp)
+            row[words.ROBUSTNESS_COLUMN] = Raw(escape(mean) + (f"<br><small>{escape(drop)}</small>" if drop else ""))
         # The intervals go on a second, smaller line so the table fits a laptop screen unscrolled.
         m = exp.metrics
         accuracy, interval = fmt.pct(m.get("test_accuracy")), fmt.ci_pct(m.get("test_accuracy_ci95"))
@@ -78,12 +84,12 @@ def _leaderboard(view: ReportView, figures: Figures) -> str:
         cell_classes[(r, len(row) - 1)] = "wrap"
     parts = [
         '<section id="leaderboard"><h2>Leaderboard</h2>',
-        _table(words.LEADERBOARD_COLUMNS, rows, text_cols=(0, len(words.LEADERBOARD_COLUMNS) - 1),
-               row_classes=row_classes, cell_classes=cell_classes),
+        _table(columns, rows, text_cols=(0, len(columns) - 1), row_classes=row_classes, cell_classes=cell_classes),
         f'<p class="note">{escape(words.LEADERBOARD_NOTE)}</p>',
         _seed_table(view.seed_groups) if view.seed_groups else "",
         "<details><summary>How to read these numbers</summary><dl class=\"facts\">",
-        "".join(f"<dt>{escape(term)}</dt><dd>{escape(meaning)}</dd>" for term, meaning in words.GLOSSARY),
+        "".join(f"<dt>{escape(term)}</dt><dd>{escape(meaning)}</dd>"
+                for term, meaning in (*words.GLOSSARY, *(rob.GLOSSARY if robust else ()))),
         "</dl></details>",
     ]
     if COMPARISON in figures:
@@ -174,6 +180,25 @@ def _experiment(exp: ExperimentView, view: ReportView, figures: Figures, tiles: 
     return "".join(parts)
 
 
+def _robustness(view: ReportView, figures: Figures) -> str:
+    section = view.robustness
+    summary = []
+    for row, exp in zip(rob.summary_rows(section), section.experiments, strict=True):
+        row[0] = Raw(_exp_link(exp.name))
+        summary.append(row)
+    family_rows = rob.family_rows(section)
+    return "".join([
+        f'<section id="{rob.ANCHOR}"><h2>{escape(rob.TITLE)}</h2><p class="note">{escape(rob.note(section))}</p>',
+        '<ul class="worst">', "".join(f"<li>{escape(rob.worst_sentence(exp))}</li>" for exp in section.experiments), "</ul>",
+        _table(rob.SUMMARY_COLUMNS, summary, text_cols=(0, 4)),
+        '<div class="panels">', "".join(_figure(figures[ROBUSTNESS][name], name) for name in ROBUSTNESS_FIGURES), "</div>",
+        f"<h3>{escape(rob.FAMILY_TITLE)}</h3><p class=\"note\">{escape(rob.FAMILY_NOTE)}</p>",
+        _table(rob.family_columns(section), family_rows, text_cols=(0, 1, 2),
+               cell_classes={(r, 2): "wrap" for r in range(len(family_rows))}),
+        "</section>",
+    ])
+
+
 def _history(view: ReportView, figures: Figures) -> str:
     parts = [f'<section id="history"><h2>{escape(h.TITLE)}</h2><p class="note">{escape(h.NOTE)}</p>']
     for history in view.histories:
@@ -213,6 +238,8 @@ def render_html(view: ReportView, figures: Figures, tiles: Mapping[int, Png]) ->
     """The whole page. `figures`: group (experiment name or COMPARISON) -> figure name -> PNG;
     `tiles`: test image id -> its PNG, for the galleries."""
     nav = " ".join(_exp_link(e.name) for e in view.experiments)
+    if view.robustness is not None:
+        nav = f'<a href="#{rob.ANCHOR}">{escape(rob.TITLE)}</a> {nav}'
     if view.histories:
         nav += f' <a href="#history">{escape(h.TITLE)}</a>'
     if view.seed_groups:
@@ -230,6 +257,7 @@ def render_html(view: ReportView, figures: Figures, tiles: Mapping[int, Png]) ->
         f'<nav><a href="#leaderboard">Leaderboard</a> {nav} <a href="#provenance">Provenance</a></nav></header>',
         "<main>",
         _leaderboard(view, figures),
+        _robustness(view, figures) if view.robustness is not None else "",
         "".join(_experiment(e, view, figures, tiles) for e in view.experiments),
         _history(view, figures) if view.histories else "",
         _provenance(view.provenance),

@@ -4,8 +4,11 @@ Files under the figures directory:
     {experiment}/{figure}.png    for figure in EXPERIMENT_FIGURES, one folder per experiment
     {experiment}/history.png     for an experiment with earlier runs (the History section)
     _comparison/{figure}.png     for figure in COMPARISON_FIGURES, when there are 2+ experiments
-Experiment names start with a letter or digit (the config schema), so `_comparison` can
-never collide with one; every file matches the single pattern "{experiment}/{figure}.png".
+    _robustness/{figure}.png     for figure in ROBUSTNESS_FIGURES, when some experiment has a
+                                 robustness result (How it holds up)
+Experiment names start with a letter or digit (the config schema), so `_comparison` and
+`_robustness` can never collide with one; every file matches the single pattern
+"{experiment}/{figure}.png".
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from mnist_pipeline.report.figures import Png
 COMPARISON = "_comparison"
 EXPERIMENT_FIGURES = ("loss", "accuracy", "confusion_matrix", "per_class", "reliability", "mistakes", "confused_pairs")
 COMPARISON_FIGURES = ("accuracy_intervals", "val_accuracy")
+ROBUSTNESS = "_robustness"
+ROBUSTNESS_FIGURES = ("corruption_accuracy", "corruption_examples")
 # The experiment figures shown as panels; the two galleries are drawn from tiles in the HTML.
 PANEL_FIGURES = EXPERIMENT_FIGURES[:5]
 
@@ -28,11 +33,13 @@ def figure_path(figures_dir: str | Path, group: str, figure: str) -> Path:
     return Path(figures_dir) / group / f"{figure}.png"
 
 
-def figure_files(experiments: Sequence[str], with_history: Sequence[str] = ()) -> list[str]:
+def figure_files(experiments: Sequence[str], with_history: Sequence[str] = (), with_robustness: bool = False) -> list[str]:
     """Relative paths of every PNG build_report writes for these experiment names, those in
-    `with_history` having earlier runs."""
+    `with_history` having earlier runs, `with_robustness` when some has a robustness result."""
     files = [f"{name}/{figure}.png" for name in experiments for figure in EXPERIMENT_FIGURES]
     files += [f"{name}/history.png" for name in with_history]
     if len(experiments) > 1:
         files += [f"{COMPARISON}/{figure}.png" for figure in COMPARISON_FIGURES]
+    if with_robustness:
+        files += [f"{ROBUSTNESS}/{figure}.png" for figure in ROBUSTNESS_FIGURES]
     return files

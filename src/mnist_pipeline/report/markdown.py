@@ -14,10 +14,11 @@ from typing import Any
 from urllib.parse import quote
 
 from mnist_pipeline.report import history as h
+from mnist_pipeline.report import robustness as rob
 from mnist_pipeline.report import words
 from mnist_pipeline.report.captions import FIGURE_TEXT
 from mnist_pipeline.report.gallery import pairs_gallery
-from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, PANEL_FIGURES
+from mnist_pipeline.report.layout import COMPARISON, COMPARISON_FIGURES, PANEL_FIGURES, ROBUSTNESS, ROBUSTNESS_FIGURES
 from mnist_pipeline.report.view import ExperimentView, ReportView
 
 # (group, figure name) -> the PNG's path relative to report.md
@@ -92,6 +93,18 @@ def _experiment(exp: ExperimentView, view: ReportView, link: LinkFn) -> list[str
 
 def _facts(items: Iterable[tuple[str, str]]) -> list[str]:
     return [f"- **{_text(k)}**: {_text(v)}" for k, v in items]
+def _robustness(view: ReportView, link: LinkFn) -> list[str]:
+    section = view.robustness
+    lines = [f"## {_text(rob.TITLE)}", "", _text(rob.note(section)), ""]
+    lines += [_text("- " + rob.worst_sentence(exp)) for exp in section.experiments] + [""]
+    lines += _table(rob.SUMMARY_COLUMNS, rob.summary_rows(section), text_cols=(0, 4))
+    for name in ROBUSTNESS_FIGURES:
+        lines += _image(link, ROBUSTNESS, name)
+    lines += [f"### {_text(rob.FAMILY_TITLE)}", "", _text(rob.FAMILY_NOTE), ""]
+    lines += _table(rob.family_columns(section), rob.family_rows(section), text_cols=(0, 1, 2))
+    return lines
+
+
 def _history(view: ReportView, link: LinkFn) -> list[str]:
     lines = [f"## {_text(h.TITLE)}", "", _text(h.NOTE), ""]
     for history in view.histories:
@@ -115,8 +128,9 @@ def _provenance(prov: Mapping[str, Any]) -> list[str]:
 def render_markdown(view: ReportView, link: LinkFn) -> str:
     """The whole Markdown report; `link` gives each figure's path relative to the file."""
     lines = [f"# Classifier report: {_text(view.dataset)}", "", _text(words.headline(view)), "", "## Leaderboard", ""]
-    lines += _table(words.LEADERBOARD_COLUMNS, [words.leaderboard_row(e) for e in view.experiments],
-                    text_cols=(0, len(words.LEADERBOARD_COLUMNS) - 1))
+    columns = words.leaderboard_columns(view)
+    lines += _table(columns, [words.leaderboard_row(e, view.robustness is not None) for e in view.experiments],
+                    text_cols=(0, len(columns) - 1))
     lines += [_text(words.LEADERBOARD_NOTE), ""]
     if view.seed_groups:
         lines += [f"### {words.SEED_TITLE}", ""]
@@ -126,6 +140,8 @@ def render_markdown(view: ReportView, link: LinkFn) -> str:
     if len(view.experiments) > 1:
         for name in COMPARISON_FIGURES:
             lines += _image(link, COMPARISON, name)
+    if view.robustness is not None:
+        lines += _robustness(view, link)
     for exp in view.experiments:
         lines += _experiment(exp, view, link)
     if view.histories:

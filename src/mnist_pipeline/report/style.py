@@ -50,6 +50,8 @@ figcaption { font-size: 0.85rem; color: var(--muted); margin-top: 0.3rem; }
 .gallery .pred { color: var(--bad); }
 .gallery .meta { color: var(--muted); }
 .pair p { margin: 0.8rem 0 0; }
+ul.worst { max-width: 80ch; padding-left: 1.2em; }
+ul.worst li { margin: 0.2rem 0; }
 details { margin: 0.6rem 0; }
 summary { cursor: pointer; color: var(--accent); }
 pre { background: var(--soft); padding: 0.7rem; overflow-x: auto; font-size: 0.82rem; }

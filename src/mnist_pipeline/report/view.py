@@ -52,6 +52,8 @@ class ExperimentView:
     vs_best: tuple[float, float, float] | None = None
     correct: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    # Its robustness.json (mnist_pipeline.robustness), or None when it was not scored on corruptions.
+    robustness: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class ReportView:
     seed_groups: list[SeedGroup] = field(default_factory=list)
     # report.history.ExperimentHistory of each experiment with earlier runs, in rank order
     histories: list[Any] = field(default_factory=list)
+    # report.robustness.RobustnessView when some experiment has a robustness result, else None
+    robustness: Any = None
 
     @property
     def best(self) -> ExperimentView:

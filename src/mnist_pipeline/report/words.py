@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mnist_pipeline.report import robustness
 from mnist_pipeline.report.comparison import within_noise
 from mnist_pipeline.report.formatting import (
     ABSENT,
@@ -44,12 +45,22 @@ LEADERBOARD_COLUMNS = (
     "Parameters", "Epochs", "Training time", "Differs from defaults",
 )
 VS_BEST_COLUMN = 2
+# Inserted after Log loss when some experiment was scored on corrupted images (How it holds up).
+ROBUSTNESS_COLUMN, ROBUSTNESS_HEADING = 5, "Mean corruption accuracy (drop from clean)"
 
 
-def leaderboard_row(view: ExperimentView) -> list[str]:
-    """The leaderboard cells of one experiment, in LEADERBOARD_COLUMNS order."""
+def leaderboard_columns(report: ReportView) -> tuple[str, ...]:
+    """LEADERBOARD_COLUMNS, with the robustness column when the report has that section."""
+    if report.robustness is None:
+        return LEADERBOARD_COLUMNS
+    at = ROBUSTNESS_COLUMN
+    return (*LEADERBOARD_COLUMNS[:at], ROBUSTNESS_HEADING, *LEADERBOARD_COLUMNS[at:])
+
+
+def leaderboard_row(view: ExperimentView, with_robustness: bool = False) -> list[str]:
+    """The leaderboard cells of one experiment, in leaderboard_columns order."""
     m = view.metrics
-    return [
+    row = [
         view.name,
         f"{pct(m.get('test_accuracy'))} ({ci_pct(m.get('test_accuracy_ci95'))})",
         vs_best(view),
@@ -60,6 +71,10 @@ def leaderboard_row(view: ExperimentView) -> list[str]:
         seconds(m.get("train_seconds")),
         differs_text(view),
     ]
+    if with_robustness:
+        mean, drop = robustness.leaderboard_cell(view)
+        row.insert(ROBUSTNESS_COLUMN, f"{mean} ({drop})" if drop else mean)
+    return row
 
 
 SEED_TITLE = "Repeated over seeds"
@@ -115,6 +130,7 @@ def key_numbers(view: ExperimentView) -> list[tuple[str, str]]:
         ("Training time", seconds(m.get("train_seconds"))),
         ("Parameters", count(m.get("n_parameters"))),
         ("Test items", count(m.get("n_test"))),
+        *robustness.key_numbers(view),
     ]
 
 
