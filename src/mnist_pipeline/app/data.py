@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from mnist_pipeline.corruptions import FAMILIES, corrupt
+from mnist_pipeline.corruptions import MAX_SEVERITY as MAX_SEVERITY  # the control's slider ends there
 from mnist_pipeline.fileio import read_json
 from mnist_pipeline.metrics import confusion_matrix, read_predictions, top_confusions
 from mnist_pipeline.preprocess import as_dataset_image, framing_for, model_inputs, to_gray
@@ -156,3 +158,27 @@ def classify(loaded, image, center: str = "auto") -> tuple[np.ndarray, np.ndarra
 def enlarge(image: np.ndarray, factor: int = 4) -> np.ndarray:
     """A small uint8 image (h, w) scaled up by pixel repetition, so the browser shows crisp pixels."""
     return np.repeat(np.repeat(np.asarray(image), factor, axis=0), factor, axis=1)
+
+
+# The corruption control on the Models page: the report's families (How it holds up), applied to
+# the image as the network sees it, with one fixed seed so that the same drawing gives the same result.
+NO_CORRUPTION = "none"
+CORRUPTION_CHOICES = (NO_CORRUPTION, *FAMILIES)
+CORRUPTION_SEED = 0
+
+
+def corruption_label(family: str) -> str:
+    """How the control names a choice: the family and its group."""
+    return "none (the image as it is)" if family == NO_CORRUPTION else f"{family} ({FAMILIES[family].group})"
+
+
+def corruption_help(family: str) -> str:
+    """What a choice does, in the report's words."""
+    return "The image as the network sees it, unchanged." if family == NO_CORRUPTION else FAMILIES[family].description
+
+
+def classify_corrupted(loaded, seen: np.ndarray, family: str, severity: int) -> tuple[np.ndarray, np.ndarray]:
+    """(`seen` (what the network sees, uint8 (H, W)) corrupted by `family` at `severity`, the class
+    probabilities float32 (k,) of the corrupted image). NO_CORRUPTION leaves it unchanged."""
+    corrupted = seen if family == NO_CORRUPTION else corrupt(seen[None], family, severity, CORRUPTION_SEED)[0]
+    return corrupted, loaded.model.predict_proba(model_inputs(corrupted[None], loaded.normalization))[0]

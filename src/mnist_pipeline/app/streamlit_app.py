@@ -73,16 +73,26 @@ def classify_tab(loaded) -> None:
                     st.error(str(exc))
                 else:
                     st.image(upload.getvalue(), caption=upload.name, width=200)
+        # The report's corruptions (How it holds up), applied to what the network sees.
+        family = st.selectbox("Corruption", data.CORRUPTION_CHOICES, format_func=data.corruption_label, key="corruption",
+                              help="Corrupt the image before the network sees it, as the report's How it holds up does.")
+        severity = st.slider("Severity", 1, data.MAX_SEVERITY, 1, key="severity", disabled=family == data.NO_CORRUPTION,
+                             help=data.corruption_help(family))
     with right:
         if image is None:
             st.info("Draw or upload a digit to see what the network makes of it.")
             return
         try:
-            seen, proba = data.classify(loaded, image)
+            clean_seen, clean_proba = data.classify(loaded, image)
         except ImageInputError as exc:
             st.warning(str(exc))
             return
+        seen, proba = data.classify_corrupted(loaded, clean_seen, family, severity)
         show_prediction(loaded, seen, proba)
+        if family != data.NO_CORRUPTION:
+            best = int(np.argmax(clean_proba))
+            st.caption(f"{family} at severity {severity}: {data.corruption_help(family)}. "
+                       f"Without it: {loaded.classes[best]} ({clean_proba[best]:.1%}).")
 
 
 def mistakes_tab(results, experiment: data.Experiment, classes) -> None:
