@@ -20,10 +20,12 @@ import sys
 import pytest
 
 from helpers import REPO, copy_workflow, require, snakemake, workflow_env
+from mnist_pipeline.nn.model import load_model
 
 START_SLURM = REPO / "tests/slurm/start-slurm.sh"
 TEST_CONFIG = REPO / "tests/workflow/synthetic.yaml"
 EXPERIMENTS = ("baseline", "narrow")
+TRAIN_THREADS = 1
 # The compute stages, each to be one SLURM job: (rule, wildcards), a run id read as RUN; the
 # two experiments' settings differ, so each is its own run.
 CLUSTER_JOBS = sorted(
@@ -38,27 +40,25 @@ def start_slurm(action: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("profile", ["default", "slurm"])
+@pytest.mark.parametrize("profile", ["profiles/default", "workflow/profiles/slurm"])
 def test_profile_is_used_and_every_key_accepted(tmp_path, synthetic_dir, profile):
     # Snakemake ignores a --workflow-profile folder it cannot find, but rejects an unknown key.
     workdir = copy_workflow(tmp_path / "workflow")
-    path = workdir / "workflow/profiles" / profile
-    result = snakemake(
-        workdir,
-        "--dry-run",
-        "--workflow-profile",
-        str(path),
-        "--configfile",
-        str(TEST_CONFIG),
-        "--config",
-        f"source={synthetic_dir}",
-    )
+    path = workdir / profile
+    result = snakemake(workdir, "--dry-run", "--workflow-profile", str(path), "--configfile", str(TEST_CONFIG), "--config", f"source={synthetic_dir}")
     output = result.stdout + result.stderr
     assert f"Using workflow specific profile {path} for setting default command line arguments" in output
     assert re.search(r"^total\s+12$", output, re.MULTILINE), output
 
 
-@pytest.fixture(scope="session")
+@pytest.mark.slow
+def test_the_default_profile_loads_by_itself(tmp_path, synthetic_dir):
+    workdir = copy_workflow(tmp_path / "workflow")
+    result = snakemake(workdir, "--dry-run", "--configfile", str(TEST_CONFIG), "--config", f"source={synthetic_dir}")
+    assert "Using workflow specific profile profiles/default for setting default command line arguments" in result.stderr
+
+
+@pytest.fixture(scope="module")
 def slurm_conf() -> str:
     """SLURM_CONF of the running test cluster."""
     already_up = start_slurm("status").returncode == 0
@@ -102,12 +102,15 @@ def sweep(tmp_path_factory, synthetic_dir, slurm_conf):
         "1",
         "--retries",
         "0",
+        # What each train job asks for: the node here has two cores, fewer than the default.
+        "--set-threads",
+        f"train={TRAIN_THREADS}",
         "--configfile",
         str(TEST_CONFIG),
         "--config",
         f"source={synthetic_dir}",
     ]
-    # sbatch --export=ALL carries PYTHONPATH to the jobs, so they too import the package copy.
+    # The jobs import the package copy in workdir/src by themselves: nothing sets PYTHONPATH.
     env = {**workflow_env(workdir), "SLURM_CONF": slurm_conf}
     result = subprocess.run(command, check=False, capture_output=True, text=True, cwd=workdir, env=env, timeout=900)
     output = result.stdout + result.stderr
@@ -202,3 +205,15 @@ def test_download_publish_and_report_ran_locally(sweep):
     submitted_rules = {job["rule"] for job in submitted_jobs(output).values()}
     for rule in ("download", "keep_download", "publish", "report"):
         assert f"localrule {rule}:" in output and rule not in submitted_rules, rule
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_each_model_trained_on_the_cores_its_job_was_given(sweep):
+    """Not the cores of the machine snakemake runs on (two here): what the train job asked
+    SLURM for, which is what the trainer used (the model records its thread count)."""
+    workdir, output = sweep
+    trained = [job for job in submitted_jobs(output).values() if job["rule"] == "train"]
+    assert [job["threads"] for job in trained] == [TRAIN_THREADS] * len(EXPERIMENTS)
+    for name in EXPERIMENTS:
+        assert load_model(workdir / "results/synthetic" / name / "model.npz").metadata["threads"] == TRAIN_THREADS, name

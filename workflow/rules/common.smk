@@ -122,16 +122,27 @@ def planned_runs(config, experiments):
     return {name: run_record(settings, data, code) for name, settings in experiments.items()}
 
 
+# Threads of each train job under a cluster executor (SLURM): a job asks for what it needs, and
+# the cores of the node Snakemake runs on say nothing about a compute node. Four is where the
+# default recipe's epoch stops getting faster on common nodes (docs/performance.md); change it
+# for a run with Snakemake's own `--set-threads train=N`.
+CLUSTER_TRAIN_THREADS = 4
+
+
 def train_threads(wildcards):
-    """The cores --cores gives (at most the machine's) shared out over the config's runs still
-    to train (one per distinct experiment settings): a lone experiment gets them all, a sweep's
-    share them, and runs trained before take none. A retrain of a trained run (--forcerun)
-    shares them with every run. Without --cores (a cluster run), the cores of the machine
-    Snakemake runs on."""
+    """On this machine: the cores --cores gives (at most the machine's) shared out over the
+    config's runs still to train (one per distinct experiment settings): a lone experiment gets
+    them all, a sweep's share them, and runs trained before take none. A retrain of a trained
+    run (--forcerun) shares them with every run. Under a cluster executor, CLUSTER_TRAIN_THREADS
+    per job, and inside the job, the cores the cluster gave it."""
+    if not workflow.local_exec:
+        return CLUSTER_TRAIN_THREADS
+    if not workflow.is_main_process:
+        return available_cores()
     try:
         cores = min(workflow.cores, available_cores())
-    except WorkflowError:  # no --cores given
-        cores = available_cores()
+    except WorkflowError:  # no --cores given: Snakemake's default, one core
+        cores = 1
     runs = sorted({record["run"] for record in RUNS.values()})
     dataset_dir = f"{RESULTS}/{CONFIG['dataset']}"
     untrained = [run for run in runs if not is_trained(dataset_dir, run)]
