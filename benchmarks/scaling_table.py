@@ -2,7 +2,8 @@
 
     python benchmarks/scaling_table.py fmnist-x1 fmnist-x3 fmnist-x10 [--results DIR ...] [--experiment baseline]
 
-Reads the benchmark files Snakemake wrote under DIR/<dataset>/benchmarks/ and the
+Reads the benchmark files Snakemake wrote under DIR/<dataset>/benchmarks/ (train's and
+evaluate's in the folder of the experiment's current run, DIR/<dataset>/runs/<run>/) and the
 stage_usage.json that scaling_run.py writes there, and prints a Markdown table: per stage
 and dataset the wall seconds, the CPU seconds and the peak RSS (MiB) beside its bound, and
 from each dataset to the next how much the data grew beside how much each time grew (at
@@ -34,6 +35,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from mnist_pipeline.fileio import read_json
+from mnist_pipeline.runs import current_runs, store_dir
 
 MIB = 2**20
 BASE_MIB = 300
@@ -41,15 +43,17 @@ STAGES = {
     "download": ("download.tsv", ("train", "val", "test")),
     "parse": ("parse.tsv", ("train", "val", "test")),
     "prepare": ("prepare.tsv", ("train", "val", "test")),
-    "train": ("train/{experiment}.tsv", ("train", "val")),
-    "evaluate": ("evaluate/{experiment}.tsv", ("test", "val")),
+    "train": ("train.tsv", ("train", "val")),  # these two in the run's folder
+    "evaluate": ("evaluate.tsv", ("test", "val")),
     "report": ("report.tsv", ("test",)),
 }
 
 
-def benchmark(base: Path, stage: str, tsv: str) -> dict[str, float]:
-    """Wall seconds, CPU seconds (nan if unknown) and peak RSS MiB of one stage of one run."""
-    with open(base / "benchmarks" / tsv, newline="") as handle:
+def benchmark(base: Path, stage: str, experiment: str) -> dict[str, float]:
+    """Wall seconds, CPU seconds (nan if unknown) and peak RSS MiB of one stage of one workflow run."""
+    tsv = STAGES[stage][0]
+    folder = store_dir(base) / current_runs(base)[experiment] if stage in ("train", "evaluate") else base / "benchmarks"
+    with open(folder / tsv, newline="") as handle:
         row = next(csv.DictReader(handle, delimiter="\t"))
     usage_file = base / "benchmarks" / "stage_usage.json"
     usage = read_json(usage_file)[stage] if usage_file.is_file() else {"peak_rss_mib": float(row["max_rss"]), "cpu_s": math.nan}
@@ -66,8 +70,8 @@ def measure(results: list[Path], dataset: str, experiment: str) -> dict[str, dic
     """Per stage: fastest time, highest RSS over the runs in `results`, the bound, and the dataset's row count."""
     rows, pixels = dataset_sizes(results[0] / dataset)
     out = {}
-    for stage, (tsv, holds) in STAGES.items():
-        runs = [benchmark(base / dataset, stage, tsv.format(experiment=experiment)) for base in results]
+    for stage, (_, holds) in STAGES.items():
+        runs = [benchmark(base / dataset, stage, experiment) for base in results]
         float32_mib = sum(rows[split] for split in holds) * pixels * 4 / MIB
         out[stage] = {
             "s": min(run["s"] for run in runs), "cpu": min((run["cpu"] for run in runs if not math.isnan(run["cpu"])), default=math.nan), "rss": max(run["rss"] for run in runs),
