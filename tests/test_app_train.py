@@ -13,13 +13,15 @@ import yaml
 from streamlit.testing.v1 import AppTest
 
 from helpers import REPO, copy_workflow, planned_jobs, snakemake
-from mnist_pipeline.app.runs import Runs, epochs_in_log, failure_reason, steps_done
+from mnist_pipeline.app.runs import Runs, steps_done, why_it_failed
 from mnist_pipeline.app.train_form import FormField, as_text, overrides, read_value, train_fields
 from mnist_pipeline.app.workflow import find_workflow, merge_config, run_targets
 from mnist_pipeline.config import load_schema, resolve_config
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.nn import TrainSettings, fit
 from mnist_pipeline.nn.settings import Setting
+from mnist_pipeline.nn.train import epoch_text
+from mnist_pipeline.progress import EpochRecords, planned_run, read_epochs, write_plan
 from mnist_pipeline.resultsdir import RESULTS_ENV
 
 APP = REPO / "src/mnist_pipeline/app/streamlit_app.py"
@@ -109,27 +111,44 @@ def test_experiments_file_is_checked_written_and_read_by_the_workflow(tmp_path, 
 # --- following a run ----------------------------------------------------------------------------
 
 
-def test_epoch_lines_are_read_from_the_log_fit_writes(caplog):
+def test_epoch_records_are_what_fit_reports_and_the_log_line_says_the_same(tmp_path, caplog):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 5)).astype(np.float32), rng.integers(0, 3, 64)
     settings = TrainSettings(hidden=[4], epochs=2, batch_norm=False)
-    with caplog.at_level(logging.INFO):
-        result = fit(settings, x, y, x, y, n_classes=3)
-    rows = epochs_in_log(caplog.text)
-    assert [row["epoch"] for row in rows] == [1, 2] and all(row["epochs"] == 2 for row in rows)
-    for row, kept in zip(rows, result.history, strict=False):
-        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-            assert row[key] == pytest.approx(kept[key], abs=5e-5)
+    with caplog.at_level(logging.INFO, logger="mnist_pipeline.nn.train"):
+        result = fit(settings, x, y, x, y, n_classes=3, on_epoch=EpochRecords(tmp_path / "progress.jsonl"))
+    rows = read_epochs(tmp_path / "progress.jsonl")
+    assert rows == [{**kept, "epochs": 2} for kept in result.history]
+    # The train log and the terminal show the same records, made into lines for people.
+    assert [epoch_text(row) for row in rows] == [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert steps_done("1 of 5 steps (20%) done\nx\n3 of 5 steps (60%) done") == (3, 5) and steps_done("") is None
 
 
-def test_a_failed_job_is_explained_by_the_end_of_its_log(tmp_path):
-    (tmp_path / "job.log").write_text("Traceback\n  ...\nTrainingDivergedError: training diverged: lower learning_rate\n")
-    output = ("Error in rule train:\n    jobid: 3\n    log: job.log (check log file(s) for error details)\n"
-              "Shutting down, this might take some time.\n")
-    reason = failure_reason(output, tmp_path)
-    assert reason.startswith("Error in rule train:") and reason.rstrip().endswith("training diverged: lower learning_rate")
-    assert failure_reason("Building DAG\nWorkflowError: invalid configuration: bad key\n", tmp_path).endswith("bad key")
+def test_a_half_written_last_record_is_left_for_later(tmp_path):
+    path = tmp_path / "progress.jsonl"
+    path.write_text('{"epoch": 1}\n{"epoch": 2, "train_lo')
+    assert read_epochs(path) == [{"epoch": 1}]
+    assert read_epochs(tmp_path / "missing.jsonl") == []
+
+
+def test_the_plan_names_the_run_that_trains_each_experiment(tmp_path):
+    runs = {"a": {"run": "111111111111"}, "b": {"run": "222222222222"}, "c": {"run": "111111111111"}}
+    write_plan(tmp_path / "planned.json", runs, untrained={"111111111111"})
+    assert planned_run(tmp_path / "planned.json", "c") == "111111111111"
+    assert planned_run(tmp_path / "planned.json", "b") is None  # trained before: nothing to follow
+    assert planned_run(tmp_path / "missing.json", "a") is None
+
+
+def test_a_failed_run_is_explained_by_the_reason_its_stage_recorded(tmp_path):
+    logs = tmp_path / "results/synthetic/runs/0123456789ab"
+    logs.mkdir(parents=True)
+    (logs / "train.log").write_text("Traceback\n  ...\nFAILED: TrainingDivergedError: training diverged: lower learning_rate\n")
+    output = "Error in rule train:\n    jobid: 3\nShutting down, this might take some time.\n"
+    reason = why_it_failed(output, tmp_path / "results/synthetic", since=0)
+    assert reason.startswith("Why it failed:") and "runs/0123456789ab/train" in reason
+    assert reason.rstrip().endswith("TrainingDivergedError: training diverged: lower learning_rate")
+    # Refused before any job: no stage failed, so the end of Snakemake's own output says why.
+    assert why_it_failed("Building DAG\nWorkflowError: invalid configuration: bad key\n", tmp_path / "none", since=0).endswith("bad key")
 
 
 @pytest.mark.slow
@@ -233,7 +252,9 @@ def test_a_failed_run_shows_why_in_the_page(tmp_path, synthetic_dir, monkeypatch
     wait_for_end(Runs(find_workflow(workdir / "results")))
     at.run()
     assert "The run of explodes failed" in at.error[0].value
-    assert "Error in rule train" in at.code[0].value and "training diverged" in at.code[0].value
+    why = at.code[0].value
+    assert why.startswith("Why it failed:\n  runs/") and "/train.log):" in why
+    assert "TrainingDivergedError: training diverged" in why
 
 
 def test_an_app_experiment_is_removed_in_the_app(tmp_path, synthetic_dir, monkeypatch):

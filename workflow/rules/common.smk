@@ -43,6 +43,7 @@ from mnist_pipeline.datasets import IDX_STEMS
 from mnist_pipeline.sources import local_source_dir, locate_idx
 from mnist_pipeline.errors import PipelineError, RunInProgressError
 from mnist_pipeline.nn.parallel import available_cores, share_cores
+from mnist_pipeline.progress import write_plan
 from mnist_pipeline.runid import data_identity, run_record
 from mnist_pipeline.runlock import claim_workdir
 from mnist_pipeline.runs import is_trained, run_files
@@ -202,10 +203,14 @@ def final_outputs(config, experiments):
 
 
 def tell_plan(config, runs):
-    """At the start of a run, which experiments each run still to be trained serves, so that
-    the epoch lines (led by the run id) can be read."""
-    text = flip_warning_text(config["dataset"], runs) + training_plan_text(f"{RESULTS}/{config['dataset']}", runs)
+    """At the start of a run, which experiments each run still to be trained serves: said at
+    the terminal, so that the epoch lines (led by the run id) can be read, and written as a
+    record for the app (mnist_pipeline.progress)."""
+    dataset_dir = f"{RESULTS}/{config['dataset']}"
+    text = flip_warning_text(config["dataset"], runs) + training_plan_text(dataset_dir, runs)
     print(text, end="", file=sys.stderr, flush=True)
+    untrained = {record["run"] for record in runs.values() if not is_trained(dataset_dir, record["run"])}
+    write_plan(f"{dataset_dir}/runs/planned.json", runs, untrained)
 
 
 def tell_outcome(succeeded, config, experiments):

@@ -12,7 +12,10 @@ rule train:
     params:
         settings=lambda wildcards: run_record_of(wildcards)["settings"],
     log:
-        "results/{dataset}/runs/{run}/train.log",
+        log="results/{dataset}/runs/{run}/train.log",
+        # One JSON record per epoch (mnist_pipeline.progress), which the app follows. A log,
+        # not an output: kept when training fails, never a reason to rerun.
+        progress="results/{dataset}/runs/{run}/progress.jsonl",
     benchmark:
         "results/{dataset}/runs/{run}/train.tsv"
     # The cores shared out over the config's runs (common.smk): the trainer's worker threads

@@ -8,7 +8,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../../src")
 from mnist_pipeline.logs import echo_to_terminal, log_to
 from mnist_pipeline.runlock import join_run
 
-log_to(snakemake.log[0])
+log_to(snakemake.log["log"])
 join_run()
 # One line per epoch on the terminal too: training is the stage that takes minutes. The run id
 # leads it (the run start lists the experiments of each run: see tell_plan in common.smk).
@@ -16,15 +16,16 @@ echo_to_terminal("mnist_pipeline.nn.train", prefix=f"train run {snakemake.wildca
 
 from datetime import UTC, datetime
 
-from mnist_pipeline.fileio import write_json
+from mnist_pipeline.fileio import seal, write_json
 from mnist_pipeline.nn import TrainSettings, fit
 from mnist_pipeline.nn.model import save_model
+from mnist_pipeline.progress import EpochRecords
 from mnist_pipeline.tables import read_split
 
 train, val = read_split(snakemake.input["train"]), read_split(snakemake.input["val"])
 settings, meta = TrainSettings.from_dict(snakemake.params["settings"]), train.metadata
 result = fit(settings, train.pixels, train.labels, val.pixels, val.labels, n_classes=len(meta["classes"]),
-             image_shape=train.image_shape, threads=snakemake.threads)
+             image_shape=train.image_shape, threads=snakemake.threads, on_epoch=EpochRecords(snakemake.log["progress"]))
 # Timings stay out of the model file, so that the same config and seed give the same weights;
 # the thread count is recorded, though it changes only the speed.
 save_model(
@@ -35,8 +36,10 @@ save_model(
     metadata={"dataset": meta["dataset"], "run": snakemake.wildcards["run"], "settings": settings.as_dict(),
               "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "threads": snakemake.threads},
 )
+seal(snakemake.output["model"])
 write_json(
     snakemake.output["history"],
     {"epochs": result.history, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
      "finished": datetime.now(UTC).isoformat(timespec="seconds")},
+    seal=True,
 )

@@ -4,8 +4,10 @@ A run is a detached `mnist_pipeline.app.runner` process (see there); everything 
 is read back from files, so the page can be left, reloaded or opened in a second tab:
 
     results/.app/run.json     the last run: experiment, targets, pid, started, state, returncode
-    results/.app/run.log      Snakemake's output
-    results/{dataset}/runs/{run}/train.log   the train job's log: one line per epoch
+    results/.app/run.log      Snakemake's output, shown as it is
+    results/{dataset}/runs/planned.json            which run trains which experiment (progress.py)
+    results/{dataset}/runs/{run}/progress.jsonl    one record per epoch of that run (progress.py)
+    results/{dataset}/**/*.log                     each stage's log, ending in FAILED: if it failed
 """
 
 from __future__ import annotations
@@ -25,19 +27,15 @@ from typing import Any
 from mnist_pipeline.app.runner import LOCK
 from mnist_pipeline.app.workflow import Workflow
 from mnist_pipeline.fileio import read_json
+from mnist_pipeline.progress import EPOCHS, PLAN, planned_run, read_epochs
 from mnist_pipeline.runlock import locked_by_others
 from mnist_pipeline.runs import store_dir
+from mnist_pipeline.terminal import failure_text
 
 STATE_DIR = ".app"
-# nn/train.py logs each epoch as "epoch 3/20: train loss 0.5123 accuracy 0.8150, val loss 0.4702 accuracy 0.8322, lr ...".
-EPOCH_LINE = re.compile(
-    r"epoch (?P<epoch>\d+)/(?P<epochs>\d+): train loss (?P<train_loss>\S+) accuracy (?P<train_accuracy>[^,\s]+), "
-    r"val loss (?P<val_loss>\S+) accuracy (?P<val_accuracy>[^,\s]+)"
-)
-# The workflow's line at the start of a run (terminal.training_plan_text).
-PLAN_LINE = re.compile(r"^Run (?P<run>\w+) trains experiment\(s\): (?P<names>.+)$", re.MULTILINE)
+# Snakemake's own progress line and its word for a run with nothing to do: the only things read
+# from its output, which has no other record of them.
 STEPS_LINE = re.compile(r"(\d+) of (\d+) steps \(\d+%\) done")
-FAILED_JOB_LOG = re.compile(r"^\s*log: (\S+) \(check log file\(s\) for error details\)", re.MULTILINE)
 NOTHING_TO_DO = "Nothing to be done"
 TAIL_LINES = 20
 # Processes this app started, kept so that they are reaped when they end (no zombies).
@@ -47,16 +45,6 @@ _children: list[subprocess.Popen] = []
 def snakemake_command(targets: list[str], cores: int | None = None) -> list[str]:
     # --rerun-incomplete: a stopped run leaves its job's outputs marked incomplete; the next run redoes them.
     return [sys.executable, "-m", "snakemake", "--cores", str(cores or os.cpu_count() or 1), "--rerun-incomplete", *targets]
-
-
-def epochs_in_log(text: str) -> list[dict[str, Any]]:
-    """The epochs a train log reports so far: epoch, epochs, train/val loss and accuracy per line."""
-    rows = []
-    for match in EPOCH_LINE.finditer(text):
-        row = {key: float(value) for key, value in match.groupdict().items()}
-        row["epoch"], row["epochs"] = int(row["epoch"]), int(row["epochs"])
-        rows.append(row)
-    return rows
 
 
 def steps_done(output: str) -> tuple[int, int] | None:
@@ -69,19 +57,11 @@ def tail(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
 
-def failure_reason(output: str, workdir: Path) -> str:
-    """Why a run failed: the end of the failed job's log, which says what was wrong, after the
-    lines where Snakemake names the job; without a failed job (a config refused before any job
-    started) the end of Snakemake's own output."""
-    logs = FAILED_JOB_LOG.findall(output)
-    if not logs:
-        return tail(output)
-    start = output.find("Error in rule")
-    parts = [output[start:].splitlines()[0] if start >= 0 else ""]
-    for log in dict.fromkeys(logs):
-        path = workdir / log
-        parts.append(f"{log}:\n" + (tail(path.read_text(encoding="utf-8", errors="replace")) if path.is_file() else "(no log written)"))
-    return "\n\n".join(part for part in parts if part)
+def why_it_failed(output: str, dataset_dir: Path, since: float) -> str:
+    """Why a run failed: each failed stage's own reason (the FAILED line its log ends with, as
+    the terminal shows them), or without one (a config refused before any job started) the
+    end of Snakemake's output."""
+    return failure_text(dataset_dir, since).strip() or tail(output)
 
 
 @dataclass(frozen=True)
@@ -162,21 +142,21 @@ class Runs:
             return False
         return True
 
-    def train_log(self, dataset: str, experiment: str) -> Path | None:
-        """The train rule's `log:` (workflow/rules/train.smk) of the run that trains
-        `experiment`, whose id the workflow prints as the run starts; None before that, or
-        when this run trains nothing for it."""
-        for match in PLAN_LINE.finditer(self.output()):
-            if experiment in match["names"].split(", "):
-                return store_dir(self.workflow.results / dataset) / match["run"] / "train.log"
-        return None
+    def progress_file(self, run: Run, dataset: str) -> Path | None:
+        """The epoch records of the run that `run` set out to train for its experiment, from the
+        plan the workflow wrote as it started; None before that, or when it trains nothing."""
+        plan = store_dir(self.workflow.results / dataset) / PLAN
+        if not plan.is_file() or plan.stat().st_mtime < run.record["started"] - 1:
+            return None
+        trained = planned_run(plan, run.experiment)
+        return None if trained is None else store_dir(self.workflow.results / dataset) / trained / EPOCHS
 
     def epochs(self, run: Run, dataset: str) -> list[dict[str, Any]]:
-        """The epochs the run's experiment has finished: from its train log when this run wrote
-        it, else from the history.json of the model it left (trained before, nothing to redo)."""
-        log = self.train_log(dataset, run.experiment)
-        if log is not None and log.is_file() and log.stat().st_mtime >= run.record["started"]:
-            return epochs_in_log(log.read_text(encoding="utf-8", errors="replace"))
+        """The epochs the run's experiment has finished: from the records this run's training
+        writes, else from the history.json of the model it left (trained before, nothing to redo)."""
+        progress = self.progress_file(run, dataset)
+        if progress is not None:
+            return read_epochs(progress)
         history = self.workflow.results / dataset / run.experiment / "history.json"
         if not history.is_file():
             return []

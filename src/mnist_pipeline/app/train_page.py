@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from mnist_pipeline.app.runs import NOTHING_TO_DO, Run, Runs, failure_reason, steps_done
+from mnist_pipeline.app.runs import NOTHING_TO_DO, Run, Runs, steps_done, why_it_failed
 from mnist_pipeline.app.train_form import FormField, as_text, overrides, read_value, train_fields
 from mnist_pipeline.app.workflow import APP_EXPERIMENTS, Workflow, find_workflow, report_targets, run_targets
 from mnist_pipeline.errors import ConfigError
@@ -106,7 +106,7 @@ def outcome(runs: Runs, run: Run, dataset: str) -> None:
                  "Press Train again to continue it.")
     else:
         st.error(f"The run of {name} failed (Snakemake exit status {run.record['returncode']}):")
-        st.code(failure_reason(runs.output(), runs.workflow.workdir), language=None)
+        st.code(why_it_failed(runs.output(), runs.workflow.results / dataset, run.record["started"]), language=None)
 
 
 # Refreshed on its own, without rerunning the page: the form keeps what is being typed into it.

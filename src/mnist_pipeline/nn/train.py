@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -142,6 +144,7 @@ def fit(
     image_shape: tuple[int, int] | None = None,
     threads: int | None = None,
     log: logging.Logger | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train the network `settings` describes; x float32 (n, n_inputs) normalised, y int (n,).
 
@@ -155,6 +158,9 @@ def fit(
     The same settings and data give bit-identical weights, whatever the thread count: every
     piece of work is split into blocks fixed by the array sizes (see parallel.py), and BLAS
     runs one thread per block, so the same sums are made in the same order.
+
+    `on_epoch` receives each epoch's record as it ends (epoch_record): the workflow writes them
+    as JSON lines that the app follows; the log gets the same record as a line for people.
     """
     if not isinstance(settings, TrainSettings):
         raise TypeError(f"settings: expected a TrainSettings (TrainSettings.from_dict for a dict), got {type(settings).__name__}")
@@ -177,15 +183,13 @@ def fit(
                     f"lower learning_rate or set grad_clip"
                 )
             seconds = time.perf_counter() - start
-            result.history.append(
-                {"epoch": epoch, **stats, "val_loss": val_loss, "val_accuracy": val_accuracy, "seconds": seconds}
-            )
+            row = {"epoch": epoch, **stats, "val_loss": val_loss, "val_accuracy": val_accuracy, "seconds": seconds}
+            result.history.append(row)
             result.epochs_run, result.train_seconds = epoch, result.train_seconds + seconds
-            log.info(
-                "epoch %d/%d: train loss %.4f accuracy %.4f, val loss %.4f accuracy %.4f, lr %.3g, %.1f s",
-                epoch, epochs, stats["train_loss"], stats["train_accuracy"], val_loss, val_accuracy,
-                stats["learning_rate"], seconds,
-            )
+            record = epoch_record(row, epochs)
+            log.info("%s", epoch_text(record))
+            if on_epoch is not None:
+                on_epoch(record)
             if val_loss < best_loss:
                 best_loss, result.best_epoch = val_loss, epoch
                 if patience:
@@ -199,6 +203,21 @@ def fit(
         else:
             result.best_epoch = result.epochs_run
     return result
+
+
+def epoch_record(row: Mapping[str, Any], epochs: int) -> dict[str, Any]:
+    """One epoch's progress as data: a history row (epoch, train_loss, train_accuracy,
+    learning_rate, val_loss, val_accuracy, seconds) and the number of epochs planned."""
+    return {**row, "epochs": epochs}
+
+
+def epoch_text(record: Mapping[str, Any]) -> str:
+    """The same record as a line for people (the train log, the terminal)."""
+    return (
+        f"epoch {record['epoch']}/{record['epochs']}: train loss {record['train_loss']:.4f} accuracy {record['train_accuracy']:.4f},"
+        f" val loss {record['val_loss']:.4f} accuracy {record['val_accuracy']:.4f}, lr {record['learning_rate']:.3g},"
+        f" {record['seconds']:.1f} s"
+    )
 
 
 def _checked(x: np.ndarray, y: np.ndarray, n_classes: int, name: str) -> tuple[np.ndarray, np.ndarray]:
