@@ -62,5 +62,5 @@ onerror:
 
 rule all:
     input:
-        final_outputs(CONFIG, EXPERIMENTS),
+        DatasetLayout(RESULTS, CONFIG["dataset"]).final_outputs(EXPERIMENTS),
     default_target: True

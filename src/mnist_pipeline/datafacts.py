@@ -26,6 +26,7 @@ import numpy as np
 from mnist_pipeline.datasets import dataset_classes, get_dataset
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.idx import read_header, read_idx
+from mnist_pipeline.layout import RESULTS, DatasetLayout
 from mnist_pipeline.nn.model import check_conv_fits
 from mnist_pipeline.sources import local_source_dir, locate_idx
 from mnist_pipeline.splits import validation_counts
@@ -41,7 +42,7 @@ class DataFacts:
     origin: str
 
 
-def data_facts(config: Mapping[str, Any], results_dir: str | Path = "results") -> DataFacts | None:
+def data_facts(config: Mapping[str, Any], results_dir: str | Path = RESULTS) -> DataFacts | None:
     """The facts about the configured dataset that can be had cheaply now, or None."""
     dataset = config["dataset"]
     spec = get_dataset(dataset)
@@ -50,11 +51,11 @@ def data_facts(config: Mapping[str, Any], results_dir: str | Path = "results") -
     directory = local_source_dir(dataset, config["source"])
     if directory is not None:
         return _from_source(directory, dataset, config.get("class_names"))
-    return _from_parse(Path(results_dir) / dataset / "parsed" / "dataset.json", config["source"])
+    return _from_parse(Path(DatasetLayout(results_dir, dataset).parsed("dataset.json")), config["source"])
 
 
 def check_config_against_data(
-    config: Mapping[str, Any], experiments: Mapping[str, Mapping[str, Any]], results_dir: str | Path = "results"
+    config: Mapping[str, Any], experiments: Mapping[str, Mapping[str, Any]], results_dir: str | Path = RESULTS
 ) -> None:
     """The workflow's check before any job: ConfigError (or IdxFormatError for unreadable files)
     for a setting the configured dataset's known facts rule out; nothing when none are known."""

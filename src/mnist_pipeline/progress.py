@@ -1,8 +1,10 @@
 """What a running workflow reports as data, for the app (and anyone else) to follow.
 
-    results/{dataset}/runs/planned.json            run id -> the experiments it serves, for the
-                                                   runs the last executing run set out to train
-    results/{dataset}/runs/{run}/progress.jsonl    one JSON record per finished epoch (train log)
+    runs/planned.json            run id -> the experiments it serves, for the runs the last
+                                 executing workflow run set out to train
+    runs/{run}/progress.jsonl    one JSON record per finished epoch (a log of the train job)
+
+(paths under results/{dataset}/, from layout.DatasetLayout's `planned` and `progress`).
 
 The lines the terminal and the train log show are made from the same records
 (nn.train.epoch_text), so the two can never disagree, and nothing has to read the text back.
@@ -17,10 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.fileio import read_json, write_json
-
-# File names in a dataset's run store (runs.py): the plan beside the runs, the records in each.
-PLAN = "planned.json"
-EPOCHS = "progress.jsonl"
 
 
 class EpochRecords:

@@ -42,6 +42,7 @@ from mnist_pipeline.datafacts import check_config_against_data
 from mnist_pipeline.datasets import IDX_STEMS
 from mnist_pipeline.sources import local_source_dir, locate_idx
 from mnist_pipeline.errors import PipelineError, RunInProgressError
+from mnist_pipeline.layout import RESULTS, DatasetLayout
 from mnist_pipeline.nn.parallel import available_cores, share_cores
 from mnist_pipeline.progress import write_plan
 from mnist_pipeline.runid import data_identity, run_record
@@ -49,8 +50,8 @@ from mnist_pipeline.runlock import claim_workdir
 from mnist_pipeline.runs import is_trained, run_files
 from mnist_pipeline.terminal import failure_text, flip_warning_text, summary_text, training_plan_text
 
-# Where every output goes; the rules spell it out in their paths.
-RESULTS = "results"
+# Every output's path, as a pattern with the {dataset} wildcard (mnist_pipeline.layout).
+DATA = DatasetLayout(RESULTS)
 # A stage log written since then is from this run (see tell_outcome).
 RUN_STARTED = time.time()
 SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
@@ -145,7 +146,7 @@ def train_threads(wildcards):
     except WorkflowError:  # no --cores given: Snakemake's default, one core
         cores = 1
     runs = sorted({record["run"] for record in RUNS.values()})
-    dataset_dir = f"{RESULTS}/{CONFIG['dataset']}"
+    dataset_dir = DatasetLayout(RESULTS, CONFIG["dataset"]).root
     untrained = [run for run in runs if not is_trained(dataset_dir, run)]
     sharing = untrained if wildcards.run in untrained else runs
     return share_cores(cores, len(sharing), sharing.index(wildcards.run))
@@ -159,7 +160,7 @@ def run_record_of(wildcards):
 
 def current_run_files(wildcards):
     """The files of the run an experiment's settings make, for publish to copy."""
-    return run_files(f"{RESULTS}/{wildcards.dataset}", RUNS[wildcards.experiment]["run"])
+    return run_files(DatasetLayout(RESULTS, wildcards.dataset).root, RUNS[wildcards.experiment]["run"])
 
 
 def local_source_files(wildcards):
@@ -193,24 +194,18 @@ def fetch_settings(config):
 def staging_dir(config):
     """The download's own output folder, named by a digest of what it fetches."""
     digest = hashlib.sha256(json.dumps(fetch_settings(config), sort_keys=True).encode()).hexdigest()
-    return f"{RESULTS}/{{dataset}}/.download/{digest[:16]}"
-
-
-def final_outputs(config, experiments):
-    base = f"{RESULTS}/{config['dataset']}"
-    per_experiment = [f"{base}/{name}/{leaf}" for name in experiments for leaf in ("model.npz", "metrics.json")]
-    return per_experiment + [f"{base}/report.html", f"{base}/report.md"]
+    return DATA.staging(digest[:16])
 
 
 def tell_plan(config, runs):
     """At the start of a run, which experiments each run still to be trained serves: said at
     the terminal, so that the epoch lines (led by the run id) can be read, and written as a
     record for the app (mnist_pipeline.progress)."""
-    dataset_dir = f"{RESULTS}/{config['dataset']}"
-    text = flip_warning_text(config["dataset"], runs) + training_plan_text(dataset_dir, runs)
+    layout = DatasetLayout(RESULTS, config["dataset"])
+    text = flip_warning_text(config["dataset"], runs) + training_plan_text(layout.root, runs)
     print(text, end="", file=sys.stderr, flush=True)
-    untrained = {record["run"] for record in runs.values() if not is_trained(dataset_dir, record["run"])}
-    write_plan(f"{dataset_dir}/runs/planned.json", runs, untrained)
+    untrained = {record["run"] for record in runs.values() if not is_trained(layout.root, record["run"])}
+    write_plan(layout.planned, runs, untrained)
 
 
 def tell_outcome(succeeded, config, experiments):
@@ -220,5 +215,5 @@ def tell_outcome(succeeded, config, experiments):
         text = summary_text(RESULTS, config["dataset"], experiments)
     else:
         # Stage logs sit under logs/, a run's train and evaluate logs in its runs/ folder.
-        text = failure_text(f"{RESULTS}/{config['dataset']}", since=RUN_STARTED)
+        text = failure_text(DatasetLayout(RESULTS, config["dataset"]).root, since=RUN_STARTED)
     print(text, end="", file=sys.stderr, flush=True)

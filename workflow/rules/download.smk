@@ -18,9 +18,9 @@ rule download:
         code=stage_code("../scripts/download.py"),
         fetch=lambda wildcards: fetch_settings(CONFIG),
     log:
-        "results/{dataset}/logs/download.log",
+        DATA.log("download"),
     benchmark:
-        "results/{dataset}/benchmarks/download.tsv"
+        DATA.benchmark("download")
     threads: 1
     resources:
         mem_mb=128,
@@ -37,13 +37,13 @@ rule keep_download:
     input:
         fetched=staging_dir(CONFIG),
     output:
-        directory("results/{dataset}/raw"),
+        directory(DATA.raw),
     params:
         code=stage_code("../scripts/keep_download.py"),
     log:
-        "results/{dataset}/logs/keep_download.log",
+        DATA.log("keep_download"),
     benchmark:
-        "results/{dataset}/benchmarks/keep_download.tsv"
+        DATA.benchmark("keep_download")
     threads: 1
     resources:
         mem_mb=64,

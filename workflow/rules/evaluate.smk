@@ -1,21 +1,21 @@
 rule evaluate:
     input:
-        model="results/{dataset}/runs/{run}/model.npz",
-        history="results/{dataset}/runs/{run}/history.json",
-        test="results/{dataset}/prepared/test.parquet",
-        val="results/{dataset}/prepared/val.parquet",
+        model=DATA.run(leaf="model.npz"),
+        history=DATA.run(leaf="history.json"),
+        test=DATA.prepared("test"),
+        val=DATA.prepared("val"),
     output:
-        metrics="results/{dataset}/runs/{run}/metrics.json",
-        predictions="results/{dataset}/runs/{run}/predictions.parquet",
+        metrics=DATA.run(leaf="metrics.json"),
+        predictions=DATA.run(leaf="predictions.parquet"),
         # Written last: a run folder with run.json is a finished run (mnist_pipeline.runs).
-        record="results/{dataset}/runs/{run}/run.json",
+        record=DATA.run(leaf="run.json"),
     params:
         code=stage_code("../scripts/evaluate.py"),
         run=run_record_of,
     log:
-        "results/{dataset}/runs/{run}/evaluate.log",
+        DATA.run(leaf="evaluate.log"),
     benchmark:
-        "results/{dataset}/runs/{run}/evaluate.tsv"
+        DATA.run(leaf="evaluate.tsv")
     threads: 1
     resources:
         mem_mb=600,

@@ -1,20 +1,20 @@
 rule parse:
     input:
-        raw="results/{dataset}/raw",
+        raw=DATA.raw,
     output:
-        train_images="results/{dataset}/parsed/train-images.npy",
-        train_labels="results/{dataset}/parsed/train-labels.npy",
-        test_images="results/{dataset}/parsed/test-images.npy",
-        test_labels="results/{dataset}/parsed/test-labels.npy",
-        info="results/{dataset}/parsed/dataset.json",
+        train_images=DATA.parsed("train-images.npy"),
+        train_labels=DATA.parsed("train-labels.npy"),
+        test_images=DATA.parsed("test-images.npy"),
+        test_labels=DATA.parsed("test-labels.npy"),
+        info=DATA.parsed("dataset.json"),
     params:
         code=stage_code("../scripts/parse.py"),
         dataset=lambda wildcards: CONFIG["dataset"],
         class_names=lambda wildcards: CONFIG["class_names"],
     log:
-        "results/{dataset}/logs/parse.log",
+        DATA.log("parse"),
     benchmark:
-        "results/{dataset}/benchmarks/parse.tsv"
+        DATA.benchmark("parse")
     threads: 1
     resources:
         mem_mb=256,

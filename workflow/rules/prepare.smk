@@ -1,21 +1,21 @@
 rule prepare:
     input:
-        train_images="results/{dataset}/parsed/train-images.npy",
-        train_labels="results/{dataset}/parsed/train-labels.npy",
-        test_images="results/{dataset}/parsed/test-images.npy",
-        test_labels="results/{dataset}/parsed/test-labels.npy",
-        info="results/{dataset}/parsed/dataset.json",
+        train_images=DATA.parsed("train-images.npy"),
+        train_labels=DATA.parsed("train-labels.npy"),
+        test_images=DATA.parsed("test-images.npy"),
+        test_labels=DATA.parsed("test-labels.npy"),
+        info=DATA.parsed("dataset.json"),
     output:
-        train="results/{dataset}/prepared/train.parquet",
-        val="results/{dataset}/prepared/val.parquet",
-        test="results/{dataset}/prepared/test.parquet",
+        train=DATA.prepared("train"),
+        val=DATA.prepared("val"),
+        test=DATA.prepared("test"),
     params:
         code=stage_code("../scripts/prepare.py"),
         prepare=lambda wildcards: CONFIG["prepare"],
     log:
-        "results/{dataset}/logs/prepare.log",
+        DATA.log("prepare"),
     benchmark:
-        "results/{dataset}/benchmarks/prepare.tsv"
+        DATA.benchmark("prepare")
     threads: 1
     resources:
         mem_mb=1024,

@@ -9,27 +9,27 @@ rule publish:
     input:
         unpack(current_run_files),
     output:
-        model="results/{dataset}/{experiment}/model.npz",
+        model=DATA.experiment(leaf="model.npz"),
         history=report(
-            "results/{dataset}/{experiment}/history.json",
+            DATA.experiment(leaf="history.json"),
             caption="../report/history.rst",
             category="Training",
             subcategory="{experiment}",
         ),
         metrics=report(
-            "results/{dataset}/{experiment}/metrics.json",
+            DATA.experiment(leaf="metrics.json"),
             caption="../report/metrics.rst",
             category="Evaluation",
             subcategory="{experiment}",
         ),
-        predictions="results/{dataset}/{experiment}/predictions.parquet",
-        record="results/{dataset}/{experiment}/run.json",
+        predictions=DATA.experiment(leaf="predictions.parquet"),
+        record=DATA.experiment(leaf="run.json"),
     params:
         code=stage_code("../scripts/publish.py"),
     log:
-        "results/{dataset}/logs/publish/{experiment}.log",
+        DATA.log("publish/{experiment}"),
     benchmark:
-        "results/{dataset}/benchmarks/publish/{experiment}.tsv"
+        DATA.benchmark("publish/{experiment}")
     threads: 1
     resources:
         mem_mb=64,

@@ -4,17 +4,17 @@ localrules:
 
 rule report:
     input:
-        metrics=expand("results/{{dataset}}/{experiment}/metrics.json", experiment=EXPERIMENTS),
-        history=expand("results/{{dataset}}/{experiment}/history.json", experiment=EXPERIMENTS),
-        predictions=expand("results/{{dataset}}/{experiment}/predictions.parquet", experiment=EXPERIMENTS),
-        record=expand("results/{{dataset}}/{experiment}/run.json", experiment=EXPERIMENTS),
-        test_images="results/{dataset}/parsed/test-images.npy",
-        info="results/{dataset}/parsed/dataset.json",
+        metrics=[DATA.experiment(name, "metrics.json") for name in EXPERIMENTS],
+        history=[DATA.experiment(name, "history.json") for name in EXPERIMENTS],
+        predictions=[DATA.experiment(name, "predictions.parquet") for name in EXPERIMENTS],
+        record=[DATA.experiment(name, "run.json") for name in EXPERIMENTS],
+        test_images=DATA.parsed("test-images.npy"),
+        info=DATA.parsed("dataset.json"),
     output:
-        html=report("results/{dataset}/report.html", caption="../report/report_html.rst", category="Report"),
-        md=report("results/{dataset}/report.md", caption="../report/report_md.rst", category="Report"),
+        html=report(DATA.report("html"), caption="../report/report_html.rst", category="Report"),
+        md=report(DATA.report("md"), caption="../report/report_md.rst", category="Report"),
         figures=report(
-            directory("results/{dataset}/figures"),
+            directory(DATA.figures),
             patterns=["{experiment}/{figure}.png"],
             caption="../report/figures.rst",
             category="Figures",
@@ -23,15 +23,15 @@ rule report:
         ),
         # The run each experiment uses now, for `mnist-pipeline runs`; the History section reads
         # the other kept runs without declaring them, so that pruning them reruns nothing.
-        current="results/{dataset}/runs/current.json",
+        current=DATA.current,
     params:
         code=stage_code("../scripts/report.py"),
         config=lambda wildcards: CONFIG,
         experiments=lambda wildcards: EXPERIMENTS,
     log:
-        "results/{dataset}/logs/report.log",
+        DATA.log("report"),
     benchmark:
-        "results/{dataset}/benchmarks/report.tsv"
+        DATA.benchmark("report")
     threads: 1
     resources:
         mem_mb=512,

@@ -4,20 +4,20 @@
 # changes with the code.
 rule train:
     input:
-        train="results/{dataset}/prepared/train.parquet",
-        val="results/{dataset}/prepared/val.parquet",
+        train=DATA.prepared("train"),
+        val=DATA.prepared("val"),
     output:
-        model="results/{dataset}/runs/{run}/model.npz",
-        history="results/{dataset}/runs/{run}/history.json",
+        model=DATA.run(leaf="model.npz"),
+        history=DATA.run(leaf="history.json"),
     params:
         settings=lambda wildcards: run_record_of(wildcards)["settings"],
     log:
-        log="results/{dataset}/runs/{run}/train.log",
+        log=DATA.run(leaf="train.log"),
         # One JSON record per epoch (mnist_pipeline.progress), which the app follows. A log,
         # not an output: kept when training fails, never a reason to rerun.
-        progress="results/{dataset}/runs/{run}/progress.jsonl",
+        progress=DATA.progress(),
     benchmark:
-        "results/{dataset}/runs/{run}/train.tsv"
+        DATA.run(leaf="train.tsv")
     # The cores shared out over the config's runs (common.smk): the trainer's worker threads
     # wait without spinning and BLAS runs one thread per call, so jobs side by side never
     # fight over a core, and the weights are the same bytes whatever the thread count.

@@ -5,8 +5,8 @@ is read back from files, so the page can be left, reloaded or opened in a second
 
     results/.app/run.json     the last run: experiment, targets, pid, started, state, returncode
     results/.app/run.log      Snakemake's output, shown as it is
-    results/{dataset}/runs/planned.json            which run trains which experiment (progress.py)
-    results/{dataset}/runs/{run}/progress.jsonl    one record per epoch of that run (progress.py)
+    results/{dataset}/runs/planned.json, runs/{run}/progress.jsonl
+                              which run trains which experiment, and its epochs (progress.py)
     results/{dataset}/**/*.log                     each stage's log, ending in FAILED: if it failed
 """
 
@@ -27,9 +27,9 @@ from typing import Any
 from mnist_pipeline.app.runner import LOCK
 from mnist_pipeline.app.workflow import Workflow
 from mnist_pipeline.fileio import read_json
-from mnist_pipeline.progress import EPOCHS, PLAN, planned_run, read_epochs
+from mnist_pipeline.layout import DatasetLayout
+from mnist_pipeline.progress import planned_run, read_epochs
 from mnist_pipeline.runlock import locked_by_others
-from mnist_pipeline.runs import store_dir
 from mnist_pipeline.terminal import failure_text
 
 STATE_DIR = ".app"
@@ -145,11 +145,12 @@ class Runs:
     def progress_file(self, run: Run, dataset: str) -> Path | None:
         """The epoch records of the run that `run` set out to train for its experiment, from the
         plan the workflow wrote as it started; None before that, or when it trains nothing."""
-        plan = store_dir(self.workflow.results / dataset) / PLAN
+        layout = DatasetLayout(self.workflow.results, dataset)
+        plan = Path(layout.planned)
         if not plan.is_file() or plan.stat().st_mtime < run.record["started"] - 1:
             return None
         trained = planned_run(plan, run.experiment)
-        return None if trained is None else store_dir(self.workflow.results / dataset) / trained / EPOCHS
+        return None if trained is None else Path(layout.progress(trained))
 
     def epochs(self, run: Run, dataset: str) -> list[dict[str, Any]]:
         """The epochs the run's experiment has finished: from the records this run's training
@@ -157,7 +158,7 @@ class Runs:
         progress = self.progress_file(run, dataset)
         if progress is not None:
             return read_epochs(progress)
-        history = self.workflow.results / dataset / run.experiment / "history.json"
+        history = Path(DatasetLayout(self.workflow.results, dataset).experiment(run.experiment, "history.json"))
         if not history.is_file():
             return []
         rows = read_json(history)["epochs"]

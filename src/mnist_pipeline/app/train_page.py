@@ -13,6 +13,7 @@ from mnist_pipeline.app.train_form import FormField, as_text, overrides, read_va
 from mnist_pipeline.app.workflow import APP_EXPERIMENTS, Workflow, find_workflow, report_targets, run_targets
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.fileio import read_json
+from mnist_pipeline.layout import DatasetLayout
 
 FIELD_COLUMNS = 3
 REFRESH_SECONDS = 1.0
@@ -93,7 +94,7 @@ def outcome(runs: Runs, run: Run, dataset: str) -> None:
         if st.button("Stop training", key="stop"):
             runs.stop()
     elif state == "done":
-        metrics = runs.workflow.results / dataset / name / "metrics.json"
+        metrics = Path(DatasetLayout(runs.workflow.results, dataset).experiment(name, "metrics.json"))
         accuracy = f": test accuracy {read_json(metrics)['test_accuracy']:.2%}" if metrics.is_file() else ""
         if NOTHING_TO_DO in runs.output():
             st.info(f"Nothing to train: {name} is trained with these settings already{accuracy}.")
@@ -106,7 +107,7 @@ def outcome(runs: Runs, run: Run, dataset: str) -> None:
                  "Press Train again to continue it.")
     else:
         st.error(f"The run of {name} failed (Snakemake exit status {run.record['returncode']}):")
-        st.code(why_it_failed(runs.output(), runs.workflow.results / dataset, run.record["started"]), language=None)
+        st.code(why_it_failed(runs.output(), Path(DatasetLayout(runs.workflow.results, dataset).root), run.record["started"]), language=None)
 
 
 # Refreshed on its own, without rerunning the page: the form keeps what is being typed into it.

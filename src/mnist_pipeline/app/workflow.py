@@ -20,6 +20,7 @@ import yaml
 from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.fileio import atomic_path
+from mnist_pipeline.layout import RESULTS, DatasetLayout
 
 APP_EXPERIMENTS = "experiments.yaml"
 SCHEMA = "workflow/schemas/config.schema.yaml"
@@ -63,7 +64,7 @@ class Workflow:
 
     @property
     def results(self) -> Path:
-        return self.workdir / "results"
+        return self.workdir / RESULTS
 
     @property
     def experiments_file(self) -> Path:
@@ -116,7 +117,7 @@ class Workflow:
         dataset = self.resolved()["dataset"]
         del experiments[name]
         self._write(experiments)
-        shutil.rmtree(self.results / dataset / name, ignore_errors=True)
+        shutil.rmtree(DatasetLayout(self.results, dataset).experiment(name), ignore_errors=True)
 
     def _write(self, experiments: Mapping[str, dict]) -> None:
         if not experiments:
@@ -129,14 +130,14 @@ class Workflow:
 def find_workflow(results: str | Path) -> Workflow | None:
     """The workflow whose outputs `results` holds: its parent, when that has a Snakefile."""
     results = Path(results).resolve()
-    if results.name != "results" or not (results.parent / "Snakefile").is_file():
+    if results.name != RESULTS or not (results.parent / "Snakefile").is_file():
         return None
     return Workflow(results.parent)
 
 
 def outputs_of(config: Mapping[str, Any], experiment: str) -> list[str]:
-    """What training `experiment` makes, relative to the workdir (the paths final_outputs asks for)."""
-    return [f"results/{config['dataset']}/{experiment}/{leaf}" for leaf in ("model.npz", "metrics.json")]
+    """What training `experiment` makes, relative to the workdir (the workflow's own targets)."""
+    return DatasetLayout(RESULTS, config["dataset"]).trained(experiment)
 
 
 def report_targets(workflow: Workflow, config: Mapping[str, Any], besides: str | None = None) -> list[str]:
@@ -145,7 +146,8 @@ def report_targets(workflow: Workflow, config: Mapping[str, Any], besides: str |
     others = [name for name in config["experiments"] if name != besides]
     if not all((workflow.workdir / path).is_file() for name in others for path in outputs_of(config, name)):
         return []
-    return [f"results/{config['dataset']}/report.html", f"results/{config['dataset']}/report.md"]
+    layout = DatasetLayout(RESULTS, config["dataset"])
+    return [layout.report("html"), layout.report("md")]
 
 
 def run_targets(workflow: Workflow, config: Mapping[str, Any], experiment: str) -> list[str]:
