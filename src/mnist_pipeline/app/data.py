@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from mnist_pipeline.corruptions import FAMILIES, corrupt
 from mnist_pipeline.corruptions import MAX_SEVERITY as MAX_SEVERITY  # the control's slider ends there
 from mnist_pipeline.fileio import read_json
+from mnist_pipeline.layout import DatasetLayout
 from mnist_pipeline.metrics import confusion_matrix, read_predictions, top_confusions
 from mnist_pipeline.preprocess import as_dataset_image, framing_for, model_inputs, to_gray
 from mnist_pipeline.resultsdir import DEFAULT_RESULTS, RESULTS_ENV
@@ -139,8 +140,8 @@ def mistakes(predictions: Mapping[str, np.ndarray], true: int, predicted: int, l
 
 
 def test_images(results: str | os.PathLike, dataset: str) -> np.ndarray | None:
-    """results/{dataset}/parsed/test-images.npy memory-mapped, uint8 (n, H, W); None if absent."""
-    path = Path(results) / dataset / "parsed" / "test-images.npy"
+    """The parsed test images memory-mapped, uint8 (n, H, W); None if absent."""
+    path = Path(DatasetLayout(results, dataset).parsed("test-images.npy"))
     return np.load(path, mmap_mode="r", allow_pickle=False) if path.is_file() else None
 
 
