@@ -61,6 +61,6 @@ onerror:
 
 
 rule all:
+    default_target: True
     input:
         DatasetLayout(RESULTS, CONFIG["dataset"]).final_outputs(EXPERIMENTS),
-    default_target: True

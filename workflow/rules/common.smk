@@ -117,8 +117,12 @@ def planned_runs(config, experiments):
     code, so that settings trained before point at the run folder that already holds them."""
     upstream = "".join(stage_code(f"../scripts/{stage}.py") for stage in ("download", "parse", "prepare"))
     data = data_identity(
-        dataset=config["dataset"], prepare=config["prepare"], code=hashlib.sha256(upstream.encode()).hexdigest(),
-        source=config["source"], checksums=config["checksums"], source_files=source_files(config),
+        dataset=config["dataset"],
+        prepare=config["prepare"],
+        code=hashlib.sha256(upstream.encode()).hexdigest(),
+        source=config["source"],
+        checksums=config["checksums"],
+        source_files=source_files(config),
     )
     code = stage_code("../scripts/train.py")
     return {name: run_record(settings, data, code) for name, settings in experiments.items()}

@@ -14,19 +14,19 @@ rule download:
         source=local_source_files,
     output:
         temp(directory(staging_dir(CONFIG))),
-    params:
-        code=stage_code("../scripts/download.py"),
-        fetch=lambda wildcards: fetch_settings(CONFIG),
     log:
         DATA.log("download"),
     benchmark:
         DATA.benchmark("download")
+    conda:
+        "../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=128,
         runtime=10,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        code=stage_code("../scripts/download.py"),
+        fetch=lambda wildcards: fetch_settings(CONFIG),
     script:
         "../scripts/download.py"
 
@@ -38,17 +38,17 @@ rule keep_download:
         fetched=staging_dir(CONFIG),
     output:
         directory(DATA.raw),
-    params:
-        code=stage_code("../scripts/keep_download.py"),
     log:
         DATA.log("keep_download"),
     benchmark:
         DATA.benchmark("keep_download")
+    conda:
+        "../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=64,
         runtime=1,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        code=stage_code("../scripts/keep_download.py"),
     script:
         "../scripts/keep_download.py"

@@ -9,18 +9,18 @@ rule evaluate:
         predictions=DATA.run(leaf="predictions.parquet"),
         # Written last: a run folder with run.json is a finished run (mnist_pipeline.runs).
         record=DATA.run(leaf="run.json"),
-    params:
-        code=stage_code("../scripts/evaluate.py"),
-        run=run_record_of,
     log:
         DATA.run(leaf="evaluate.log"),
     benchmark:
         DATA.run(leaf="evaluate.tsv")
+    conda:
+        "../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=600,
         runtime=5,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        code=stage_code("../scripts/evaluate.py"),
+        run=run_record_of,
     script:
         "../scripts/evaluate.py"

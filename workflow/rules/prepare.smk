@@ -9,18 +9,18 @@ rule prepare:
         train=DATA.prepared("train"),
         val=DATA.prepared("val"),
         test=DATA.prepared("test"),
-    params:
-        code=stage_code("../scripts/prepare.py"),
-        prepare=lambda wildcards: CONFIG["prepare"],
     log:
         DATA.log("prepare"),
     benchmark:
         DATA.benchmark("prepare")
+    conda:
+        "../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=1024,
         runtime=5,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        code=stage_code("../scripts/prepare.py"),
+        prepare=lambda wildcards: CONFIG["prepare"],
     script:
         "../scripts/prepare.py"

@@ -24,17 +24,17 @@ rule publish:
         ),
         predictions=DATA.experiment(leaf="predictions.parquet"),
         record=DATA.experiment(leaf="run.json"),
-    params:
-        code=stage_code("../scripts/publish.py"),
     log:
         DATA.log("publish/{experiment}"),
     benchmark:
         DATA.benchmark("publish/{experiment}")
+    conda:
+        "../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=64,
         runtime=2,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        code=stage_code("../scripts/publish.py"),
     script:
         "../scripts/publish.py"

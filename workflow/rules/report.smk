@@ -24,19 +24,19 @@ rule report:
         # The run each experiment uses now, for `mnist-pipeline runs`; the History section reads
         # the other kept runs without declaring them, so that pruning them reruns nothing.
         current=DATA.current,
-    params:
-        code=stage_code("../scripts/report.py"),
-        config=lambda wildcards: CONFIG,
-        experiments=lambda wildcards: EXPERIMENTS,
     log:
         DATA.log("report"),
     benchmark:
         DATA.benchmark("report")
+    conda:
+        "../envs/pipeline.yaml"
     threads: 1
     resources:
         mem_mb=512,
         runtime=5,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        code=stage_code("../scripts/report.py"),
+        config=lambda wildcards: CONFIG,
+        experiments=lambda wildcards: EXPERIMENTS,
     script:
         "../scripts/report.py"

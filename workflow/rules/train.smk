@@ -9,8 +9,6 @@ rule train:
     output:
         model=DATA.run(leaf="model.npz"),
         history=DATA.run(leaf="history.json"),
-    params:
-        settings=lambda wildcards: run_record_of(wildcards)["settings"],
     log:
         log=DATA.run(leaf="train.log"),
         # One JSON record per epoch (mnist_pipeline.progress), which the app follows. A log,
@@ -18,6 +16,8 @@ rule train:
         progress=DATA.progress(),
     benchmark:
         DATA.run(leaf="train.tsv")
+    conda:
+        "../envs/pipeline.yaml"
     # The cores shared out over the config's runs (common.smk): the trainer's worker threads
     # wait without spinning and BLAS runs one thread per call, so jobs side by side never
     # fight over a core, and the weights are the same bytes whatever the thread count.
@@ -27,7 +27,7 @@ rule train:
     resources:
         mem_mb=1600,
         runtime=30,
-    conda:
-        "../envs/pipeline.yaml"
+    params:
+        settings=lambda wildcards: run_record_of(wildcards)["settings"],
     script:
         "../scripts/train.py"
