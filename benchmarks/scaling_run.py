@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 
 from mnist_pipeline.fileio import read_json, write_json
+from mnist_pipeline.layout import DatasetLayout
 
 POLL_SECONDS = 0.05
 # Snakemake runs a rule's script as .snakemake/scripts/tmp<random>.<script name>; ours are named after their rules.
@@ -87,7 +88,7 @@ def main() -> None:
         stage: {"peak_rss_mib": round(max(mib for mib, _ in by_pid.values()), 1), "cpu_s": round(sum(cpu for _, cpu in by_pid.values()), 2)}
         for stage, by_pid in sorted(readings.items())
     }
-    out = Path("results") / args.dataset / "benchmarks" / "stage_usage.json"
+    out = Path(DatasetLayout(dataset=args.dataset).benchmark("stage_usage")).with_suffix(".json")
     write_json(out, {**(read_json(out) if out.is_file() else {}), **stages})
     print(json.dumps({"dataset": args.dataset, **stages}))
 

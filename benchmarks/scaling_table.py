@@ -35,43 +35,47 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from mnist_pipeline.fileio import read_json
-from mnist_pipeline.runs import current_runs, store_dir
+from mnist_pipeline.layout import DatasetLayout
+from mnist_pipeline.runs import current_runs
 
 MIB = 2**20
 BASE_MIB = 300
+# Stage -> the splits whose images it holds (see the module docstring).
 STAGES = {
-    "download": ("download.tsv", ("train", "val", "test")),
-    "parse": ("parse.tsv", ("train", "val", "test")),
-    "prepare": ("prepare.tsv", ("train", "val", "test")),
-    "train": ("train.tsv", ("train", "val")),  # these two in the run's folder
-    "evaluate": ("evaluate.tsv", ("test", "val")),
-    "report": ("report.tsv", ("test",)),
+    "download": ("train", "val", "test"),
+    "parse": ("train", "val", "test"),
+    "prepare": ("train", "val", "test"),
+    "train": ("train", "val"),
+    "evaluate": ("test", "val"),
+    "report": ("test",),
 }
+RUN_STAGES = ("train", "evaluate")  # their benchmark files sit in the run's folder
 
 
-def benchmark(base: Path, stage: str, experiment: str) -> dict[str, float]:
+def benchmark(layout: DatasetLayout, stage: str, experiment: str) -> dict[str, float]:
     """Wall seconds, CPU seconds (nan if unknown) and peak RSS MiB of one stage of one workflow run."""
-    tsv = STAGES[stage][0]
-    folder = store_dir(base) / current_runs(base)[experiment] if stage in ("train", "evaluate") else base / "benchmarks"
-    with open(folder / tsv, newline="") as handle:
+    in_run = stage in RUN_STAGES
+    tsv = layout.run(current_runs(layout.root)[experiment], f"{stage}.tsv") if in_run else layout.benchmark(stage)
+    with open(tsv, newline="") as handle:
         row = next(csv.DictReader(handle, delimiter="\t"))
-    usage_file = base / "benchmarks" / "stage_usage.json"
+    usage_file = Path(layout.benchmark("stage_usage")).with_suffix(".json")  # scaling_run.py's
     usage = read_json(usage_file)[stage] if usage_file.is_file() else {"peak_rss_mib": float(row["max_rss"]), "cpu_s": math.nan}
     return {"s": float(row["s"]), "cpu": usage["cpu_s"], "rss": usage["peak_rss_mib"]}
 
 
-def dataset_sizes(base: Path) -> tuple[dict[str, int], int]:
+def dataset_sizes(layout: DatasetLayout) -> tuple[dict[str, int], int]:
     """Rows of each prepared split and pixels per image."""
-    rows = {split: pq.ParquetFile(base / "prepared" / f"{split}.parquet").metadata.num_rows for split in ("train", "val", "test")}
-    return rows, math.prod(read_json(base / "parsed" / "dataset.json")["image_shape"])
+    rows = {split: pq.ParquetFile(layout.prepared(split)).metadata.num_rows for split in ("train", "val", "test")}
+    return rows, math.prod(read_json(layout.parsed("dataset.json"))["image_shape"])
 
 
 def measure(results: list[Path], dataset: str, experiment: str) -> dict[str, dict[str, float]]:
     """Per stage: fastest time, highest RSS over the runs in `results`, the bound, and the dataset's row count."""
-    rows, pixels = dataset_sizes(results[0] / dataset)
+    layouts = [DatasetLayout(base, dataset) for base in results]
+    rows, pixels = dataset_sizes(layouts[0])
     out = {}
-    for stage, (_, holds) in STAGES.items():
-        runs = [benchmark(base / dataset, stage, experiment) for base in results]
+    for stage, holds in STAGES.items():
+        runs = [benchmark(layout, stage, experiment) for layout in layouts]
         float32_mib = sum(rows[split] for split in holds) * pixels * 4 / MIB
         out[stage] = {
             "s": min(run["s"] for run in runs), "cpu": min((run["cpu"] for run in runs if not math.isnan(run["cpu"])), default=math.nan), "rss": max(run["rss"] for run in runs),
