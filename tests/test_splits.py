@@ -5,6 +5,7 @@ import pytest
 
 from mnist_pipeline import splits, tables
 from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.integrity import digest_path, file_digest
 from mnist_pipeline.parsed import ParsedDataset
 from mnist_pipeline.splits import fit_normalization, prepare_splits, stratified_split, validation_counts
 from mnist_pipeline.tables import read_split
@@ -93,3 +94,13 @@ def test_prepare_holds_one_row_group_of_pixels_at_a_time(tmp_path, monkeypatch):
     assert peak < train.pixels.nbytes / 4, f"prepare held {peak} bytes at once for a {train.pixels.nbytes}-byte split"
     assert np.array_equal(train.pixels, norm.apply(images[train.ids]))
     assert norm == fit_normalization(images[train.ids])
+
+
+def test_every_split_prepare_writes_is_sealed_for_the_stages_that_read_it(tmp_path):
+    labels = np.tile(np.arange(10), 20)
+    images = np.random.default_rng(0).integers(0, 256, size=(200, 28, 28), dtype=np.uint8)
+    parsed = ParsedDataset(images, labels, images[:30], labels[:30], {"dataset": "t", "classes": [str(i) for i in range(10)], "files": {}})
+    outputs = {name: tmp_path / f"{name}.parquet" for name in ("train", "val", "test")}
+    prepare_splits(parsed, val_fraction=0.25, seed=0, outputs=outputs)
+    for name, path in outputs.items():
+        assert digest_path(path).read_text() == f"{file_digest(path)}  {name}.parquet\n"

@@ -12,6 +12,10 @@ of pixel/255 over the training split),
 the source checksums, and the split's seed and fraction: everything needed to trace a row
 back to its IDX file and to normalize new images the same way.
 
+Each file is sealed (fileio, integrity.py): `read_split` refuses one whose bytes changed since
+prepare wrote them, one Parquet cannot decode and one with a label outside the classes, each
+naming the file and how to rebuild it.
+
 Encoding (chosen by measurement, see benchmarks/parquet_speed.py): the normalized pixels take
 at most 256 distinct float32 values because they come from bytes, so dictionary encoding
 stores each one in 8 bits and zstd then squeezes the many zeros; the file comes out close to
@@ -27,7 +31,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,7 @@ import pyarrow.parquet as pq
 
 from mnist_pipeline.errors import TableSchemaError
 from mnist_pipeline.fileio import atomic_path
+from mnist_pipeline.integrity import check_class_indices, rebuild_hint, verified
 
 SCHEMA_VERSION = 1
 METADATA_KEY = b"mnist_pipeline"
@@ -115,7 +121,7 @@ def write_split_rows(
     ids, labels = np.asarray(ids, dtype=np.int64), np.asarray(labels, dtype=np.int64)
     meta = {"schema_version": SCHEMA_VERSION, **metadata}
     schema = split_schema(n_pixels).with_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
-    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, **_WRITE_OPTIONS) as writer:
+    with atomic_path(path, seal=True) as tmp, pq.ParquetWriter(tmp, schema, **_WRITE_OPTIONS) as writer:
         # range(..., max(n, 1)) writes an empty split as one empty group, as write_table would.
         for start in range(0, max(len(labels), 1), ROW_GROUP_ROWS):
             rows = slice(start, start + ROW_GROUP_ROWS)
@@ -129,12 +135,21 @@ def write_split_rows(
 
 
 def read_split(path: str | Path) -> Split:
-    """Read a split written by `write_split`; anything else is a TableSchemaError naming the file."""
-    path = Path(path)
+    """Read a split written by `write_split`, checked against its digest first (a ChecksumError
+    naming the file when it changed since); anything else is a TableSchemaError naming the file."""
+    path = verified(path)
     try:
         parquet = pq.ParquetFile(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise TableSchemaError(f"{path}: not a readable Parquet file ({exc})") from exc
+    except (OSError, pa.ArrowException) as exc:
+        raise TableSchemaError(f"{path}: corrupted: not a readable Parquet file ({_one_line(exc)}); {rebuild_hint(path)}") from None
+    with _decoding(path):
+        split = _read_split(path, parquet)
+    classes = split.metadata.get("classes")
+    check_class_indices(split.labels, len(classes) if isinstance(classes, list) else None, path, TableSchemaError)
+    return split
+
+
+def _read_split(path: Path, parquet: pq.ParquetFile) -> Split:
     schema = parquet.schema_arrow
     _check_schema(path, schema)
     metadata = read_metadata(path, schema)
@@ -168,7 +183,12 @@ def read_metadata(path: str | Path, schema: pa.Schema | None = None) -> dict[str
     raw = (schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
         raise TableSchemaError(f"{path}: no {METADATA_KEY.decode()!r} metadata; was it written by mnist-pipeline prepare?")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise TableSchemaError(f"{path}: corrupted: its {METADATA_KEY.decode()!r} metadata is not JSON ({exc}); {rebuild_hint(path)}") from None
+    if not isinstance(meta, dict):
+        raise TableSchemaError(f"{path}: its {METADATA_KEY.decode()!r} metadata is {type(meta).__name__}, expected a JSON object")
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise TableSchemaError(
             f"{path}: schema version {meta.get('schema_version')!r}, this mnist-pipeline reads version {SCHEMA_VERSION}; rerun prepare"
@@ -176,10 +196,33 @@ def read_metadata(path: str | Path, schema: pa.Schema | None = None) -> dict[str
     return meta
 
 
-def write_table(table: pa.Table, path: str | Path, **options: Any) -> None:
-    """Write a Parquet file atomically: a reader never sees a half-written file at `path`."""
-    with atomic_path(path) as tmp:
+def write_table(table: pa.Table, path: str | Path, *, seal: bool = False, **options: Any) -> None:
+    """Write a Parquet file atomically: a reader never sees a half-written file at `path`.
+    seal: with its digest beside it, for `read_table`."""
+    with atomic_path(path, seal=seal) as tmp:
         pq.write_table(table, tmp, **{**_WRITE_OPTIONS, "row_group_size": 1 << 20, **options})
+
+
+def read_table(path: str | Path) -> pa.Table:
+    """A table `write_table(..., seal=True)` wrote, checked against its digest; ChecksumError or
+    TableSchemaError naming the file when it changed since or cannot be decoded."""
+    path = verified(path)
+    with _decoding(path):
+        return pq.read_table(path)
+
+
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Name `path` in what the Parquet decoder raises (alone it says `Unexpected end of stream`)."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        raise TableSchemaError(f"{path}: corrupted: Parquet cannot decode it ({_one_line(exc)}); {rebuild_hint(path)}") from None
+
+
+def _one_line(error: BaseException) -> str:
+    """Arrow's message on one line (some span several), to end a stage log's FAILED line."""
+    return " ".join(str(error).split())
 
 
 def _image_shape(metadata: dict[str, Any]) -> tuple[int, int]:
