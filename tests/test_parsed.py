@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
+from damage import flip_bytes, truncate
 from helpers import write_synthetic_dataset
-from mnist_pipeline.errors import IdxFormatError
+from mnist_pipeline.errors import ChecksumError, IdxFormatError
+from mnist_pipeline.fileio import save_array
 from mnist_pipeline.idx import write_idx
 from mnist_pipeline.parsed import ARRAYS, load_parsed, parse_raw_dataset
 
@@ -57,3 +60,44 @@ def test_splits_of_different_image_sizes_are_refused(tmp_path):
     write_idx(directory / "t10k-images-idx3-ubyte.gz", np.zeros((20, 24, 24), np.uint8))
     with pytest.raises(IdxFormatError, match=r"t10k-images-idx3-ubyte.gz: images are 24x24, but the training images .* are 20x20"):
         parse_raw_dataset(directory, "custom", outputs(tmp_path))
+
+
+# --- every file checked when read back (issue 21) ---------------------------------------------
+
+
+def rebuild(path) -> str:
+    return re.escape(f"to rebuild it, delete it and run the workflow again: rm {path} && snakemake --cores 4")
+
+
+def parsed_files(tmp_path):
+    parse_raw_dataset(raw_dir(tmp_path), "custom", outputs(tmp_path))
+    return outputs(tmp_path)
+
+
+@pytest.mark.parametrize("name", [*ARRAYS, "info"])
+def test_a_parsed_file_with_flipped_bytes_is_refused_though_its_time_is_kept(tmp_path, name):
+    # Flipped pixels were used silently, flipped labels gave a bare IndexError (issue 21).
+    paths = parsed_files(tmp_path)
+    flip_bytes(paths[name], -40)
+    with pytest.raises(ChecksumError, match=rf"^{re.escape(str(paths[name]))}: corrupted: its bytes changed since it was written .*{rebuild(paths[name])}"):
+        load_parsed(paths)
+
+
+def test_a_truncated_parsed_array_is_refused(tmp_path):
+    paths = parsed_files(tmp_path)
+    truncate(paths["test_images"])
+    with pytest.raises(ChecksumError, match=rf"{re.escape(str(paths['test_images']))}: corrupted: its bytes changed"):
+        load_parsed(paths)
+
+
+def test_parsed_labels_outside_the_dataset_classes_are_refused(tmp_path):
+    paths = parsed_files(tmp_path)
+    labels = np.load(paths["train_labels"])
+    labels[5] = 10
+    save_array(paths["train_labels"], labels, seal=True)
+    with pytest.raises(IdxFormatError, match=r"train_labels.npy: corrupted: label 10 at row 5 is outside the class range \[0, 10\)"):
+        load_parsed(paths)
+    labels[5] = -248
+    save_array(paths["train_labels"], labels, seal=True)
+    with pytest.raises(IdxFormatError, match=r"train_labels.npy: corrupted: label -248 at row 5 is outside"):
+        load_parsed(paths)

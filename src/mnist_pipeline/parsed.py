@@ -2,6 +2,7 @@
 
 Parsing once and caching the arrays means every later stage (and every experiment) loads the
 images with one memory-mapped read instead of decompressing and validating IDX again.
+Every file is sealed (integrity.py), so `load_parsed` refuses one that changed since.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy as np
 from mnist_pipeline.datasets import absent_classes, dataset_classes, get_dataset
 from mnist_pipeline.download import locate_idx
 from mnist_pipeline.errors import IdxFormatError
-from mnist_pipeline.fileio import read_json, save_array, write_json
+from mnist_pipeline.fileio import load_array, read_json, save_array, write_json
 from mnist_pipeline.idx import read_images_and_labels
+from mnist_pipeline.integrity import check_class_indices
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,8 @@ def parse_raw_dataset(
     }
     parsed = ParsedDataset(train[0], train_labels, test[0], test_labels, info)
     for name in ARRAYS:
-        save_array(outputs[name], getattr(parsed, name))
-    write_json(outputs["info"], info)
+        save_array(outputs[name], getattr(parsed, name), seal=True)
+    write_json(outputs["info"], info, seal=True)
     log.info(
         "parsed %s: %d training and %d test images of %dx%d pixels, %d classes", dataset, info["n_train"],
         info["n_test"], *image_shape, len(classes.names),
@@ -108,6 +110,11 @@ def parse_raw_dataset(
 
 
 def load_parsed(paths: Mapping[str, str | Path]) -> ParsedDataset:
-    """Load what `parse_raw_dataset` wrote; `paths` has the same keys as its `outputs`."""
-    arrays = {name: np.load(paths[name], mmap_mode="r", allow_pickle=False) for name in ARRAYS}
-    return ParsedDataset(**arrays, info=read_json(paths["info"]))
+    """Load what `parse_raw_dataset` wrote; `paths` has the same keys as its `outputs`. Each file
+    is checked against its digest (a ChecksumError naming it when it changed since it was
+    written) and the labels against the classes (an IdxFormatError naming the file)."""
+    info = read_json(paths["info"], verify=True)
+    arrays = {name: load_array(paths[name]) for name in ARRAYS}
+    for name in ("train_labels", "test_labels"):
+        check_class_indices(arrays[name], len(info["classes"]), paths[name], IdxFormatError)
+    return ParsedDataset(**arrays, info=info)
