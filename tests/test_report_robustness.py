@@ -14,6 +14,8 @@ import pytest
 
 from browser import Browser, chromium
 from mnist_pipeline.corruptions import FAMILIES, corrupt
+from mnist_pipeline.errors import ChecksumError
+from mnist_pipeline.fileio import write_json
 from mnist_pipeline.report import ROBUSTNESS, ROBUSTNESS_FIGURES, build_report, figure_files
 from mnist_pipeline.report import figures as fig
 from mnist_pipeline.robustness import FORMAT, FORMAT_VERSION
@@ -58,8 +60,7 @@ def write_results(directory: Path, results: dict) -> list[Path]:
     paths = []
     for name, (clean, table) in results.items():
         path = directory / name / "robustness.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(robustness_result(clean, table)))
+        write_json(path, robustness_result(clean, table), seal=True)  # sealed, as the workflow writes it
         paths.append(path)
     return paths
 
@@ -199,8 +200,11 @@ def test_bad_robustness_inputs_are_refused(tmp_path):
     paths = write_results(tmp_path / "results", RESULTS)
     with pytest.raises(ValueError, match="2 files for 3 experiments"):
         build(tmp_path / "out", experiments, images, paths[:2])
-    paths[1].write_text(json.dumps({"format": "something else"}))
+    write_json(paths[1], {"format": "something else"}, seal=True)
     with pytest.raises(ValueError, match=f"{paths[1]}: not a robustness result"):
+        build(tmp_path / "out", experiments, images, paths)
+    paths[1].write_text(json.dumps(robustness_result(*RESULTS["strong"])))  # not the bytes sealed
+    with pytest.raises(ChecksumError, match=f"{paths[1]}: corrupted"):
         build(tmp_path / "out", experiments, images, paths)
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
 from mnist_pipeline.corruptions import FAMILIES, SEVERITIES, check_families, corrupt, edge_map, shift
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.errors import ChecksumError, ConfigError, IdxFormatError
+from mnist_pipeline.fileio import save_array, seal, write_json
 from mnist_pipeline.nn import TrainSettings
 from mnist_pipeline.nn.model import LoadedModel, Model, architecture, load_model
 from mnist_pipeline.preprocess import model_inputs
@@ -173,13 +175,24 @@ def test_the_subset_is_fixed_by_the_seed():
 # --- the score of a trained model ---------------------------------------------------------
 
 
-def test_the_score_of_a_model_trained_on_real_data(model_path, fashion_test, trained_results, tmp_path):
+@pytest.fixture
+def sealed_inputs(model_path, fashion_test, tmp_path):
+    """The model and the test split as the workflow hands them on: each with its digest beside it."""
+    model = tmp_path / "model.npz"
+    shutil.copyfile(model_path, model)
+    seal(model)
+    save_array(tmp_path / "test-images.npy", fashion_test[0], seal=True)
+    save_array(tmp_path / "test-labels.npy", fashion_test[1], seal=True)
+    return model, tmp_path / "test-images.npy", tmp_path / "test-labels.npy"
+
+
+def test_the_score_of_a_model_trained_on_real_data(model_path, fashion_test, trained_results, sealed_inputs, tmp_path):
     images, labels = fashion_test
     families = ["gaussian_noise", "translate", "contrast", "patches"]
     out = tmp_path / "robustness.json"
-    result = score_robustness_files(model_path, _npy(tmp_path, "images", images), _npy(tmp_path, "labels", labels), out,
-                                    families=families, severities=3, seed=0)
+    result = score_robustness_files(*sealed_inputs, out, families=families, severities=3, seed=0)
     assert json.loads(out.read_text()) == result == read_robustness(out)
+    assert (tmp_path / "robustness.json.sha256").is_file()
     # Clean accuracy is the evaluate stage's: the raw images normalised as the prepared splits are.
     metrics = json.loads((trained_results / "fashion-mnist/baseline/metrics.json").read_text())
     assert result["clean_accuracy"] == metrics["test_accuracy"]
@@ -232,22 +245,35 @@ def test_a_custom_image_size_and_bad_inputs():
         score_robustness(loaded, images, labels[:5])
 
 
+def test_changed_inputs_are_refused_naming_them(sealed_inputs, tmp_path):
+    model, images, labels = sealed_inputs
+    out = tmp_path / "robustness.json"
+    array = np.load(labels)
+    array[7] = 12  # no such class
+    save_array(labels, array, seal=True)
+    with pytest.raises(IdxFormatError, match=f"{labels}: corrupted: label 12 at row 7"):
+        score_robustness_files(model, images, labels, out, ["rotate"], 1)
+    data = bytearray(images.read_bytes())
+    data[-5] ^= 0xFF
+    images.write_bytes(bytes(data))  # digest kept: the bytes are no longer the ones written
+    with pytest.raises(ChecksumError, match=f"{images}: corrupted"):
+        score_robustness_files(model, images, labels, out, ["rotate"], 1)
+    assert not out.exists()
+
+
 def test_a_file_that_is_not_a_robustness_result_is_refused_naming_it(tmp_path):
     good = {"format": "mnist-pipeline-robustness", "format_version": 1, "families": ["rotate"], "severities": [1, 2],
             "accuracy": {"rotate": [0.5, 0.25]}, "clean_accuracy": 0.9, "mean_corruption_accuracy": 0.375,
             "worst_family": "rotate"}
     path = tmp_path / "robustness.json"
-    path.write_text(json.dumps(good))
+    write_json(path, good, seal=True)
     assert read_robustness(path) == good
     for change in ({"format": "other"}, {"accuracy": {"rotate": [0.5]}}, {"accuracy": {"rotate": [0.5, 1.5]}},
                    {"families": ["rotate", "scale"]}, {"clean_accuracy": None}, {"worst_family": "scale"},
                    {"format_version": 2}):
-        path.write_text(json.dumps({**good, **change}))
+        write_json(path, {**good, **change}, seal=True)
         with pytest.raises(ValueError, match=f"{path}: not a robustness result"):
             read_robustness(path)
-
-
-def _npy(directory, name, array):
-    path = directory / f"{name}.npy"
-    np.save(path, array)
-    return path
+    path.write_text(json.dumps(good).replace("0.9", "0.8"))  # changed after it was sealed
+    with pytest.raises(ChecksumError, match=f"{path}: corrupted"):
+        read_robustness(path)

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.corruptions import FAMILIES, MAX_SEVERITY, check_families, corrupt
-from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.fileio import read_json, write_json
+from mnist_pipeline.errors import ConfigError, IdxFormatError
+from mnist_pipeline.fileio import load_array, read_json, write_json
+from mnist_pipeline.integrity import check_class_indices, verified
 from mnist_pipeline.nn.model import LoadedModel, load_model
 from mnist_pipeline.preprocess import model_inputs
 
@@ -135,19 +136,26 @@ def score_robustness_files(
     limit: int | None = None,
 ) -> dict[str, Any]:
     """score_robustness of the model file on the parsed test split's .npy files, written to
-    `out_json` atomically (sorted keys, the same bytes for the same inputs); returns the dict."""
-    loaded = load_model(model_path)
-    images = np.load(test_images, mmap_mode="r", allow_pickle=False)
-    labels = np.load(test_labels, allow_pickle=False)
+    `out_json` atomically and sealed (sorted keys, the same bytes for the same inputs); returns the dict.
+
+    Every input is checked against the digest its stage wrote beside it (integrity.py): a
+    changed file is a ChecksumError naming it, a label outside the model's classes an
+    IdxFormatError naming the labels file.
+    """
+    loaded = load_model(verified(model_path))
+    images = load_array(test_images)
+    labels = load_array(test_labels, mmap_mode=None)
+    check_class_indices(labels, len(loaded.classes), test_labels, IdxFormatError)
     result = score_robustness(loaded, images, labels, families, severities, seed, limit)
-    write_json(out_json, result)
+    write_json(out_json, result, seal=True)
     return result
 
 
 def read_robustness(path: str | Path) -> dict[str, Any]:
-    """robustness.json as score_robustness wrote it; ValueError naming the file and the key at
-    fault for anything else."""
-    data = read_json(path)
+    """robustness.json as score_robustness_files wrote it: checked against its digest (a
+    ChecksumError naming the file when it changed), then its content (a ValueError naming the
+    file and the key at fault)."""
+    data = read_json(path, verify=True)
 
     def fail(what: str) -> ValueError:
         return ValueError(f"{path}: not a robustness result written by mnist-pipeline: {what}")
