@@ -9,6 +9,12 @@ from mnist_pipeline.logs import log_to
 
 log_to(snakemake.log[0])
 
+from mnist_pipeline.fileio import seal
+from mnist_pipeline.integrity import verified
 from mnist_pipeline.runs import RUN_FILES, publish
 
-publish({key: snakemake.input[key] for key in RUN_FILES}, {key: snakemake.output[key] for key in RUN_FILES}, snakemake.wildcards["experiment"])
+# A run's files are checked before they are copied, and each copy is sealed for the report.
+outputs = {key: snakemake.output[key] for key in RUN_FILES}
+publish({key: verified(snakemake.input[key]) for key in RUN_FILES}, outputs, snakemake.wildcards["experiment"])
+for path in outputs.values():
+    seal(path)

@@ -13,29 +13,27 @@ join_run()
 
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
-
-from mnist_pipeline.fileio import read_json
+from mnist_pipeline.fileio import load_array, read_json
 from mnist_pipeline.report import build_report
 from mnist_pipeline.report.history import earlier_run_entries
 from mnist_pipeline.report.provenance import collect_provenance
 from mnist_pipeline.runs import read_store, write_current
+from mnist_pipeline.tables import read_table
 
 config, settings = snakemake.params["config"], snakemake.params["experiments"]
-info = read_json(snakemake.input["info"])
-histories = [read_json(path) for path in snakemake.input["history"]]
-write_current(snakemake.output["current"], config["train"], {name: read_json(path)["run"] for name, path in zip(settings, snakemake.input["record"], strict=False)})
+info = read_json(snakemake.input["info"], verify=True)
+histories = [read_json(path, verify=True) for path in snakemake.input["history"]]
+write_current(snakemake.output["current"], config["train"], {name: read_json(path, verify=True)["run"] for name, path in zip(settings, snakemake.input["record"], strict=False)})
 store = read_store(Path(snakemake.output["md"]).parent)
 experiments = [
-    {"name": name, "settings": settings[name], "metrics": read_json(metrics), "history": history["epochs"], "predictions": pq.read_table(predictions)}
+    {"name": name, "settings": settings[name], "metrics": read_json(metrics, verify=True), "history": history["epochs"], "predictions": read_table(predictions)}
     for name, metrics, history, predictions in zip(settings, snakemake.input["metrics"], histories, snakemake.input["predictions"], strict=False)
 ]
 build_report(
     dataset=config["dataset"],
     experiments=experiments,
     defaults=config["train"],
-    test_images=np.load(snakemake.input["test_images"], mmap_mode="r"),
+    test_images=load_array(snakemake.input["test_images"]),
     # The run's date is when its last model finished training, so re-rendering gives the same bytes.
     provenance=collect_provenance(config=config, dataset_info=info, date=max(history["finished"] for history in histories)),
     out_html=snakemake.output["html"],
