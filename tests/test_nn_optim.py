@@ -82,3 +82,21 @@ def test_make_optimizer(name, cls):
         assert opt.momentum == 0.8
     if isinstance(opt, Adam):
         assert (opt.beta1, opt.beta2) == (0.5, 0.9)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam", "adamw"])
+def test_a_step_made_in_pieces_in_any_order_is_the_same_bytes_as_one_step(name):
+    # The trainer updates each layer's weights as their gradients come (Model.backward).
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal(1000).astype(np.float32)
+    grads = [rng.standard_normal(1000).astype(np.float32) for _ in range(3)]
+    settings = TrainSettings(optimizer=name, weight_decay=0.01)
+    whole, pieces = make_optimizer(settings, n_decay=613), make_optimizer(settings, n_decay=613)
+    w_whole, w_pieces = w0.copy(), w0.copy()
+    cuts = [slice(700, 1000), slice(0, 13), slice(400, 700), slice(13, 400)]  # one crosses n_decay
+    for g in grads:
+        whole.step(w_whole, g.copy(), 0.01)
+        pieces.begin(w_pieces, g.copy(), 0.01)
+        for s in cuts:
+            pieces.update(s)
+    assert w_whole.tobytes() == w_pieces.tobytes()

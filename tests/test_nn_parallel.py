@@ -136,3 +136,38 @@ def test_products_are_split_into_an_even_number_of_equal_blocks_each_worth_a_han
     for rows, depth, width in [(128, 784, 256), (128, 256, 784), (128, 256, 128), (128, 128, 256)]:
         assert len(blocks(width, product_block(rows, depth, width))) == 1
     assert len(blocks(10, product_block(128, 512, 10))) == 1  # the 10-class output layer
+
+
+def test_submitted_tasks_run_once_while_the_caller_goes_on_and_wait_raises_their_error():
+    ran = []
+    with Workers(2) as workers:
+        job = workers.submit(ran.append, 9)
+        other = []
+        workers.run(other.append, 4)  # the caller's own work meanwhile
+        workers.wait(job)
+        assert sorted(ran) == list(range(9)) and sorted(other) == [0, 1, 2, 3]
+
+        def fail(i):
+            if i == 2:
+                raise ValueError("task 2 failed")
+
+        job = workers.submit(fail, 5)
+        with pytest.raises(ValueError, match="task 2 failed"):
+            workers.wait(job)
+    # One thread: nothing runs before wait().
+    alone, ran = Workers(1), []
+    job = alone.submit(ran.append, 3)
+    assert ran == []
+    alone.wait(job)
+    assert ran == [0, 1, 2]
+
+
+def test_shared_seconds_count_only_work_that_can_spread():
+    workers = Workers(1)
+    workers.measure()
+    workers.run(lambda i: time.sleep(0.01), 2)  # two blocks: could run on two threads
+    workers.run(lambda i: time.sleep(0.01), 1)  # one block: one thread's work
+    workers.run(lambda i: time.sleep(0.01), 2, elements=PARALLEL_MIN - 1)  # too small to spread
+    assert 0.02 <= workers.shared_seconds < 0.03
+    workers.measure(False)
+    assert workers.shared_seconds == 0

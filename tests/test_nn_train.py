@@ -1,4 +1,5 @@
-"""fit(): learning, early stopping, the divergence guard, determinism and threads."""
+"""fit(): learning, early stopping, the divergence guard, determinism and threads; the step made
+as the gradients come (Model.backward with the optimiser) against the plain order."""
 
 import logging
 
@@ -10,7 +11,11 @@ from helpers import quadrant_images
 from mnist_pipeline.errors import TrainingDivergedError
 from mnist_pipeline.nn import conv, optim, parallel
 from mnist_pipeline.nn import train as train_module
-from mnist_pipeline.nn.model import save_model
+from mnist_pipeline.nn.layers import Dense
+from mnist_pipeline.nn.losses import softmax_cross_entropy
+from mnist_pipeline.nn.model import Model, architecture, save_model
+from mnist_pipeline.nn.optim import make_optimizer
+from mnist_pipeline.nn.parallel import Workers
 from mnist_pipeline.nn.settings import TrainSettings
 from mnist_pipeline.nn.train import fit
 
@@ -165,3 +170,60 @@ def test_the_weights_are_the_same_bytes_at_any_thread_count(small_blocks, model)
         trained[threads] = model_.flat_params.tobytes() + model_.flat_buffers.tobytes()
     assert trained[2] == trained[1]
     assert trained[3] == trained[1]
+
+
+def stepped(settings: TrainSettings, fused: bool, threads: int, steps: int = 3) -> bytes:
+    x, y = quadrant_images(37, seed=2)  # an odd batch: the last blocks are short
+    model = Model(architecture(settings, x.shape[1], 4))
+    model.initialize(settings.init, np.random.default_rng(0))
+    model.set_dropout_rng(np.random.default_rng(1))
+    optimizer = make_optimizer(settings, model.n_decay)
+    with Workers(threads) as workers:
+        model.set_workers(workers)
+        optimizer.workers = workers
+        for _ in range(steps):
+            logits = model.forward(x, train=True)
+            softmax_cross_entropy(logits, y)
+            if fused:
+                optimizer.begin(model.flat_params, model.flat_grads, 0.01)
+                model.backward(logits, optimizer)
+            else:
+                model.backward(logits)
+                optimizer.step(model.flat_params, model.flat_grads, 0.01)
+    return model.flat_params.tobytes() + model.flat_buffers.tobytes()
+
+
+@pytest.mark.parametrize("settings", [
+    TrainSettings(hidden=[20, 12], dropout=0.2, optimizer="adamw", weight_decay=0.01),
+    TrainSettings(hidden=[9], batch_norm=False, dropout=0.0, optimizer="nesterov", activation="tanh", weight_decay=0.001),
+    TrainSettings(model="cnn", conv_channels=[4, 6], hidden=[10], optimizer="adam", weight_decay=0.01),
+], ids=["mlp-adamw", "mlp-nesterov", "cnn-adam"])
+def test_updating_each_layer_as_its_gradient_comes_gives_the_bytes_of_one_step(small_blocks, settings):
+    plain = stepped(settings, fused=False, threads=1)
+    for threads in (1, 2, 3):
+        assert stepped(settings, fused=True, threads=threads) == plain, threads
+
+
+def test_a_dense_layers_deferred_weight_gradient_matches_its_plain_backward(small_blocks):
+    rng = np.random.default_rng(0)
+    x, dout = rng.standard_normal((13, 11), dtype=np.float32), rng.standard_normal((13, 7), dtype=np.float32)
+    plain, deferred = Dense(11, 7), Dense(11, 7)
+    W = rng.standard_normal((11, 7), dtype=np.float32)
+    plain.params["W"][...] = deferred.params["W"][...] = W
+    plain.forward(x, train=True)
+    dx_plain = plain.backward(dout.copy()).copy()
+    updated = []
+    with Workers(2) as workers:
+        deferred.workers = workers
+        deferred.forward(x, train=True)
+        dx, job = deferred.backward_deferred(dout.copy(), update=lambda lo, hi: updated.append((lo, hi)))
+        dx = dx.copy()  # dx is final before the job is
+        workers.wait(job)
+    assert dx.tobytes() == dx_plain.tobytes()
+    assert deferred.grads["W"].tobytes() == plain.grads["W"].tobytes()
+    assert deferred.grads["b"].tobytes() == plain.grads["b"].tobytes()
+    # Every entry of W reported final exactly once.
+    covered = np.zeros(W.size, int)
+    for lo, hi in updated:
+        covered[lo:hi] += 1
+    assert (covered == 1).all()

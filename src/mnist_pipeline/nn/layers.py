@@ -14,11 +14,12 @@ checks); nothing is upcast on the way.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
 from mnist_pipeline.nn import parallel
-from mnist_pipeline.nn.parallel import SERIAL, Workers, blocks, product_block, row_block
+from mnist_pipeline.nn.parallel import SERIAL, Job, Workers, blocks, product_block, row_block
 
 
 class Layer:
@@ -125,20 +126,41 @@ class Dense(Layer):
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        x, W, dW = self._x, self.params["W"], self.grads["W"]
-        dx = self._buffer("dx", x.shape, dout.dtype) if need_dx else None
-
-        # Input feature block r: its rows of dW and its columns of dx. x.T is a transposed
-        # view: BLAS reads it with its transpose flag, nothing is copied.
-        def rows(r: slice) -> None:
-            np.matmul(x[:, r].T, dout, out=dW[r])
-            if dx is not None:
-                np.matmul(dout, W[r].T, out=dx[:, r])
-
-        self.workers.map_blocks(rows, self.n_in, product_block(x.shape[0], self.n_out, self.n_in))
-        self._sum_rows(dout, self.grads["b"])
+        dx, job = self.backward_deferred(dout, need_dx)
+        self.workers.wait(job)
         return dx
 
+    def backward_deferred(self, dout: np.ndarray, need_dx: bool = True,
+                          update: Callable[[int, int], None] | None = None) -> tuple[np.ndarray | None, Job]:
+        """backward, returning as soon as dx and the bias gradient are ready: (dx, job).
+
+        The weight gradient is a job handed to the other workers (Workers.submit), so that the
+        layers below go on with dx meanwhile; it is final once `workers.wait(job)` returns.
+        `update(start, stop)`, if given, is called as soon as the flat entries [start, stop) of
+        W's gradient are final, on the same worker (while they are in cache): the trainer makes
+        the optimiser's step there. dx is computed first, from W as it was.
+        """
+        x, W, dW = self._x, self.params["W"], self.grads["W"]
+        dx = self._buffer("dx", x.shape, dout.dtype) if need_dx else None
+        # Input feature block r: its rows of dW and its columns of dx. x.T is a transposed
+        # view: BLAS reads it with its transpose flag, nothing is copied.
+        slices = blocks(self.n_in, product_block(x.shape[0], self.n_out, self.n_in))
+
+        def grad_rows(i: int) -> None:
+            r = slices[i]
+            np.matmul(x[:, r].T, dout, out=dW[r])
+            if update is not None:
+                update(r.start * self.n_out, r.stop * self.n_out)
+
+        if update is None:
+            # Nothing changes W: the helpers take dW's blocks while this thread computes dx.
+            job = self.workers.submit(grad_rows, len(slices))
+        if dx is not None:
+            self.workers.run(lambda i: np.matmul(dout, W[slices[i]].T, out=dx[:, slices[i]]), len(slices))
+        if update is not None:
+            job = self.workers.submit(grad_rows, len(slices))
+        self._sum_rows(dout, self.grads["b"])
+        return dx, job
 
 class Dropout(Layer):
     """Inverted dropout: zero each input with probability `rate`, scale the rest by 1/(1-rate).

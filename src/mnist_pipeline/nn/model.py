@@ -28,7 +28,8 @@ from mnist_pipeline.nn.modelfile import (
     too_many_values,
     write_model_file,
 )
-from mnist_pipeline.nn.parallel import Workers
+from mnist_pipeline.nn.optim import Optimizer
+from mnist_pipeline.nn.parallel import SERIAL, Workers
 from mnist_pipeline.nn.settings import TrainSettings
 
 LAYER_TYPES: dict[str, type[Layer]] = {
@@ -140,6 +141,7 @@ class Model:
                 layer.fuse(after)
         # Layers before the first with parameters (a reshape) need no backward pass at all.
         self._first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
+        self.workers = SERIAL
         self._gather(dtype)
 
     def _gather(self, dtype) -> None:
@@ -150,6 +152,11 @@ class Model:
         self.n_decay = sum(layer.params[name].size for layer, name in params if name in layer.decay)
         self.flat_params = _flatten(params, "params", dtype)
         self.flat_grads = _flatten(params, "grads", dtype)
+        # Where each parameter sits in the flat vectors, for updates made layer by layer.
+        sizes = [layer.params[name].size for layer, name in params]
+        starts = np.cumsum([0, *sizes])
+        self._ranges = {(id(layer), name): slice(int(start), int(start + size))
+                        for (layer, name), start, size in zip(params, starts, sizes, strict=False)}
         buffers = [(layer, name) for layer in self.layers for name in layer.buffers]
         self.flat_buffers = _flatten(buffers, "buffers", dtype)
 
@@ -174,6 +181,7 @@ class Model:
 
     def set_workers(self, workers: Workers) -> None:
         """The thread pool every layer splits its element-wise work over."""
+        self.workers = workers
         for layer in self.layers:
             layer.workers = workers
 
@@ -183,11 +191,33 @@ class Model:
             x = layer.forward(x, train)
         return x
 
-    def backward(self, dlogits: np.ndarray) -> None:
-        """Fill flat_grads from the gradient of the loss with respect to the last forward's logits."""
-        d = dlogits
+    def backward(self, dlogits: np.ndarray, optimizer: Optimizer | None = None) -> None:
+        """Fill flat_grads from the gradient of the loss with respect to the last forward's logits.
+
+        With `optimizer` (after optimizer.begin(flat_params, flat_grads, lr)), also make its
+        step: each parameter is updated as soon as its gradient is final, a dense layer's
+        weights block by block on the worker that computed the block's gradient, while the
+        layers below are still going back. The step is element-wise, so the weights are the
+        same bytes as backward() then optimizer.step().
+        """
+        d, pending = dlogits, []
         for i in range(len(self.layers) - 1, self._first - 1, -1):
-            d = self.layers[i].backward(d, need_dx=i > self._first)
+            layer, need_dx = self.layers[i], i > self._first
+            if optimizer is None:
+                d = layer.backward(d, need_dx=need_dx)
+                continue
+            if isinstance(layer, Dense):
+                start = self._ranges[(id(layer), "W")].start
+                d, job = layer.backward_deferred(
+                    d, need_dx, lambda lo, hi, start=start: optimizer.update(slice(start + lo, start + hi)))
+                pending.append(job)
+            else:
+                d = layer.backward(d, need_dx=need_dx)
+            for name in layer.params:
+                if not (isinstance(layer, Dense) and name == "W"):
+                    optimizer.update(self._ranges[(id(layer), name)])
+        for job in pending:
+            self.workers.wait(job)
 
     def predict_proba(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Class probabilities (n, n_classes) float32, computed in chunks of batch_size rows."""

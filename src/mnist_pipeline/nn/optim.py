@@ -26,7 +26,8 @@ class Optimizer:
 
     A step cuts the vectors into fixed blocks of STEP_BLOCK and runs the update on
     each, spread over `workers`: every rule is element-wise, so a block's result is the same
-    bytes whoever computes it and however many workers there are.
+    bytes whoever computes it and however many workers there are (begin/update make the same
+    step in pieces of the caller's choosing).
     """
 
     #: the threads a step is split over (the trainer sets them)
@@ -40,21 +41,32 @@ class Optimizer:
         self._tmp: np.ndarray | None = None
 
     def step(self, w: np.ndarray, g: np.ndarray, lr: float) -> None:
+        self.begin(w, g, lr)
+        self.workers.map_blocks(self.update, w.size, STEP_BLOCK, elements=w.size)
+
+    def begin(self, w: np.ndarray, g: np.ndarray, lr: float) -> None:
+        """Start a step of w (updated in place) by g at rate lr, to be made by update() in pieces.
+
+        Every rule is element-wise, so update() may cover w in any pieces, in any order and on
+        any thread (each piece once): the result is the same bytes as one step() over the whole.
+        The trainer updates each layer's weights this way as soon as their gradient is final.
+        """
         self.t += 1
         if self._tmp is None or self._tmp.shape != w.shape:
             self._tmp = np.empty_like(w)
         for name in self.STATE:
             if getattr(self, name, None) is None:
                 setattr(self, name, np.zeros_like(w))
-        tmp, states = self._tmp, [getattr(self, name) for name in self.STATE]
+        self._w, self._g, self._lr = w, g, lr
+        self._states = [getattr(self, name) for name in self.STATE]
 
-        def block(s: slice) -> None:
-            decayed = slice(s.start, max(s.start, min(s.stop, self.n_decay)))
-            if self.weight_decay and decayed.stop > decayed.start:
-                self._decay(w[decayed], g[decayed], lr, tmp[decayed])
-            self._update(w[s], g[s], lr, tmp[s], *(state[s] for state in states))
-
-        self.workers.map_blocks(block, w.size, STEP_BLOCK, elements=w.size)
+    def update(self, s: slice) -> None:
+        """The step begun by begin(), on the entries s of w."""
+        w, g, lr, tmp = self._w, self._g, self._lr, self._tmp
+        decayed = slice(s.start, max(s.start, min(s.stop, self.n_decay)))
+        if self.weight_decay and decayed.stop > decayed.start:
+            self._decay(w[decayed], g[decayed], lr, tmp[decayed])
+        self._update(w[s], g[s], lr, tmp[s], *(state[s] for state in self._states))
 
     def _decay(self, w: np.ndarray, g: np.ndarray, lr: float, tmp: np.ndarray) -> None:
         np.multiply(w, self.weight_decay, out=tmp)

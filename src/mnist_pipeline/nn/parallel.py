@@ -13,6 +13,7 @@ import itertools
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 #: Elements per block of element-wise work. Waking a worker costs some 10-50 us here (more in a
@@ -82,25 +83,29 @@ def share_cores(cores: int, jobs: int, index: int) -> int:
     return max(1, share + (index < extra))
 
 
-class _Job:
-    """One call of Workers.run: its tasks, handed out one at a time, and when the last one ended.
+class Job:
+    """One call of Workers.run or submit: its tasks, handed out one at a time, and when the last one ended.
 
     Whoever finishes the last task (or skips the rest after an error) sets `done`, so the
     caller waits only for tasks a helper has actually taken: a helper the scheduler wakes late
     (the machine is shared, the other core busy) finds nothing left and costs the caller nothing.
+    `clock`, when given, receives the seconds each task took (Workers.shared_seconds).
     """
 
-    def __init__(self, task: Callable[[int], None], n_tasks: int) -> None:
-        self.task, self.n_tasks = task, n_tasks
+    def __init__(self, task: Callable[[int], None], n_tasks: int, clock: list[float] | None = None) -> None:
+        self.task, self.n_tasks, self.clock = task, n_tasks, clock
         # next() on these iterators is atomic under the GIL: each index goes to one thread,
         # and each count to one finished (or skipped) task.
         self.indices = iter(range(n_tasks))
         self.finished = itertools.count(1)
         self.done = threading.Event()
         self.error: BaseException | None = None
+        if n_tasks <= 0:
+            self.done.set()
 
     def work(self) -> None:
         for i in self.indices:
+            start = time.perf_counter() if self.clock is not None else 0.0
             try:
                 self.task(i)
             except BaseException as error:  # raised by the caller of run()
@@ -109,6 +114,8 @@ class _Job:
                 # Skip the rest, so that every thread stops; they count as ended.
                 for _ in self.indices:
                     self._end()
+            if self.clock is not None:
+                self.clock.append(time.perf_counter() - start)
             self._end()
 
     def _end(self) -> None:
@@ -128,6 +135,7 @@ class Workers:
         if int(threads) < 1:
             raise ValueError(f"threads {threads!r}: expected an integer >= 1")
         self.threads = int(threads)
+        self._clock: list[float] | None = None
         self._inboxes: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(self.threads - 1)]
         self._threads = [
             threading.Thread(target=self._serve, args=(inbox,), name=f"nn-worker-{i + 1}", daemon=True)
@@ -144,21 +152,45 @@ class Workers:
         convolutions) always spreads. The first exception a task raises is raised here, once no
         task is running any more.
         """
-        helpers = min(n_tasks, self.threads) - 1
-        if elements is not None and elements < PARALLEL_MIN:
-            helpers = 0
-        if helpers <= 0:
+        alone = min(n_tasks, self.threads) <= 1 and self._clock is None
+        if alone or (elements is not None and elements < PARALLEL_MIN):
             for i in range(n_tasks):
                 task(i)
             return
-        job = _Job(task, n_tasks)
-        for inbox in self._inboxes[:helpers]:
+        self.wait(self.submit(task, n_tasks))
+
+    def submit(self, task: Callable[[int], None], n_tasks: int) -> Job:
+        """Hand task(0), ..., task(n_tasks - 1) to the helpers and return at once; see wait().
+
+        The caller goes on with other work while the helpers take these tasks, and runs
+        whatever they have not taken when it waits. With one thread nothing runs before wait().
+        """
+        # A single task never runs on two threads: it counts as one thread's work.
+        job = Job(task, n_tasks, self._clock if n_tasks > 1 else None)
+        for inbox in self._inboxes[: min(n_tasks, self.threads) - 1]:
             # The caller's context (np.errstate lives there), one copy per thread.
             inbox.put((contextvars.copy_context(), job))
+        return job
+
+    def wait(self, job: Job) -> None:
+        """Run the tasks of `job` no helper has taken, wait for those they have, raise the first error."""
         job.work()
         job.done.wait()
         if job.error is not None:
             raise job.error
+
+    def measure(self, on: bool = True) -> None:
+        """Start (or stop) adding up shared_seconds: the time spent in tasks that spread over threads."""
+        self._clock = [] if on else None
+
+    @property
+    def shared_seconds(self) -> float:
+        """Seconds spent in tasks that may run on several threads, since measure() (summed over threads).
+
+        At one thread, the rest of an epoch's time is what runs on one thread only, whatever
+        the number of cores: Amdahl's serial share (benchmarks/profile_epoch.py reports it).
+        """
+        return sum(self._clock or ())
 
     def map_blocks(self, task: Callable[[slice], None], n: int, size: int | None = None,
                    elements: int | None = None) -> None:

@@ -125,10 +125,15 @@ class Trainer:
                     f"set grad_clip (e.g. 1.0) or add warmup_epochs"
                 )
             total_loss += loss * len(index)
-            model.backward(logits)
-            if clip is not None:
+            if clip is None:
+                # The step is made layer by layer as the gradients come (Model.backward).
+                optimizer.begin(model.flat_params, model.flat_grads, lr)
+                model.backward(logits, optimizer)
+            else:
+                # Clipping needs every gradient before the first update.
+                model.backward(logits)
                 clip_grad_norm(model.flat_grads, clip)
-            optimizer.step(model.flat_params, model.flat_grads, lr)
+                optimizer.step(model.flat_params, model.flat_grads, lr)
             self.step += 1
         return {"train_loss": total_loss / n, "train_accuracy": correct / n, "learning_rate": lr}
 
