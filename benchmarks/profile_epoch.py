@@ -7,8 +7,16 @@
 Wraps every layer's forward and backward, the loss, the optimiser step and np.take with
 timers, runs --epochs epochs of SGD with momentum (lr 0.05, like train_speed.py), or of
 experiment NAME's recipe as train_speed.py's recipe mode reads it, and prints,
-for the last epoch, one JSON line per part: seconds, share of the epoch, and for the GEMM
-layers the rate they reach. What the parts do not cover is Python overhead of the loop itself.
+for the last epoch, one JSON line per part: seconds and share of the epoch. What the parts do
+not cover is Python overhead of the loop itself. A dense layer's backward returns once its
+input gradient is ready (its weight gradient and the optimiser's update of its weights follow
+on the workers), so "model backward" is the whole of backward and the optimiser's step.
+
+The last line adds the one-thread share: the part of the epoch spent outside work cut into
+tasks that several threads can share (Workers.shared_seconds). Measured with --threads 1, it
+is Amdahl's serial fraction s, and the line gives the bound 1 / (s + (1 - s) / N) on the
+speed-up at N cores; at more threads it is printed too, but the tasks' time then adds up
+several threads and the share is not meaningful.
 """
 
 from __future__ import annotations
@@ -65,20 +73,33 @@ def main() -> None:
         for i, layer in enumerate(trainer.model.layers):
             layer.forward = timed(f"{i:02d} {layer.kind} forward", layer.forward)
             layer.backward = timed(f"{i:02d} {layer.kind} backward", layer.backward)
-        trainer.optimizer.step = timed("optimizer step", trainer.optimizer.step)
+            if hasattr(layer, "backward_deferred"):
+                layer.backward_deferred = timed(f"{i:02d} {layer.kind} backward (dx)", layer.backward_deferred)
+        trainer.model.backward = timed("model backward (with the optimiser's step)", trainer.model.backward)
+        trainer.optimizer.step = timed("optimizer step (grad_clip only)", trainer.optimizer.step)
         train_module.softmax_cross_entropy = timed("softmax cross-entropy", train_module.softmax_cross_entropy)
         # Only the trainer calls np.take in this process, so timing it globally times the gathering.
         np.take = timed("gather batch (np.take)", np.take)
         for epoch in range(1, args.epochs + 1):
             TOTALS.clear()
+            trainer.workers.measure()
             start = time.perf_counter()
             trainer.run_epoch(x, y, epoch)
             epoch_s = time.perf_counter() - start
+            shared = trainer.workers.shared_seconds
+    whole = "model backward (with the optimiser's step)"
     for name, seconds in sorted(TOTALS.items()):
         print(json.dumps({"part": name, "seconds": round(seconds, 4), "share": round(seconds / epoch_s, 3)}))
-    rest = epoch_s - sum(TOTALS.values())
+    # Layers' backward times lie inside the model's: only the model's counts towards the sum.
+    covered = sum(seconds for name, seconds in TOTALS.items() if "backward" not in name) + TOTALS[whole]
+    rest = epoch_s - covered
     print(json.dumps({"part": "rest (loop, argmax, schedule)", "seconds": round(rest, 4), "share": round(rest / epoch_s, 3)}))
-    print(json.dumps({"epoch_s": round(epoch_s, 4)}))
+    serial = max(0.0, 1 - shared / epoch_s)
+    print(json.dumps({
+        "epoch_s": round(epoch_s, 4), "threads": trainer.threads, "shared_task_s": round(shared, 4),
+        "one_thread_share": round(serial, 3),
+        "amdahl_bound": {n: round(1 / (serial + (1 - serial) / n), 2) for n in (2, 4, 8, 16)},
+    }))
 
 
 if __name__ == "__main__":

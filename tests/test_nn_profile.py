@@ -1,0 +1,21 @@
+"""benchmarks/profile_epoch.py prints its parts and the one-thread share with Amdahl's bounds (tiny data)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_profile_epoch_reports_the_share_of_the_epoch_on_one_thread(synthetic_dir):
+    command = [sys.executable, str(BENCHMARKS / "profile_epoch.py"), str(synthetic_dir), "--hidden", "32", "16",
+               "--batch", "16", "--epochs", "1", "--threads", "1"]
+    lines = [json.loads(line) for line in subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()]
+    parts = {line["part"] for line in lines if "part" in line}
+    assert "model backward (with the optimiser's step)" in parts and "00 dense forward" in parts
+    summary = lines[-1]
+    assert summary["threads"] == 1 and 0 <= summary["one_thread_share"] <= 1
+    bounds = summary["amdahl_bound"]
+    s = summary["one_thread_share"]
+    assert bounds["8"] == round(1 / (s + (1 - s) / 8), 2)
