@@ -3,6 +3,7 @@ workflow started, followed and stopped from the app (AppTest here, Chromium in t
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from mnist_pipeline.app.runs import Runs, steps_done, why_it_failed
 from mnist_pipeline.app.train_form import FormField, as_text, overrides, read_value, train_fields
 from mnist_pipeline.app.workflow import find_workflow, merge_config, run_targets
 from mnist_pipeline.config import load_schema, resolve_config
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.errors import ConfigError, RunInProgressError
 from mnist_pipeline.nn import TrainSettings, fit
 from mnist_pipeline.nn.settings import Setting
 from mnist_pipeline.nn.train import epoch_text
@@ -159,8 +160,10 @@ def test_one_run_at_a_time_stop_then_continue(tmp_path, synthetic_dir, monkeypat
     runs = Runs(workflow)
     targets = run_targets(workflow, workflow.resolved(), "long")
     runs.start("long", targets)
-    with pytest.raises(RuntimeError, match="another run holds the lock"):
-        runs.start("long", targets)
+    written = workflow.experiments_file.read_bytes()
+    with pytest.raises(RunInProgressError, match="a run is in progress"):
+        runs.start("long", targets, prepare=lambda: workflow.add_experiment("refused", {"hidden": [8]}))
+    assert workflow.experiments_file.read_bytes() == written  # the refused start wrote nothing
     # The page says so too, and adds nothing.
     at = train_page(workdir / "results", monkeypatch)
     at.text_input(key="experiment_name").input("second")
@@ -289,3 +292,73 @@ def test_an_invalid_workflow_config_is_shown_not_trained_on(tmp_path, synthetic_
     at = train_page(workdir / "results", monkeypatch)
     assert "config is invalid" in at.error[0].value and "'epochz'" in at.code[0].value
     assert not any(b.label == "Train" for b in at.button)
+
+
+def test_two_tabs_pressing_train_at_once_start_one_run_and_write_one_entry(tmp_path, synthetic_dir):
+    """Both write experiments.yaml and start under the run lock: one starts, the other is refused
+    having written nothing, and the entry of the one that runs is the one in the file."""
+    import threading
+
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    workflow = find_workflow(workdir / "results")
+    runs = Runs(workflow)
+    outcome: dict[str, object] = {}
+    barrier = threading.Barrier(2)
+
+    def press(name: str) -> None:
+        barrier.wait()
+        try:
+            runs.start(name, run_targets(workflow, workflow.resolved({name: {"hidden": [4]}}), name),
+                       prepare=lambda: workflow.add_experiment(name, {"hidden": [4]}))
+            outcome[name] = "started"
+        except RunInProgressError:
+            outcome[name] = "refused"
+
+    tabs = [threading.Thread(target=press, args=(name,)) for name in ("left", "right")]
+    for tab in tabs:
+        tab.start()
+    for tab in tabs:
+        tab.join()
+    assert sorted(outcome.values()) == ["refused", "started"], outcome
+    started = next(name for name, result in outcome.items() if result == "started")
+    assert set(workflow.app_experiments()) == {started}
+    assert runs.last().experiment == started
+    wait_for_end(runs)
+    assert runs.last().state == "done", runs.output()
+
+
+def test_the_train_page_trains_the_dataset_chosen_on_screen(tmp_path, synthetic_dir, monkeypatch):
+    """config.yaml names one dataset, results/ holds another built from its own source (as after
+    `snakemake --config dataset=... source=...`): the page offers both, with their sources,
+    and Train runs the chosen one."""
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    snakemake(workdir, "--config", "dataset=digits", f"source={synthetic_dir}", "--", "results/digits/raw")
+    at = train_page(workdir / "results", monkeypatch)
+    choice = at.selectbox(key="train_dataset")
+    assert choice.options == [f"digits (from {synthetic_dir})", f"synthetic (from {synthetic_dir})"]
+    assert choice.value == "synthetic"  # config.yaml's, with no model shown
+    choice.select("digits").run()
+    at.text_input(key="experiment_name").input("tiny")
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    runs = Runs(find_workflow(workdir / "results"))
+    command = runs.last().record["command"]
+    assert command[command.index("--config") + 1:command.index("--")] == ["dataset=\"digits\"", f"source={json.dumps(str(synthetic_dir))}"]
+    assert "results/digits/tiny/model.npz" in command
+    wait_for_end(runs)
+    assert runs.last().state == "done", runs.output()
+    assert (workdir / "results/digits/tiny/metrics.json").is_file()
+
+
+def test_a_bad_entry_in_the_experiments_file_shows_one_line_beside_remove(tmp_path, synthetic_dir, monkeypatch):
+    workdir = app_workflow(tmp_path / "wf", synthetic_dir)
+    (workdir / "experiments.yaml").write_text("experiments:\n  good: {hidden: [8]}\n  bad: {learning_rate: -1}\n")
+    at = train_page(workdir / "results", monkeypatch)
+    assert not at.exception
+    assert "config is invalid" in at.error[0].value  # nothing can be trained until it is fixed
+    lines = [e.value for e in at.error[1:]]
+    assert len(lines) == 1 and "experiments.bad.learning_rate" in lines[0] and "\n" not in lines[0]
+    assert [b.key for b in at.button if b.key and b.key.startswith("remove_")] == ["remove_bad", "remove_good"]
+    at.button(key="remove_bad").click().run()
+    assert not at.exception and set(find_workflow(workdir / "results").app_experiments()) == {"good"}
+    assert at.selectbox(key="train_dataset").value == "synthetic"  # the form is back

@@ -234,11 +234,13 @@ def test_lint_is_clean():
 
 
 def output_digests(results: Path) -> dict[str, str]:
-    """SHA-256 of every output file; logs and benchmarks record each attempt, so they are not outputs."""
+    """SHA-256 of every output file; logs, benchmarks and the plan (runs/planned.json) record
+    each attempt, so they are not outputs."""
     return {
         str(path.relative_to(results)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(results.rglob("*"))
         if path.is_file() and path.relative_to(results).parts[0] not in ("logs", "benchmarks")
+        and path.relative_to(results).as_posix() != "runs/planned.json"
     }
 
 

@@ -7,7 +7,9 @@ dies, however it dies), records the run in STATE/run.json and Snakemake's output
 STATE/run.log. Stopping is SIGINT to the whole process group, as Ctrl-C in a terminal: Snakemake
 and its jobs stop and the next run, with --rerun-incomplete, continues from there.
 
-SPEC is JSON: {"id", "experiment", "state_dir", "workdir", "command"} (command: argv list).
+SPEC is JSON: {"id", "experiment", "state_dir", "workdir", "command"} (command: argv list), and
+"lock_fd" when the app took the lock itself and hands it over: the app writes experiments.yaml
+and starts this run under one lock, so that no other tab can write or start in between.
 Exit status: Snakemake's, or BUSY when another run holds the lock.
 """
 
@@ -62,7 +64,8 @@ def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     state = Path(spec["state_dir"])
     state.mkdir(parents=True, exist_ok=True)
-    lock = hold_lock(state / LOCK)
+    # An inherited descriptor shares the app's open lock: held already, as long as this lives.
+    lock = os.fdopen(spec["lock_fd"], "a") if "lock_fd" in spec else hold_lock(state / LOCK)
     if lock is None:
         print("another run holds the lock", file=sys.stderr)
         return BUSY

@@ -20,12 +20,15 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from mnist_pipeline.app.runner import LOCK
+from mnist_pipeline.app.runner import LOCK, hold_lock
 from mnist_pipeline.app.workflow import Workflow
+from mnist_pipeline.errors import RunInProgressError
 from mnist_pipeline.fileio import read_json
 from mnist_pipeline.layout import DatasetLayout
 from mnist_pipeline.progress import planned_run, read_epochs
@@ -42,9 +45,12 @@ TAIL_LINES = 20
 _children: list[subprocess.Popen] = []
 
 
-def snakemake_command(targets: list[str], cores: int | None = None) -> list[str]:
+def snakemake_command(targets: list[str], cores: int | None = None, data: Mapping[str, Any] | None = None) -> list[str]:
+    """The command a user would type: `data` ({dataset, source}) goes in as --config values."""
+    config = ["--config", *(f"{key}={json.dumps(value)}" for key, value in data.items())] if data else []
     # --rerun-incomplete: a stopped run leaves its job's outputs marked incomplete; the next run redoes them.
-    return [sys.executable, "-m", "snakemake", "--cores", str(cores or os.cpu_count() or 1), "--rerun-incomplete", *targets]
+    return [sys.executable, "-m", "snakemake", "--cores", str(cores or os.cpu_count() or 1), "--rerun-incomplete", *config,
+            "--", *targets]
 
 
 def steps_done(output: str) -> tuple[int, int] | None:
@@ -104,21 +110,42 @@ class Runs:
         path = self.state_dir / "run.log"
         return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
 
-    def start(self, experiment: str, targets: list[str], *, title: str = "", cores: int | None = None, timeout: float = 30.0) -> Run:
-        """Start Snakemake on `targets` in a detached runner; return once it holds the lock.
-        `experiment` is the one it trains ("" for a run that trains none, described by `title`).
+    @contextmanager
+    def locked(self) -> Iterator[TextIO]:
+        """The app's run lock, held while the body changes what a run would read (experiments.yaml).
+        Raises RunInProgressError, having done nothing, when a run holds it."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = hold_lock(self.state_dir / LOCK)
+        if lock is None:
+            raise RunInProgressError("a run is in progress: wait for it to finish, or stop it, then try again")
+        try:
+            yield lock
+        finally:
+            lock.close()
 
-        Raises RuntimeError when another run holds it (the runner then exits at once)."""
+    def start(self, experiment: str, targets: list[str], *, title: str = "", cores: int | None = None,
+              data: Mapping[str, Any] | None = None, prepare: Callable[[], Any] | None = None, timeout: float = 30.0) -> Run:
+        """Start Snakemake on `targets` in a detached runner; return once it runs. `experiment` is
+        the one it trains ("" for a run that trains none, described by `title`); `data` the
+        dataset and source to run on, when not config.yaml's.
+
+        `prepare` (writing experiments.yaml, say) runs under the same lock that the runner then
+        holds for the whole run: nothing can be written or started in between, and when another
+        run holds the lock, RunInProgressError is raised before `prepare` writes anything. Whatever
+        `prepare` raises stops the start. RuntimeError when the runner does not start."""
         for child in list(_children):
             if child.poll() is not None:
                 _children.remove(child)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        spec = {"id": uuid.uuid4().hex, "experiment": experiment, "title": title or experiment, "targets": targets, "state_dir": str(self.state_dir),
-                "workdir": str(self.workflow.workdir), "command": snakemake_command(targets, cores)}
-        with open(self.state_dir / "runner.log", "w", encoding="utf-8") as log:
-            child = subprocess.Popen([sys.executable, "-m", "mnist_pipeline.app.runner", json.dumps(spec)],
-                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=self.workflow.workdir)
+        with self.locked() as lock:
+            if prepare is not None:
+                prepare()
+            spec = {"id": uuid.uuid4().hex, "experiment": experiment, "title": title or experiment, "targets": targets,
+                    "state_dir": str(self.state_dir), "workdir": str(self.workflow.workdir),
+                    "command": snakemake_command(targets, cores, data), "lock_fd": lock.fileno()}
+            with open(self.state_dir / "runner.log", "w", encoding="utf-8") as log:
+                child = subprocess.Popen([sys.executable, "-m", "mnist_pipeline.app.runner", json.dumps(spec)],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True, cwd=self.workflow.workdir, pass_fds=[lock.fileno()])
         _children.append(child)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -3,6 +3,7 @@ experiments listed for removal. Logic lives in train_form, workflow and runs; th
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,7 @@ import streamlit as st
 from mnist_pipeline.app.runs import NOTHING_TO_DO, Run, Runs, steps_done, why_it_failed
 from mnist_pipeline.app.train_form import FormField, as_text, overrides, read_value, train_fields
 from mnist_pipeline.app.workflow import APP_EXPERIMENTS, Workflow, find_workflow, report_targets, run_targets
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.errors import ConfigError, RunInProgressError
 from mnist_pipeline.fileio import read_json
 from mnist_pipeline.layout import DatasetLayout
 
@@ -35,7 +36,7 @@ def field_widget(field: FormField):
     return st.text_input(label, value=as_text(field, field.default), help=tip, placeholder=placeholder, key=key)
 
 
-def settings_form(workflow: Workflow, config: dict, runs: Runs) -> None:
+def settings_form(workflow: Workflow, config: dict, runs: Runs, data: dict) -> None:
     fields = train_fields(config["train"])
     with st.form("train_form"):
         name = st.text_input("Experiment name", key="experiment_name", help="a new name, or one the app added before to replace it")
@@ -47,21 +48,41 @@ def settings_form(workflow: Workflow, config: dict, runs: Runs) -> None:
         pressed = st.form_submit_button("Train", type="primary")
     if not pressed:
         return
-    if not name.strip():
+    name = name.strip()
+    if not name:
         st.error("Give the experiment a name.")
         return
-    if runs.busy():
-        st.warning("A run is in progress: wait for it to finish, or stop it, then press Train again.")
-        return
     try:
-        values = {field.key: read_value(field, raw[field.key]) for field in fields}
-        workflow.add_experiment(name.strip(), overrides(fields, values))
-        resolved = workflow.resolved()
-        runs.start(name.strip(), run_targets(workflow, resolved, name.strip()))
+        chosen = overrides(fields, {field.key: read_value(field, raw[field.key]) for field in fields})
+        # Checked first, so that a refusal shows the workflow's message; checked again, and
+        # written, under the run lock, as the run starts: no other tab can write in between.
+        resolved = workflow.resolved({name: chosen}, data)
+        runs.start(name, run_targets(workflow, resolved, name), data=data, prepare=lambda: workflow.add_experiment(name, chosen, data))
+    except RunInProgressError:
+        st.warning("A run is in progress: wait for it to finish, or stop it, then press Train again. Nothing was written.")
     except ConfigError as error:
         refused("The workflow refuses these settings; nothing was written or started:", error)
     except RuntimeError as error:
         refused("Snakemake could not be started:", error)
+
+
+def dataset_choice(workflow: Workflow, config: dict) -> dict:
+    """Which dataset Train trains on: one a download finished for under results/ (with the source
+    it came from), defaulting to the one the Models page shows, else config.yaml's. Returns the
+    --config values that select it ({} for config.yaml's own)."""
+    built = workflow.built_datasets()
+    own = {"dataset": config["dataset"], "source": config["source"]}
+    choices = dict(built)
+    choices.setdefault(config["dataset"], config["source"])
+    shown = st.session_state.get("model")
+    names = sorted(choices)
+    default = getattr(shown, "dataset", config["dataset"])
+    index = names.index(default) if default in names else names.index(config["dataset"])
+    dataset = st.selectbox("Dataset", names, index=index, key="train_dataset",
+                           format_func=lambda name: f"{name} (from {choices[name] or 'its own mirrors'})",
+                           help="the datasets under results/, each with the source its files were taken from")
+    chosen = {"dataset": dataset, "source": choices[dataset]}
+    return {} if chosen == own else chosen
 
 
 def refused(why: str, error: Exception) -> None:
@@ -124,8 +145,14 @@ def run_panel(runs: Runs, dataset: str) -> None:
         epoch_charts(epochs)
 
 
-def app_experiments(workflow: Workflow, runs: Runs, config: dict) -> None:
-    added = workflow.app_experiments()
+def app_experiments(workflow: Workflow, runs: Runs, data: dict) -> None:
+    """The app's experiments, each with Remove; one the workflow refuses says why in one line,
+    so that it can be removed even when it makes the whole config invalid."""
+    try:
+        added = workflow.app_experiments()
+    except ConfigError as error:
+        refused(f"{APP_EXPERIMENTS} cannot be read; fix or delete it:", error)
+        return
     if not added:
         return
     st.subheader("Experiments added here")
@@ -133,13 +160,28 @@ def app_experiments(workflow: Workflow, runs: Runs, config: dict) -> None:
     for name, settings in sorted(added.items()):
         left, right = st.columns([5, 1])
         left.markdown(f"**{name}**: " + (", ".join(f"{k}={v}" for k, v in settings.items()) or "the `train` defaults"))
+        why = workflow.entry_error(name)
+        if why is not None:
+            left.error(why)
         if right.button("Remove", key=f"remove_{name}", disabled=runs.busy()):
-            workflow.remove_experiment(name)
-            resolved = workflow.resolved()
-            targets = report_targets(workflow, resolved)
-            if targets:
-                runs.start("", targets, title=f"rebuilding the report without {name}")
+            remove(workflow, runs, name, data)
             st.rerun()
+
+
+def remove(workflow: Workflow, runs: Runs, name: str, data: dict) -> None:
+    """Forget `name` under the run lock, then rebuild the report without it when it can be."""
+    try:
+        with runs.locked():
+            workflow.remove_experiment(name, data)
+        targets = report_targets(workflow, workflow.resolved(data=data))
+    except RunInProgressError:
+        st.warning("A run is in progress: wait for it to finish, or stop it, then remove again.")
+        return
+    except ConfigError:
+        return  # the config is still refused for another reason: each entry says why
+    if targets:
+        with contextlib.suppress(RunInProgressError):
+            runs.start("", targets, data=data, title=f"rebuilding the report without {name}")
 
 
 def train_page(results: Path) -> None:
@@ -149,14 +191,17 @@ def train_page(results: Path) -> None:
         st.info(f"Training needs the workflow beside the results: {Path(results).resolve()} is not the results/ "
                 "folder of a directory holding the Snakefile.")
         return
+    runs = Runs(workflow)
     try:
         config = workflow.resolved()
     except ConfigError as error:
         refused("The workflow's config is invalid, so nothing can be trained:", error)
+        app_experiments(workflow, runs, {})
         return
-    runs = Runs(workflow)
-    st.caption(f"Trains on `{config['dataset']}` as config.yaml sets it; every field starts at config.yaml's "
-               f"`train` value. Pressing Train adds the experiment to {APP_EXPERIMENTS} and runs Snakemake for it.")
-    run_panel(runs, config["dataset"])
-    settings_form(workflow, config, runs)
-    app_experiments(workflow, runs, config)
+    data = dataset_choice(workflow, config)
+    dataset = data.get("dataset", config["dataset"])
+    st.caption(f"Trains on `{dataset}`; every field starts at config.yaml's `train` value. Pressing Train adds the "
+               f"experiment to {APP_EXPERIMENTS} and runs Snakemake for it.")
+    run_panel(runs, dataset)
+    settings_form(workflow, config, runs, data)
+    app_experiments(workflow, runs, data)

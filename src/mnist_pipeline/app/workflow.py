@@ -19,10 +19,12 @@ import yaml
 
 from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
 from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.fileio import atomic_path
+from mnist_pipeline.fileio import atomic_path, read_json
 from mnist_pipeline.layout import RESULTS, DatasetLayout
 
 APP_EXPERIMENTS = "experiments.yaml"
+# An entry's error fits beside its Remove button.
+ENTRY_ERROR_CHARS = 300
 SCHEMA = "workflow/schemas/config.schema.yaml"
 HEADER = (
     "# Experiments added in the browser app (mnist-pipeline app, Train page); the Snakefile merges\n"
@@ -81,40 +83,70 @@ class Workflow:
         """Name -> overrides of `train`, as experiments.yaml holds them."""
         return dict(_read_yaml(self.experiments_file).get("experiments") or {})
 
-    def config(self, added: Mapping[str, dict] | None = None) -> dict:
-        """config.yaml with experiments.yaml merged over it, and the `added` experiments in it
-        (each replacing an entry of its name, not merged into it), unvalidated."""
+    def config(self, added: Mapping[str, dict] | None = None, data: Mapping[str, Any] | None = None) -> dict:
+        """config.yaml with experiments.yaml merged over it, the `added` experiments in it
+        (each replacing an entry of its name, not merged into it) and `data` ({dataset, source},
+        as a --config gives them) over it, unvalidated."""
         merged = merge_config(_read_yaml(self.workdir / "config.yaml"), _read_yaml(self.experiments_file))
         merged["experiments"] = {**(merged.get("experiments") or {}), **copy.deepcopy(dict(added or {}))}
+        merged.update(data or {})
         return merged
 
-    def resolved(self, added: Mapping[str, dict] | None = None) -> dict:
+    def resolved(self, added: Mapping[str, dict] | None = None, data: Mapping[str, Any] | None = None) -> dict:
         """The config as the workflow validates it; raises ConfigError with the workflow's messages."""
-        return resolve_config(self.config(added), self.schema())
+        return resolve_config(self.config(added, data), self.schema())
 
-    def add_experiment(self, name: str, overrides: Mapping[str, Any]) -> dict:
-        """Check experiment `name` with these overrides of `train` as the workflow would, then
-        write it to experiments.yaml (replacing an app experiment of that name). Returns its
-        full training settings. Raises ConfigError, writing nothing, when the workflow would refuse it."""
+    def entry_error(self, name: str) -> str | None:
+        """Why the app experiment `name` alone would make the workflow refuse its config, on one
+        line (the reasons without their heading, at most ENTRY_ERROR_CHARS), or None when it is fine."""
+        base = merge_config(_read_yaml(self.workdir / "config.yaml"), {})
+        base["experiments"] = {**(base.get("experiments") or {}), name: self.app_experiments()[name]}
+        try:
+            resolve_config(base, self.schema())
+        except ConfigError as error:
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            if len(lines) > 1 and lines[0].endswith(":"):
+                lines = lines[1:]
+            text = "; ".join(lines)
+            return text if len(text) <= ENTRY_ERROR_CHARS else text[: ENTRY_ERROR_CHARS - 1] + "…"
+        return None
+
+    def built_datasets(self) -> dict[str, Any]:
+        """Dataset -> the source its raw files were taken from, for each dataset under results/
+        that a download finished for (its raw/manifest.json)."""
+        built = {}
+        for manifest in sorted(self.results.glob("*/raw/manifest.json")):
+            try:
+                built[manifest.parent.parent.name] = read_json(manifest).get("source")
+            except (OSError, ValueError, AttributeError):
+                continue  # a damaged manifest: that dataset is rebuilt by the workflow, not offered
+        return built
+
+    def add_experiment(self, name: str, overrides: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> dict:
+        """Check experiment `name` with these overrides of `train` as the workflow would (on the
+        dataset `data` chooses, see config), then write it to experiments.yaml (replacing an app
+        experiment of that name). Returns its full training settings. Raises ConfigError,
+        writing nothing, when the workflow would refuse it. Call under the app's run lock."""
         if name in self.user_experiments():
             raise ConfigError(
                 f"experiment {name!r} is defined in config.yaml; the app adds and removes only its own "
                 f"experiments ({APP_EXPERIMENTS}): choose another name"
             )
         schema = self.schema()
-        resolved = resolve_config(self.config({name: dict(overrides)}), schema)
+        resolved = resolve_config(self.config({name: dict(overrides)}, data), schema)
         experiments = self.app_experiments()
         # Replace rather than merge: the form's overrides are the whole of the new entry.
         experiments[name] = resolved["experiments"][name]
         self._write(experiments)
         return experiment_settings(resolved, schema)[name]
 
-    def remove_experiment(self, name: str) -> None:
-        """Forget an app experiment: its entry in experiments.yaml and its results folder."""
+    def remove_experiment(self, name: str, data: Mapping[str, Any] | None = None) -> None:
+        """Forget an app experiment: its entry in experiments.yaml and its published folder in
+        the dataset `data` chooses (config.yaml's by default). Call under the app's run lock."""
         experiments = self.app_experiments()
         if name not in experiments:
             raise ConfigError(f"experiment {name!r} is not one the app added (not in {self.experiments_file})")
-        dataset = self.resolved()["dataset"]
+        dataset = dict(data or {}).get("dataset") or _read_yaml(self.workdir / "config.yaml").get("dataset")
         del experiments[name]
         self._write(experiments)
         shutil.rmtree(DatasetLayout(self.results, dataset).experiment(name), ignore_errors=True)
