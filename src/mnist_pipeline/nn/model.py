@@ -157,6 +157,16 @@ class Model:
         starts = np.cumsum([0, *sizes])
         self._ranges = {(id(layer), name): slice(int(start), int(start + size))
                         for (layer, name), start, size in zip(params, starts, sizes, strict=False)}
+        # What Model.backward updates after the layers' pass: all but dense weights, in runs.
+        self._rest: list[slice] = []
+        for layer, name in params:
+            piece = self._ranges[(id(layer), name)]
+            if isinstance(layer, Dense) and name == "W":
+                continue
+            if self._rest and self._rest[-1].stop == piece.start:
+                self._rest[-1] = slice(self._rest[-1].start, piece.stop)
+            else:
+                self._rest.append(piece)
         buffers = [(layer, name) for layer in self.layers for name in layer.buffers]
         self.flat_buffers = _flatten(buffers, "buffers", dtype)
 
@@ -203,19 +213,18 @@ class Model:
         d, pending = dlogits, []
         for i in range(len(self.layers) - 1, self._first - 1, -1):
             layer, need_dx = self.layers[i], i > self._first
-            if optimizer is None:
-                d = layer.backward(d, need_dx=need_dx)
-                continue
-            if isinstance(layer, Dense):
+            if optimizer is not None and isinstance(layer, Dense):
                 start = self._ranges[(id(layer), "W")].start
                 d, job = layer.backward_deferred(
                     d, need_dx, lambda lo, hi, start=start: optimizer.update(slice(start + lo, start + hi)))
                 pending.append(job)
             else:
                 d = layer.backward(d, need_dx=need_dx)
-            for name in layer.params:
-                if not (isinstance(layer, Dense) and name == "W"):
-                    optimizer.update(self._ranges[(id(layer), name)])
+        if optimizer is not None:
+            # The other parameters (biases, batch-norm scales, convolution kernels) are small,
+            # and each update costs a dozen NumPy calls: they go in a few contiguous runs.
+            for run in self._rest:
+                optimizer.update(run)
         for job in pending:
             self.workers.wait(job)
 
