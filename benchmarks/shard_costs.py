@@ -24,24 +24,15 @@ import argparse
 import json
 import mmap
 import multiprocessing as mp
-import statistics
 import threading
 import time
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from handoff import median_us  # this folder is on sys.path when the script runs
+
 FEATURES = 1024
-
-
-def median_us(function, repeat: int = 100) -> float:
-    function()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1e6, 1)
 
 
 def row_shard_products(rows: int) -> dict:
@@ -58,7 +49,7 @@ def row_shard_products(rows: int) -> dict:
                 for s in cut:
                     np.matmul(x[s], w, out=out[s])
 
-            result[f"{depth}x{width} in {shards}"] = median_us(product)
+            result[f"{depth}x{width} in {shards}"] = median_us(product, 100)
     return result
 
 
