@@ -66,7 +66,9 @@ def test_first_run_writes_every_documented_output(finished_run):
     assert json.loads((results / "baseline/metrics.json").read_text())["n_parameters"] == 784 * 32 + 32 + 32 * 10 + 10
     html = (results / "report.html").read_text()
     assert "<html" in html.lower() and "http://" not in re.sub(r'xmlns="http://www.w3.org/[^"]*"', "", html)
-    leaderboard = [line for line in (results / "report.md").read_text().splitlines() if line.startswith("|")]
+    lines = (results / "report.md").read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    leaderboard = lines[first : next(i for i in range(first, len(lines) + 1) if i == len(lines) or not lines[i].startswith("|"))]
     assert sum(line.split("|")[1].strip().strip("*`") in ("baseline", "narrow") for line in leaderboard) == 2
     for log in ("download", "parse", "prepare", "report"):
         assert (results / "logs" / f"{log}.log").is_file()
@@ -164,6 +166,22 @@ def test_removing_an_experiment_rebuilds_only_the_report(finished_run, tmp_path)
     config = without_narrow(config, tmp_path)
     assert planned_jobs(workdir, *config) == {"report": 1, "all": 1}
     assert (workdir / "results/synthetic/narrow/model.npz").is_file()
+
+
+def test_each_experiment_has_its_robustness_scores_beside_its_metrics(finished_run):
+    workdir, _ = finished_run
+    for name in ("baseline", "narrow"):
+        scores = json.loads((workdir / "results/synthetic" / name / "robustness.json").read_text())
+        assert len(scores["families"]) >= 10 and 0 <= scores["mean_corruption_accuracy"] <= 1
+    assert "How it holds up" in (workdir / "results/synthetic/report.md").read_text()
+
+
+def test_a_robustness_value_change_rescores_and_never_retrains(finished_run):
+    workdir, config = finished_run
+    assert planned_jobs(workdir, *config, "robustness={severities: 2}") == {
+        "robustness": 2, "publish_robustness": 2, "report": 1, "all": 1}
+    # Off: no scoring, and the report is rebuilt without its section.
+    assert planned_jobs(workdir, *config, "robustness=null") == {"report": 1, "all": 1}
 
 
 def test_prepare_value_change_reruns_prepare_onward_not_download_or_parse(finished_run):

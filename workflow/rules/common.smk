@@ -37,6 +37,7 @@ use_checkout_package(Path(workflow.basedir) / "src")
 
 import mnist_pipeline
 from mnist_pipeline.codedeps import code_identity
+from mnist_pipeline.corruptions import FAMILIES, check_families
 from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
 from mnist_pipeline.datafacts import check_config_against_data
 from mnist_pipeline.datasets import IDX_STEMS
@@ -86,6 +87,8 @@ def validated_config(config):
     the ones the data rules out (conv blocks vs image size, validation split vs class counts)."""
     resolved = _before_any_job(lambda: resolve_config(config, SCHEMA, results_dir=RESULTS))
     _before_any_job(lambda: check_config_against_data(resolved, experiments(resolved)))
+    if resolved["robustness"] is not None:
+        _before_any_job(check_families, resolved["robustness"]["families"] or FAMILIES)
     return resolved
 
 
@@ -165,6 +168,17 @@ def run_record_of(wildcards):
 def current_run_files(wildcards):
     """The files of the run an experiment's settings make, for publish to copy."""
     return run_files(DatasetLayout(RESULTS, wildcards.dataset).root, RUNS[wildcards.experiment]["run"])
+
+
+def current_run_robustness(wildcards):
+    """The robustness scores of the run an experiment's settings make, for publish_robustness."""
+    return DatasetLayout(RESULTS, wildcards.dataset).run(RUNS[wildcards.experiment]["run"], "robustness.json")
+
+
+def robustness_of(experiments):
+    """The published robustness scores of every experiment, in their order, for the report;
+    none when the config turns the stage off (`robustness: null`)."""
+    return [DATA.experiment(name, "robustness.json") for name in experiments] if CONFIG["robustness"] else []
 
 
 def local_source_files(wildcards):

@@ -8,6 +8,7 @@ rule report:
         history=[DATA.experiment(name, "history.json") for name in EXPERIMENTS],
         predictions=[DATA.experiment(name, "predictions.parquet") for name in EXPERIMENTS],
         record=[DATA.experiment(name, "run.json") for name in EXPERIMENTS],
+        robustness=robustness_of(EXPERIMENTS),
         test_images=DATA.parsed("test-images.npy"),
         info=DATA.parsed("dataset.json"),
     output:

@@ -40,4 +40,5 @@ build_report(
     out_md=snakemake.output["md"],
     figures_dir=snakemake.output["figures"],
     history={name: earlier_run_entries(store, name) for name in settings},
+    robustness=list(snakemake.input["robustness"]),
 )

@@ -1,0 +1,23 @@
+"""Score one trained model on corrupted copies of the test split: robustness.json."""
+
+import sys
+
+# This checkout's package, whatever other copy is installed (see use_checkout_package in common.smk).
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")
+
+from mnist_pipeline.logs import log_to
+from mnist_pipeline.runlock import join_run
+
+log_to(snakemake.log[0])
+join_run()
+
+from threadpoolctl import threadpool_limits
+
+from mnist_pipeline.robustness import score_robustness_files
+
+settings = snakemake.params["robustness"]
+# The scores are the same bytes at any thread count; the job's threads bound BLAS.
+with threadpool_limits(snakemake.threads):
+    score_robustness_files(snakemake.input["model"], snakemake.input["test_images"], snakemake.input["test_labels"],
+                           snakemake.output[0], families=settings["families"], severities=settings["severities"],
+                           seed=settings["seed"], limit=settings["limit"])
