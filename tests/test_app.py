@@ -19,6 +19,7 @@ from browser import Browser, chromium, served_app, wait_until
 from hostile import CRAFTED_MODELS, crafted_model
 from mnist_pipeline.app import data
 from mnist_pipeline.cli import classify_files
+from mnist_pipeline.errors import ImageInputError
 from mnist_pipeline.nn.model import load_model
 from mnist_pipeline.resultsdir import RESULTS_ENV
 
@@ -260,3 +261,15 @@ def test_drawing_on_the_canvas_in_a_browser(served, tmp_path):
         assert not [e for e in browser.errors() if "uncaught" in e]
     finally:
         browser.close()
+
+
+def test_weights_too_large_for_float32_are_an_error_in_the_app_not_nan(tmp_path, model_path, fashion_test):
+    """As `predict` says it per image: the Classify tab shows the reason, never 'nan%'."""
+    def huge(arrays):
+        arrays["layer0.W"] = np.full(arrays["layer0.W"].shape, 3e38, np.float32)
+
+    loaded = load_model(crafted_model(model_path, tmp_path / "huge-weights.npz", arrays=huge))
+    with pytest.raises(ImageInputError, match="the model's outputs for it overflow float32"):
+        data.classify(loaded, fashion_test[0][0])
+    with pytest.raises(ImageInputError, match="overflow float32"):
+        data.classify_corrupted(loaded, fashion_test[0][0], "rotate", 2)

@@ -299,6 +299,11 @@ def load_images(
     return InputImages(source, images, indexed)
 
 
+# Weights far larger than training makes them overflow the network's outputs to inf and NaN:
+# what the command line and the app say instead of a probability.
+OVERFLOW = "the model's outputs for it overflow float32, so there are no probabilities (its weights are far larger than training makes them)"
+
+
 def model_inputs(images: np.ndarray, normalization: dict) -> np.ndarray:
     """Network input float32 (n, H*W) of uint8 images (n, H, W), normalised like the training data."""
     return Normalization(mean=float(normalization["mean"]), std=float(normalization["std"])).apply(images)

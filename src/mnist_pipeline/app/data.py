@@ -23,10 +23,11 @@ import pyarrow.parquet as pq
 
 from mnist_pipeline.corruptions import FAMILIES, corrupt
 from mnist_pipeline.corruptions import MAX_SEVERITY as MAX_SEVERITY  # the control's slider ends there
+from mnist_pipeline.errors import ImageInputError
 from mnist_pipeline.fileio import read_json
 from mnist_pipeline.layout import DatasetLayout
 from mnist_pipeline.metrics import confusion_matrix, read_predictions, top_confusions
-from mnist_pipeline.preprocess import as_dataset_image, framing_for, model_inputs, to_gray
+from mnist_pipeline.preprocess import OVERFLOW, as_dataset_image, framing_for, model_inputs, to_gray
 from mnist_pipeline.resultsdir import DEFAULT_RESULTS, RESULTS_ENV
 
 # history.json per-epoch keys worth plotting, in the order the app offers them.
@@ -153,7 +154,17 @@ def classify(loaded, image, center: str = "auto") -> tuple[np.ndarray, np.ndarra
     """
     gray = image if isinstance(image, np.ndarray) else to_gray(image)
     seen = as_dataset_image(gray, framing_for(loaded.metadata.get("dataset")), center, loaded.image_shape)
-    return seen, loaded.model.predict_proba(model_inputs(seen[None], loaded.normalization))[0]
+    return seen, probabilities(loaded, seen)
+
+
+def probabilities(loaded, seen: np.ndarray) -> np.ndarray:
+    """Class probabilities float32 (k,) of one image as the network sees it; ImageInputError when
+    the model's outputs overflow (a model file with absurd weights), never a row of NaN."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        proba = loaded.model.predict_proba(model_inputs(seen[None], loaded.normalization))[0]
+    if not np.isfinite(proba).all():
+        raise ImageInputError(OVERFLOW)
+    return proba
 
 
 def enlarge(image: np.ndarray, factor: int = 4) -> np.ndarray:
@@ -182,4 +193,4 @@ def classify_corrupted(loaded, seen: np.ndarray, family: str, severity: int) -> 
     """(`seen` (what the network sees, uint8 (H, W)) corrupted by `family` at `severity`, the class
     probabilities float32 (k,) of the corrupted image). NO_CORRUPTION leaves it unchanged."""
     corrupted = seen if family == NO_CORRUPTION else corrupt(seen[None], family, severity, CORRUPTION_SEED)[0]
-    return corrupted, loaded.model.predict_proba(model_inputs(corrupted[None], loaded.normalization))[0]
+    return corrupted, probabilities(loaded, corrupted)
