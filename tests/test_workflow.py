@@ -333,7 +333,11 @@ def run_going(state: Path) -> bool:
 
 
 def test_a_run_killed_mid_training_continues_with_the_plain_command(tmp_path, synthetic_dir):
+    """Also with results/ on another disk, linked in: the leftovers of the killed run lie outside
+    the working directory once the link is resolved, and are still this run's to redo."""
     workdir = copy_workflow(tmp_path / "wf")
+    (tmp_path / "other-disk/results").mkdir(parents=True)
+    (workdir / "results").symlink_to(tmp_path / "other-disk/results")
     config = ("--configfile", str(TEST_CONFIG), "--config", f"source={synthetic_dir}", "train={epochs: 400}")
     terminal = tmp_path / "terminal.txt"
     with open(terminal, "w") as out:
