@@ -1,9 +1,10 @@
+import hashlib
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mnist_pipeline.config import canonical, experiment_settings, load_schema, resolve_config
+from mnist_pipeline.config import canonical, experiment_settings, load_schema, load_yaml, resolve_config
 from mnist_pipeline.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,5 +217,140 @@ def test_every_experiment_is_checked_as_a_whole(train, experiments, sweep, words
     config["train"] = {**config["train"], **train}
     with pytest.raises(ConfigError) as info:
         experiment_settings(resolve_config(config, SCHEMA), SCHEMA)
+    for word in words:
+        assert word in str(info.value)
+
+
+# --- names that cannot work, and configs too large to walk (issue 21) -----------------------
+
+
+def name_of(length: int) -> str:
+    """A valid name of `length` characters that repeats no part (Snakemake refuses those)."""
+    return "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(length // 64 + 1))[:length]
+
+
+def refusal(config: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        resolve_config(config, SCHEMA)
+    return str(info.value)
+
+
+def test_an_experiment_name_must_leave_room_for_the_suffixes_the_layout_adds():
+    # results/{dataset}/logs/publish/{name}.log: a file name holds at most 255 bytes.
+    config = {**shipped_config(), "experiments": {name_of(251): {}}}
+    assert list(resolve_config(config, SCHEMA)["experiments"]) == [name_of(251)]
+    message = refusal({**shipped_config(), "experiments": {name_of(252): {}}})
+    assert "config key 'experiments'" in message and "252 characters long; expected at most 251" in message
+    message = refusal({**shipped_config(), "experiments": {name_of(300): {}}})
+    assert name_of(300) not in message and len(message) < 500
+
+
+def test_a_dataset_name_must_fit_a_folder_name(tmp_path):
+    config = {**shipped_config(), "source": str(tmp_path), "dataset": name_of(255)}
+    assert resolve_config(config, SCHEMA)["dataset"] == name_of(255)
+    message = refusal({**config, "dataset": name_of(300)})
+    assert "config key 'dataset'" in message and "expected at most 255" in message and len(message) < 500
+
+
+def test_a_name_a_sweep_makes_is_held_to_the_same_limit():
+    config = {**shipped_config(), "sweep": {"prefix": name_of(240), "grid": {"hidden": [[1024, 512]]}}}
+    message = refusal(config)
+    assert "config key 'experiments'" in message and "expected at most 251" in message
+
+
+@pytest.mark.parametrize("name", ["report.html", "report.md", "raw", "parsed", "prepared", "runs", "logs", "benchmarks", "figures"])
+def test_an_experiment_cannot_take_a_name_the_results_layout_uses(name):
+    message = refusal({**shipped_config(), "experiments": {name: {}}})
+    assert f"config key 'experiments': {name!r} is a name results/{{dataset}}/ uses" in message
+
+
+@pytest.mark.parametrize("name", [".download", ".hidden", "_comparison", "a/b", "../x", "a b", "été"])
+def test_an_experiment_name_is_a_plain_file_name(name):
+    assert f"config key 'experiments': {name!r} does not match" in refusal({**shipped_config(), "experiments": {name: {}}})
+
+
+@pytest.mark.parametrize("key, name", [("experiments", "a" * 20), ("experiments", "run" + "01" * 20), ("dataset", "x" + "ab" * 20)])
+def test_a_name_snakemake_takes_for_a_runaway_wildcard_is_refused(tmp_path, key, name):
+    config = {**shipped_config(), "source": str(tmp_path)}
+    config[key] = {name: {}} if key == "experiments" else name
+    assert f"config key {key!r}: {name!r} ends in" in refusal(config)
+    assert resolve_config({**config, key: {name[:-2] + "zz": {}} if key == "experiments" else name[:-2] + "zz"}, SCHEMA)
+
+
+def alias_bomb(levels: int, width: int = 9) -> str:
+    """YAML of a few hundred bytes under train.hidden whose lists, with aliases followed, hold width**levels values."""
+    lines = ["train:", "  hidden:", f"    - &l0 [{', '.join(['1'] * width)}]"]
+    lines += [f"    - &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_in_bounded_time_and_memory_naming_the_key():
+    import time
+    import tracemalloc
+
+    bomb = yaml.safe_load(alias_bomb(12))  # 9**12 = 282 billion values once expanded; a few objects loaded
+    config = {**shipped_config(), "train": {**shipped_config()["train"], **bomb["train"]}}
+    tracemalloc.start()
+    started = time.perf_counter()
+    message = refusal(config)
+    seconds, peak = time.perf_counter() - started, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "more than 100,000 values" in message and "train.hidden" in message and "alias" in message
+    assert seconds < 5 and peak < 100e6 and len(message) < 500
+
+
+def test_a_bomb_below_the_bound_gives_a_short_message():
+    # 9**5 = 59,049 values: within the bound, so validated, and refused for what it is.
+    bomb = yaml.safe_load(alias_bomb(5))
+    message = refusal({**shipped_config(), "train": {**shipped_config()["train"], **bomb["train"]}})
+    assert "config key 'train.hidden.0'" in message and "is not of type 'integer'" in message
+    assert len(message) < 2000
+
+
+def test_deep_nesting_and_huge_sweeps_are_refused_naming_the_key():
+    deep: list = [1]
+    for _ in range(20):
+        deep = [deep]
+    message = refusal({**shipped_config(), "train": {"hidden": deep}})
+    assert "key 'train.hidden[0][0]" in message and "nested more than 16 levels" in message
+    sweep = {"grid": {"epochs": list(range(1, 101)), "seed": list(range(100))}}
+    assert "config key 'sweep': makes 10,000 experiments" in refusal({**shipped_config(), "sweep": sweep})
+
+
+def test_many_problems_and_long_values_make_a_bounded_message(tmp_path):
+    config = {**shipped_config(), **{f"unknown_{i}": i for i in range(500)}}
+    config["experiments"] = {f"bad name {i}": {"epochs": -i} for i in range(500)}
+    message = refusal(config)
+    assert "... and " in message and "more problems" in message and len(message) < 5000
+    message = refusal({**shipped_config(), "source": str(tmp_path / ("x" * 5000))})
+    assert "config key 'source'" in message and "(5,0" in message and "File name too long" in message and len(message) < 600
+
+
+# --- YAML files the project reads itself (config.load_yaml) ---------------------------------
+
+
+def test_load_yaml_reads_a_config_file(tmp_path):
+    path = tmp_path / "experiments.yaml"
+    path.write_text("experiments:\n  wide: {hidden: [2048]}\n", encoding="utf-8")
+    assert load_yaml(path) == {"experiments": {"wide": {"hidden": [2048]}}}
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"dataset: mnist\nexperiments:\n  caf\xe9: {}\n", ["byte 0xe9 at line 3, column 6 is not UTF-8", "expected UTF-8"]),
+        (b"experiments: [\n", ["not valid YAML"]),
+        (alias_bomb(12).encode(), ["more than 100,000 values", "train.hidden"]),
+        (b"train: {hidden: " + b"[" * 1000 + b"]" * 1000 + b"}\n", ["nested"]),
+        (b"#" * (2 << 20), ["bytes; expected a config file of at most"]),
+    ],
+    ids=["not-utf8", "not-yaml", "alias-bomb", "deep", "huge"],
+)
+def test_load_yaml_refuses_a_bad_file_naming_it(tmp_path, content, words):
+    path = tmp_path / "experiments.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_yaml(path)
+    assert str(info.value).startswith(f"{path}: ") and len(str(info.value)) < 1000
     for word in words:
         assert word in str(info.value)
