@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from helpers import REPO, copy_workflow, snakemake
 from mnist_pipeline.cli import main
+from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
 from mnist_pipeline.fileio import write_json
 from mnist_pipeline.metrics import paired_difference_ci, predictions_table, score_predictions
+from mnist_pipeline.plan import checkout_stage_code, planned_runs
 from mnist_pipeline.report import build_report, figure_files
 from mnist_pipeline.rundiff import diff_runs
 from mnist_pipeline.runid import data_identity, run_id, run_record
+from mnist_pipeline.runlock import LOCK_NAME, locked_by_others
 from mnist_pipeline.runs import RUN_FILES, RunNotFound, prune, publish, read_store, resolve, run_files, write_current
 from mnist_pipeline.tables import write_table
 
@@ -48,9 +57,10 @@ def test_data_identity_of_a_custom_dataset_follows_its_files_a_known_one_does_no
 # --- a store written by hand -----------------------------------------------------------------
 
 
-def fake_run(dataset_dir: Path, settings: dict, finished: str, correct: np.ndarray, names=("baseline",)) -> str:
-    """A finished run in the store as train and evaluate leave it, published under `names`."""
-    record = run_record(settings, DATA, "c0")
+def fake_run(dataset_dir: Path, settings: dict, finished: str, correct: np.ndarray, names=("baseline",), record=None) -> str:
+    """A finished run in the store as train and evaluate leave it, published under `names`
+    (`record`: its run.json, by default that of `settings` on DATA)."""
+    record = record or run_record(settings, DATA, "c0")
     files = run_files(dataset_dir, record["run"])
     labels = np.arange(N_TEST) % 10
     predicted = np.where(correct, labels, (labels + 1) % 10)
@@ -241,3 +251,118 @@ def test_prune_finishes_what_an_interrupted_prune_left(store):
     (leftover / "model.npz").write_bytes(b"x" * 1000)
     pruned = prune(dataset_dir, keep=5)
     assert pruned.removed == [] and pruned.freed == 1000 and not leftover.exists()
+
+
+# --- pruning never loses a run the workflow needs (issue 21) ---------------------------------
+
+
+def unpublished_run(dataset_dir: Path, lr: float, day: str) -> str:
+    """A run trained and evaluated, not yet published: what a sweep leaves for a minute or
+    more, and a run stopped between evaluate and publish for good."""
+    return fake_run(dataset_dir, {**SETTINGS, "learning_rate": lr}, f"2026-11-{day}T10:00:00+00:00", np.ones(N_TEST, bool), names=())
+
+
+def age(path: Path, seconds: float) -> None:
+    stat = path.stat()
+    os.utime(path, (stat.st_atime - seconds, stat.st_mtime - seconds))
+
+
+def test_prune_keeps_a_finished_run_not_yet_published(store):
+    dataset_dir, ids = store
+    waiting = unpublished_run(dataset_dir, 0.05, "05")  # finished after the last report
+    pruned = prune(dataset_dir, keep=0)
+    assert waiting not in {run.id for run in pruned.removed} and (dataset_dir / "runs" / waiting).is_dir()
+    assert {run.id for run in pruned.removed} == {ids[0.02], ids[0.03]}
+
+
+def test_a_run_left_unpublished_before_the_last_report_can_be_pruned(store):
+    dataset_dir, ids = store
+    orphan = unpublished_run(dataset_dir, 0.05, "05")
+    age(dataset_dir / "runs" / orphan / "run.json", 3600)  # a report has been built since it finished
+    assert orphan in {run.id for run in prune(dataset_dir, keep=0).removed}
+
+
+@pytest.fixture
+def workflow_store(store, synthetic_dir):
+    """The store, in the results/ of a workflow checkout whose config trains other settings."""
+    workdir = copy_workflow(store[0].parents[1])
+    config = yaml.safe_load((REPO / "tests/workflow/synthetic.yaml").read_text())
+    (workdir / "config.yaml").write_text(yaml.safe_dump({**config, "source": str(synthetic_dir)}))
+    return store
+
+
+def holding(workdir: Path, code: str) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+@pytest.mark.parametrize(
+    "code, words",
+    [
+        ("from mnist_pipeline.runlock import claim_workdir; claim_workdir('.snakemake', 'results')", ["a snakemake run (process {pid}) is working"]),
+        ("import os; os.makedirs('.snakemake', exist_ok=True); from mnist_pipeline.runlock import join_run; join_run()",
+         ["jobs of a killed snakemake run are still running"]),
+    ],
+    ids=["run", "jobs-of-a-killed-run"],
+)
+def test_prune_refuses_while_a_run_is_going_and_removes_nothing(workflow_store, capsys, code, words):
+    dataset_dir, ids = workflow_store
+    workdir = dataset_dir.parents[1]
+    unpublished_run(dataset_dir, 0.05, "05")
+    before = sorted(path.name for path in (dataset_dir / "runs").iterdir())
+    process = holding(workdir, code + "; print('held', flush=True); input()")
+    try:
+        code, out, err = run_cli(capsys, "--results", str(workdir / "results"), "--prune", "--keep", "0")
+    finally:
+        process.kill()
+        process.wait()
+    assert code == 2 and out == ""
+    for word in words:
+        assert word.format(pid=process.pid) in err
+    assert f"in {workdir}: it may yet publish any kept run, so nothing was pruned. Prune when it has ended." in err
+    assert sorted(path.name for path in (dataset_dir / "runs").iterdir()) == before
+    # Once it has ended, pruning goes ahead, and holds the run lock while it removes.
+    code, out, _ = run_cli(capsys, "--results", str(workdir / "results"), "--prune", "--keep", "0")
+    assert code == 0 and "removed 2 run(s)" in out
+    # flock locks belong to an open file, so this process's own lock counts here as another's.
+    assert locked_by_others(workdir / ".snakemake" / LOCK_NAME)
+
+
+def planned_by_the_workflow(workdir: Path) -> set[str]:
+    """The run ids a dry run of the workflow in `workdir` plans to train."""
+    out = snakemake(workdir, "--dry-run", "--forcerun", "train")
+    return set(re.findall(r"run=([0-9a-f]{12})", out.stdout + out.stderr))
+
+
+def test_prune_keeps_the_runs_the_config_makes_now(tmp_path, synthetic_dir, capsys):
+    workdir = copy_workflow(tmp_path / "wd")
+    config = yaml.safe_load((REPO / "tests/workflow/synthetic.yaml").read_text())
+    (workdir / "config.yaml").write_text(yaml.safe_dump({**config, "source": str(synthetic_dir)}))
+    # The app's experiments count too.
+    (workdir / "experiments.yaml").write_text(yaml.safe_dump({"experiments": {"deep": {"hidden": [32, 16]}}}))
+    schema = load_schema(workdir / "workflow/schemas/config.schema.yaml")
+    resolved = resolve_config({**config, "source": str(synthetic_dir), "experiments": {**config["experiments"], "deep": {"hidden": [32, 16]}}}, schema)
+    planned = planned_runs(resolved, experiment_settings(resolved, schema), checkout_stage_code(workdir))
+    assert {record["run"] for record in planned.values()} == planned_by_the_workflow(workdir)
+    # Say the config went back to settings trained long ago: their runs were published under
+    # another name since, and the last report used others. A `snakemake` now would use them.
+    dataset_dir = workdir / "results/synthetic"
+    correct = np.ones(N_TEST, bool)
+    for day, record in enumerate(sorted(planned.values(), key=lambda record: record["run"]), start=1):
+        fake_run(dataset_dir, record["settings"], f"2026-11-0{day}T10:00:00+00:00", correct, names=("old",), record=record)
+    other = fake_run(dataset_dir, SETTINGS, "2026-11-09T10:00:00+00:00", correct, names=("old",))
+    write_current(dataset_dir / "runs/current.json", SETTINGS, {"old": other})
+    code, out, _ = run_cli(capsys, "--results", str(workdir / "results"), "--prune", "--keep", "0")
+    assert code == 0 and "removed 0 run(s)" in out
+    assert sorted(run.id for run in read_store(dataset_dir)) == sorted({other} | {record["run"] for record in planned.values()})
+
+
+def test_prune_refuses_when_the_config_cannot_be_read(workflow_store, capsys):
+    dataset_dir, ids = workflow_store
+    workdir = dataset_dir.parents[1]
+    (workdir / "config.yaml").write_bytes(b"dataset: synthetic\nsource: caf\xe9\n")
+    before = sorted(run.id for run in read_store(dataset_dir))
+    code, _, err = run_cli(capsys, "--results", str(workdir / "results"), "--prune", "--keep", "0")
+    assert code == 2 and f"cannot tell which runs the config in {workdir} uses, so nothing was pruned" in err
+    assert "Traceback" not in err and sorted(run.id for run in read_store(dataset_dir)) == before

@@ -23,16 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.app.workflow import Workflow
+from mnist_pipeline.config import experiment_settings
+from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.modelinfo import describe_layer, model_info
 from mnist_pipeline.nn.model import load_model
 from mnist_pipeline.nn.settings import TrainSettings
-from mnist_pipeline.preprocess import CENTER_MODES, framing_for, load_images, model_inputs
+from mnist_pipeline.plan import checkout_stage_code, planned_runs
+from mnist_pipeline.preprocess import CENTER_MODES, OVERFLOW, framing_for, load_images, model_inputs
 from mnist_pipeline.report.comparison import settings_diff
 from mnist_pipeline.report.formatting import change_text, pct, seconds, settings_text, value_text
 from mnist_pipeline.resultsdir import DEFAULT_RESULTS, RESULTS_ENV
 from mnist_pipeline.rundiff import RunDiff, diff_runs
-from mnist_pipeline.runs import KeptRun, RunNotFound, datasets, prune, read_current, read_store, resolve
+from mnist_pipeline.runs import KeptRun, RunNotFound, claim_for_pruning, datasets, prune, read_current, read_store, resolve
 
 PROG = "mnist-pipeline"
 APP_SCRIPT = Path(__file__).parent / "app" / "streamlit_app.py"
@@ -79,8 +82,7 @@ def classify_files(loaded, paths: Sequence[str], top: int = 1, center: str = "au
             at = index if item.indexed else None
             if not np.isfinite(proba[row]).all():
                 name = item.path + (f"[{index}]" if at is not None else "")
-                records.append(_error_record(item.path, at, f"{name}: the model's outputs for it overflow float32, so there are no "
-                                                            "probabilities (its weights are far larger than training makes them)"))
+                records.append(_error_record(item.path, at, f"{name}: {OVERFLOW}"))
             else:
                 ranked = top_classes(proba[row], loaded.classes, top)
                 records.append({"file": item.path, "index": at, **ranked[0], "top": ranked})
@@ -296,6 +298,24 @@ def format_diff(diff: RunDiff) -> list[str]:
     return lines
 
 
+def runs_in_use(results: Path) -> dict[str, set[str]]:
+    """Dataset -> the runs that the config of the workflow whose results/ is `results` makes
+    now (config.yaml with experiments.yaml), with that workflow's run lock taken until this
+    process ends; {} when `results` is no workflow's. RunInProgressError while a run is going,
+    ConfigError when its config cannot be read: either way nothing may be pruned."""
+    workdir = results.absolute().parent
+    if results.absolute().name != "results" or not (workdir / "Snakefile").is_file():
+        return {}
+    claim_for_pruning(workdir, results)
+    workflow = Workflow(workdir)
+    try:
+        config = workflow.resolved()
+        planned = planned_runs(config, experiment_settings(config, workflow.schema()), checkout_stage_code(workdir))
+    except (PipelineError, OSError, ValueError, SyntaxError) as error:
+        raise ConfigError(f"cannot tell which runs the config in {workdir} uses, so nothing was pruned: {error}") from None
+    return {config["dataset"]: {record["run"] for record in planned.values()}}
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     if (args.keep is None) != (not args.prune):
         return _fail("--prune needs --keep N (and --keep goes with --prune)")
@@ -309,8 +329,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(json.dumps(diff_entry(diff), indent=2) if args.json else "\n".join(format_diff(diff)))
             return 0
         if args.prune:
+            needed = runs_in_use(Path(args.results))
             for dataset in stores:
-                pruned = prune(Path(args.results) / dataset, args.keep)
+                pruned = prune(Path(args.results) / dataset, args.keep, needed.get(dataset, ()))
                 removed = ", ".join(run.id for run in pruned.removed) or "nothing"
                 print(f"{dataset}: removed {len(pruned.removed)} run(s) ({removed}), freed {megabytes(pruned.freed)};"
                       f" {pruned.kept} kept")
@@ -379,7 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="settings and metrics that differ from run A to run B; each a run id (or 4+ of its first digits), "
              "an experiment name (its current run) or NAME~N (its Nth run before that)",
     )
-    action.add_argument("--prune", action="store_true", help="remove old runs that no experiment uses now (with --keep)")
+    action.add_argument(
+        "--prune", action="store_true",
+        help="remove old runs that no experiment uses now (with --keep). Never removes a run that the config"
+             " (config.yaml with experiments.yaml) makes, that the last report or an experiment's folder uses, or"
+             " that finished since the last report and is not published yet; refuses, naming the process, while"
+             " a snakemake run is going in the workflow folder, and holds off new runs while it removes",
+    )
     runs.add_argument("--keep", type=int, metavar="N", help="with --prune: keep the newest N runs per experiment besides its current one")
     runs.set_defaults(run=cmd_runs)
     return parser

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mnist_pipeline.errors import RunInProgressError
 from mnist_pipeline.fileio import atomic_path, read_json, write_json
 from mnist_pipeline.runid import ID_PATTERN
+from mnist_pipeline.runlock import JOBS_LOCK_NAME, LOCK_NAME, claim_workdir, holder, locked_by_others
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +140,46 @@ def current_runs(dataset_dir: str | Path) -> dict[str, str]:
     return read_current(dataset_dir)["experiments"] or published_runs(dataset_dir)
 
 
-def protected_runs(dataset_dir: str | Path) -> set[str]:
-    """Runs pruning must keep: those the last reported config uses, and every run still
-    published under an experiment folder (a newer config that has not reached its report yet)."""
-    return set(current_runs(dataset_dir).values()) | set(published_runs(dataset_dir).values())
+def protected_runs(dataset_dir: str | Path, runs: Iterable[KeptRun] = ()) -> set[str]:
+    """Runs pruning must keep: those the last reported config uses, every run still published
+    under an experiment folder (a newer config that has not reached its report yet), and those
+    of `runs` awaiting their publish (awaiting_publish)."""
+    return set(current_runs(dataset_dir).values()) | set(published_runs(dataset_dir).values()) | awaiting_publish(dataset_dir, runs)
+
+
+def awaiting_publish(dataset_dir: str | Path, runs: Iterable[KeptRun]) -> set[str]:
+    """The runs finished since the last report (runs/current.json) that no experiment has
+    published: a workflow run publishes its runs only after it has trained and evaluated them
+    (a minute later in a sweep), and one that stopped in between publishes them next time."""
+    current = store_dir(dataset_dir) / CURRENT
+    since = current.stat().st_mtime if current.is_file() else float("-inf")
+    return {run.id for run in runs if not run.names and run.path("record").stat().st_mtime >= since}
+
+
+def claim_for_pruning(workdir: str | Path, results: str | Path) -> None:
+    """Take the run lock of the workflow in `workdir`, as a run of it does (runlock.py), so that no
+    run starts while runs are removed; until this process ends. RunInProgressError, naming the
+    process, while a run is going: it may yet publish runs it has trained, or any run kept."""
+    state = Path(workdir) / ".snakemake"
+    busy = _busy(state)
+    if busy is None:
+        try:
+            claim_workdir(state, results)
+            return
+        except RunInProgressError:  # one started since we looked
+            busy = _busy(state) or "a snakemake run started"
+    raise RunInProgressError(
+        f"{busy} in {workdir}: it may yet publish any kept run, so nothing was pruned. Prune when it has ended."
+    )
+
+
+def _busy(state: Path) -> str | None:
+    if locked_by_others(state / LOCK_NAME):
+        pid = holder(state)
+        return f"a snakemake run{f' (process {pid})' if pid else ''} is working"
+    if locked_by_others(state / JOBS_LOCK_NAME):
+        return f"jobs of a killed snakemake run are still running (`fuser {state / JOBS_LOCK_NAME}` lists them)"
+    return None
 
 
 def read_store(dataset_dir: str | Path) -> list[KeptRun]:
@@ -216,13 +254,15 @@ class Pruned:
     kept: int
 
 
-def prune(dataset_dir: str | Path, keep: int) -> Pruned:
+def prune(dataset_dir: str | Path, keep: int, needed: Iterable[str] = ()) -> Pruned:
     """Remove all but the newest `keep` runs per experiment name among the runs that are not
-    current; a run stays when any of its names keeps it, and protected runs always stay."""
+    current; a run stays when any of its names keeps it, and protected runs (protected_runs,
+    and the `needed` ones: those the config makes now) always stay. Call it holding the run
+    lock (claim_for_pruning), or runs a workflow run has not published yet may go."""
     if keep < 0:
         raise ValueError(f"--keep must be 0 or more, got {keep}")
     runs = read_store(dataset_dir)
-    protected = protected_runs(dataset_dir)
+    protected = protected_runs(dataset_dir, runs) | set(needed)
     candidates = [run for run in runs if run.id not in protected]
     kept_ids = set(protected)
     by_name: dict[str, list[KeptRun]] = {}
