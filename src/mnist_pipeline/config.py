@@ -102,8 +102,9 @@ def check_size(value: Any, where: str = "the config") -> None:
         count += 1
         if count > MAX_VALUES:
             raise ConfigError(
-                f"{where}: more than {MAX_VALUES:,} values (counting what each YAML alias *name repeats), the limit"
-                f" reached at key {_key_text(path)!r}; expected a plain config, not anchors repeated inside each other"
+                f"{where}: more than {MAX_VALUES:,} values (counting what each YAML alias *name repeats),"
+                f" the limit reached under key {_key_text(_up_to_an_item(path))!r}; expected a plain config, not anchors"
+                " repeated inside each other"
             )
         if len(path) > MAX_DEPTH:
             raise ConfigError(f"{where}: key {_key_text(path)!r} is nested more than {MAX_DEPTH} levels deep; expected a plain config")
@@ -111,6 +112,12 @@ def check_size(value: Any, where: str = "the config") -> None:
             stack.extend((item, (*path, key)) for key, item in node.items())
         elif isinstance(node, (list, tuple)):
             stack.extend((item, (*path, i)) for i, item in enumerate(node))
+
+
+def _up_to_an_item(path: tuple) -> tuple:
+    """The keys of `path` down to its first list item: what a user wrote, not where in the repeats."""
+    items = [i for i, part in enumerate(path) if isinstance(part, int)]
+    return path[: items[0] + 1] if items else path
 
 
 def _key_text(path: tuple) -> str:
