@@ -171,3 +171,20 @@ def test_shared_seconds_count_only_work_that_can_spread():
     assert 0.02 <= workers.shared_seconds < 0.03
     workers.measure(False)
     assert workers.shared_seconds == 0
+
+
+def test_a_single_submitted_task_goes_to_a_helper_while_the_caller_works_on():
+    names, ran = [], threading.Semaphore(0)
+
+    def task(i):
+        names.append(threading.current_thread().name)
+        ran.release()
+
+    with Workers(3) as workers:
+        jobs = [workers.submit(task, 1) for _ in range(2)]
+        # The caller has not waited yet: only the helpers can run the tasks.
+        assert ran.acquire(timeout=10) and ran.acquire(timeout=10)
+        for job in jobs:
+            workers.wait(job)
+    # One each: single tasks are dealt out in turn, not all to the first helper.
+    assert sorted(names) == ["nn-worker-1", "nn-worker-2"]

@@ -136,6 +136,7 @@ class Workers:
             raise ValueError(f"threads {threads!r}: expected an integer >= 1")
         self.threads = int(threads)
         self._clock: list[float] | None = None
+        self._next = 0  # the helper whose inbox a job goes to first
         self._inboxes: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(self.threads - 1)]
         self._threads = [
             threading.Thread(target=self._serve, args=(inbox,), name=f"nn-worker-{i + 1}", daemon=True)
@@ -157,7 +158,8 @@ class Workers:
             for i in range(n_tasks):
                 task(i)
             return
-        self.wait(self.submit(task, n_tasks))
+        # The caller takes tasks at once: the helpers are needed for the rest only.
+        self.wait(self._hand_out(task, n_tasks, min(n_tasks, self.threads) - 1))
 
     def submit(self, task: Callable[[int], None], n_tasks: int) -> Job:
         """Hand task(0), ..., task(n_tasks - 1) to the helpers and return at once; see wait().
@@ -165,11 +167,18 @@ class Workers:
         The caller goes on with other work while the helpers take these tasks, and runs
         whatever they have not taken when it waits. With one thread nothing runs before wait().
         """
-        # A single task never runs on two threads: it counts as one thread's work.
+        return self._hand_out(task, n_tasks, min(n_tasks, self.threads - 1))
+
+    def _hand_out(self, task: Callable[[int], None], n_tasks: int, helpers: int) -> Job:
+        # A single task never runs on two threads at once: it counts as one thread's work.
         job = Job(task, n_tasks, self._clock if n_tasks > 1 else None)
-        for inbox in self._inboxes[: min(n_tasks, self.threads) - 1]:
+        # Starting from the next helper each time, so that single tasks do not all go to one.
+        for k in range(helpers):
+            inbox = self._inboxes[(self._next + k) % len(self._inboxes)]
             # The caller's context (np.errstate lives there), one copy per thread.
             inbox.put((contextvars.copy_context(), job))
+        if helpers:
+            self._next = (self._next + helpers) % len(self._inboxes)
         return job
 
     def wait(self, job: Job) -> None:
