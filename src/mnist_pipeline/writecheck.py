@@ -30,14 +30,12 @@ def unwritable(targets: Iterable[tuple[str, str | os.PathLike]]) -> list[Unwrita
     """The paths among those that `targets` ((stage, path it writes) pairs: outputs, logs and
     benchmarks of the jobs to run) need changed and cannot be: the folder each goes in (or its
     nearest existing ancestor: Snakemake makes the rest), and, for an existing folder output,
-    every folder and file under it (it is removed whole). In the order first met."""
-    stages_of: dict[Path, list[str]] = {}
+    every folder and file under it (it is removed whole). Sorted by path, stages by name."""
+    stages_of: dict[Path, set[str]] = {}
     for stage, target in targets:
         for path in _changed_by(Path(target)):
-            stages = stages_of.setdefault(path, [])
-            if stage not in stages:
-                stages.append(stage)
-    return [Unwritable(path, tuple(stages)) for path, stages in stages_of.items() if not _can_change(path)]
+            stages_of.setdefault(path, set()).add(stage)
+    return [Unwritable(path, tuple(sorted(stages_of[path]))) for path in sorted(stages_of) if not _can_change(path)]
 
 
 def unwritable_text(problems: Iterable[Unwritable]) -> str:
