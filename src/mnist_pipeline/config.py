@@ -52,7 +52,7 @@ MAX_PROBLEMS = 20
 _SHOWN = reprlib.Repr()
 _SHOWN.maxstring = _SHOWN.maxother = 160
 _SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 4
-_SHOWN.maxlevel = 3
+_SHOWN.maxlevel = 2
 
 
 def load_schema(path: str | Path) -> dict:
