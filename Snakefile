@@ -10,6 +10,15 @@ from snakemake.utils import min_version
 min_version("9.11")
 
 
+include: "workflow/rules/common.smk"
+
+
+# Snakemake reads the config files itself, and stops with a traceback on a byte that is not
+# UTF-8 or on nesting too deep: checked first, each is one message naming the file
+# (docs/configuration-limits.md).
+check_config_files("config.yaml", "experiments.yaml")
+
+
 configfile: "config.yaml"
 
 
@@ -21,9 +30,6 @@ if Path("experiments.yaml").is_file():
 
 
 report: "workflow/report/workflow.rst"
-
-
-include: "workflow/rules/common.smk"
 
 
 # Stops the run, before any job starts, with a message naming each bad key.
@@ -50,6 +56,7 @@ include: "workflow/rules/report.smk"
 
 
 onstart:
+    check_writable()
     tell_plan(CONFIG, RUNS)
 
 

@@ -38,18 +38,17 @@ use_checkout_package(Path(workflow.basedir) / "src")
 import mnist_pipeline
 from mnist_pipeline.codedeps import code_identity
 from mnist_pipeline.corruptions import FAMILIES, check_families
-from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
+from mnist_pipeline.config import experiment_settings, load_schema, load_yaml, resolve_config
 from mnist_pipeline.datafacts import check_config_against_data
-from mnist_pipeline.datasets import IDX_STEMS
-from mnist_pipeline.sources import local_source_dir, locate_idx
 from mnist_pipeline.errors import PipelineError, RunInProgressError
 from mnist_pipeline.layout import RESULTS, DatasetLayout
 from mnist_pipeline.nn.parallel import available_cores, share_cores
 from mnist_pipeline.progress import write_plan
-from mnist_pipeline.runid import data_identity, run_record
+from mnist_pipeline.plan import planned_runs as runs_of, source_files
 from mnist_pipeline.runlock import claim_workdir
 from mnist_pipeline.runs import is_trained, run_files
 from mnist_pipeline.terminal import failure_text, flip_warning_text, summary_text, training_plan_text
+from mnist_pipeline.writecheck import unwritable, unwritable_text
 
 # Every output's path, as a pattern with the {dataset} wildcard (mnist_pipeline.layout).
 DATA = DatasetLayout(RESULTS)
@@ -80,6 +79,31 @@ def claim_for_execution():
         # made again for this run's own locks (tests/test_workflow.py pins both).
         workflow.persistence.cleanup_locks()
         Path(workflow.persistence.path, "locks").mkdir(exist_ok=True)
+
+
+def check_config_files(*paths):
+    """Stop, naming the file, before Snakemake reads a config file that is not UTF-8 or not
+    YAML, or nests or repeats beyond config.load_yaml's bounds: Snakemake's own reading stops
+    with a traceback that does not name it. A missing file is Snakemake's to report."""
+    for path in paths:
+        if Path(path).is_file():
+            _before_any_job(load_yaml, path)
+
+
+def check_writable():
+    """Stop the run before its first job when a folder its jobs write in refuses
+    (mnist_pipeline.writecheck): Snakemake would stop at that job with a PermissionError
+    traceback of its own, after the jobs before it. Called by onstart, which Snakemake calls
+    only for a run with jobs to execute: a run with nothing to do never asks."""
+    targets = [
+        (job.rule.name, path)
+        for job in workflow.dag.needrun_jobs()
+        for path in (*job.output, *job.log, *([job.benchmark] if job.benchmark else []))
+    ]
+    problems = unwritable(targets)
+    if problems:
+        print(unwritable_text(problems), end="", file=sys.stderr, flush=True)
+        raise SystemExit(1)
 
 
 def validated_config(config):
@@ -115,20 +139,10 @@ def stage_code(script):
 
 
 def planned_runs(config, experiments):
-    """Experiment name -> the record of the run its settings make (mnist_pipeline.runid): the
+    """Experiment name -> the record of the run its settings make (mnist_pipeline.plan): the
     run id is fixed here, from the settings, the prepared data's making and the training
     code, so that settings trained before point at the run folder that already holds them."""
-    upstream = "".join(stage_code(f"../scripts/{stage}.py") for stage in ("download", "parse", "prepare"))
-    data = data_identity(
-        dataset=config["dataset"],
-        prepare=config["prepare"],
-        code=hashlib.sha256(upstream.encode()).hexdigest(),
-        source=config["source"],
-        checksums=config["checksums"],
-        source_files=source_files(config),
-    )
-    code = stage_code("../scripts/train.py")
-    return {name: run_record(settings, data, code) for name, settings in experiments.items()}
+    return runs_of(config, experiments, lambda stage: stage_code(f"../scripts/{stage}.py"))
 
 
 # Threads of each train job under a cluster executor (SLURM): a job asks for what it needs, and
@@ -187,21 +201,6 @@ def local_source_files(wildcards):
     working directory (claim_for_execution)."""
     claim_for_execution()
     return source_files(CONFIG)
-
-
-def source_files(config):
-    """The files a local `source` directory gives the download (the same ones it picks), so
-    that replacing them reruns it. A missing one is left for the download job to report."""
-    directory = local_source_dir(config["dataset"], config["source"])
-    if directory is None or not directory.is_dir():
-        return []
-    files = []
-    for stem in IDX_STEMS:
-        try:
-            files.append(str(locate_idx(directory, stem)))
-        except FileNotFoundError:
-            pass
-    return files
 
 
 def fetch_settings(config):
