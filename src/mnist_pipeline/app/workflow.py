@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
+from mnist_pipeline.config import experiment_settings, load_schema, load_yaml, resolve_config
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.fileio import atomic_path, read_json
 from mnist_pipeline.layout import RESULTS, DatasetLayout
@@ -46,11 +46,8 @@ def merge_config(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict:
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         return {}
-    with open(path, encoding="utf-8") as handle:
-        try:
-            content = yaml.safe_load(handle)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    # Bounded as the workflow reads it: not UTF-8, not YAML or an alias bomb is one ConfigError.
+    content = load_yaml(path)
     if content is None:
         return {}
     if not isinstance(content, dict):
