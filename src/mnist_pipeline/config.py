@@ -27,6 +27,7 @@ import jsonschema
 import yaml
 
 from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.layout import RESERVED
 from mnist_pipeline.nn.settings import TrainSettings
 from mnist_pipeline.sources import local_source_dir
 
@@ -56,7 +57,14 @@ _SHOWN.maxlevel = 2
 
 
 def load_schema(path: str | Path) -> dict:
-    return load_yaml(path)
+    """The workflow's config schema, with the parts whose facts live in code filled in: the
+    training keys from TrainSettings, the names an experiment may not take from the layout."""
+    schema = load_yaml(path)
+    keys = TrainSettings.json_schema()
+    # The same dict wherever the file's YAML alias put the (empty) train_keys.
+    schema["$defs"]["train_keys"].update(keys)
+    schema["properties"]["experiments"]["propertyNames"]["not"] = {"enum": sorted(RESERVED)}
+    return schema
 
 
 def load_yaml(path: str | Path) -> Any:
