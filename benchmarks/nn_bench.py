@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
-from mnist_pipeline.download import locate_idx
-from mnist_pipeline.idx import read_idx
+from mnist_pipeline.data.download import locate_idx
+from mnist_pipeline.data.idx import read_idx
+from mnist_pipeline.data.splits import fit_normalization, stratified_split
 from mnist_pipeline.nn import TrainSettings
-from mnist_pipeline.splits import fit_normalization, stratified_split
+from mnist_pipeline.workflow.config import experiment_settings, load_schema, resolve_config
 
 # The recipe mode reads the workflow's config and schema, as `snakemake` would.
 REPO = Path(__file__).resolve().parents[1]

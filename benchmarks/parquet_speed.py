@@ -21,10 +21,10 @@ from unittest import mock
 
 import numpy as np
 
-from mnist_pipeline import tables
-from mnist_pipeline.download import locate_idx
-from mnist_pipeline.idx import read_images_and_labels
-from mnist_pipeline.splits import fit_normalization
+from mnist_pipeline.data import tables
+from mnist_pipeline.data.download import locate_idx
+from mnist_pipeline.data.idx import read_images_and_labels
+from mnist_pipeline.data.splits import fit_normalization
 
 CANDIDATES = {
     "zstd-1 + dictionary": dict(compression="zstd", compression_level=1, use_dictionary=True),

@@ -17,8 +17,8 @@ import statistics
 import time
 from pathlib import Path
 
-from mnist_pipeline.download import locate_idx
-from mnist_pipeline.idx import read_idx
+from mnist_pipeline.data.download import locate_idx
+from mnist_pipeline.data.idx import read_idx
 
 
 def bare_gunzip(path: Path) -> bytes:

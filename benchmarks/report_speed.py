@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from mnist_pipeline.metrics import predictions_table, score_predictions
-from mnist_pipeline.report import build_report, collect_provenance
+from mnist_pipeline.evaluation.metrics import predictions_table, score_predictions
+from mnist_pipeline.evaluation.report import build_report, collect_provenance
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DEFAULTS = {"model": "mlp", "hidden": [256, 128], "epochs": 20, "batch_size": 128, "optimizer": "adam",

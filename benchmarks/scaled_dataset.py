@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.download import locate_idx
+from mnist_pipeline.data.download import locate_idx
+from mnist_pipeline.data.idx import encode_header, read_images_and_labels
 from mnist_pipeline.fileio import atomic_path
-from mnist_pipeline.idx import encode_header, read_images_and_labels
 
 # (rows, cols) of copy j, for j = 1, 2, ...; the nearest shifts first, as augmentation would.
 SHIFTS = [(0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1), (0, 2), (0, -2), (2, 0), (-2, 0)]

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from mnist_pipeline.fileio import read_json
 from mnist_pipeline.layout import DatasetLayout
-from mnist_pipeline.runs import current_runs
+from mnist_pipeline.runstore.store import current_runs
 
 MIB = 2**20
 BASE_MIB = 300

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from helpers import FASHION_DIR, FASHION_FILES, N_TEST, N_TRAIN, N_VAL, require, train_experiment, write_synthetic_dataset
+from mnist_pipeline.data.idx import read_idx
+from mnist_pipeline.data.splits import fit_normalization
 from mnist_pipeline.fileio import save_array
-from mnist_pipeline.idx import read_idx
-from mnist_pipeline.splits import fit_normalization
 
 
 @pytest.fixture(scope="session")

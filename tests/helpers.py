@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_pipeline.datasets import class_names
+from mnist_pipeline.data.datasets import class_names
+from mnist_pipeline.data.idx import write_idx
+from mnist_pipeline.data.tables import write_table
+from mnist_pipeline.evaluation.metrics import predictions_table, score_predictions
 from mnist_pipeline.fileio import write_json
-from mnist_pipeline.idx import write_idx
-from mnist_pipeline.metrics import predictions_table, score_predictions
 from mnist_pipeline.nn import TrainSettings, fit
 from mnist_pipeline.nn.model import save_model
-from mnist_pipeline.tables import write_table
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))

@@ -20,8 +20,8 @@ from hostile import CRAFTED_MODELS, crafted_model
 from mnist_pipeline.app import data
 from mnist_pipeline.cli import classify_files
 from mnist_pipeline.errors import ImageInputError
+from mnist_pipeline.layout import RESULTS_ENV
 from mnist_pipeline.nn.model import load_model
-from mnist_pipeline.resultsdir import RESULTS_ENV
 
 APP = Path(data.__file__).with_name("streamlit_app.py")
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from mnist_pipeline.app import data
-from mnist_pipeline.corruptions import FAMILIES, corrupt
+from mnist_pipeline.evaluation.corruptions import FAMILIES, corrupt
 from mnist_pipeline.nn.model import load_model
 from test_app import app_test, png_bytes
 

@@ -14,16 +14,16 @@ import yaml
 from streamlit.testing.v1 import AppTest
 
 from helpers import REPO, copy_workflow, planned_jobs, snakemake
-from mnist_pipeline.app.runs import Runs, steps_done, why_it_failed
+from mnist_pipeline.app.invocations import Invocations, steps_done, why_it_failed
 from mnist_pipeline.app.train_form import FormField, as_text, overrides, read_value, train_fields
-from mnist_pipeline.app.workflow import find_workflow, merge_config, run_targets
-from mnist_pipeline.config import load_schema, resolve_config
 from mnist_pipeline.errors import ConfigError, RunInProgressError
+from mnist_pipeline.layout import RESULTS_ENV
 from mnist_pipeline.nn import TrainSettings, fit
 from mnist_pipeline.nn.settings import Setting
 from mnist_pipeline.nn.train import epoch_text
-from mnist_pipeline.progress import EpochRecords, planned_run, read_epochs, write_plan
-from mnist_pipeline.resultsdir import RESULTS_ENV
+from mnist_pipeline.workflow.checkout import find_workflow, merge_config, run_targets
+from mnist_pipeline.workflow.config import load_schema, resolve_config
+from mnist_pipeline.workflow.progress import EpochRecords, planned_run, read_epochs, write_plan
 
 APP = REPO / "src/mnist_pipeline/app/streamlit_app.py"
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
@@ -157,12 +157,12 @@ def test_one_run_at_a_time_stop_then_continue(tmp_path, synthetic_dir, monkeypat
     workdir = app_workflow(tmp_path / "wf", synthetic_dir)
     workflow = find_workflow(workdir / "results")
     workflow.add_experiment("long", {"hidden": [256, 256], "epochs": 400})
-    runs = Runs(workflow)
+    invocations = Invocations(workflow)
     targets = run_targets(workflow, workflow.resolved(), "long")
-    runs.start("long", targets)
+    invocations.start("long", targets)
     written = workflow.experiments_file.read_bytes()
     with pytest.raises(RunInProgressError, match="a run is in progress"):
-        runs.start("long", targets, prepare=lambda: workflow.add_experiment("refused", {"hidden": [8]}))
+        invocations.start("long", targets, prepare=lambda: workflow.add_experiment("refused", {"hidden": [8]}))
     assert workflow.experiments_file.read_bytes() == written  # the refused start wrote nothing
     # The page says so too, and adds nothing.
     at = train_page(workdir / "results", monkeypatch)
@@ -170,23 +170,23 @@ def test_one_run_at_a_time_stop_then_continue(tmp_path, synthetic_dir, monkeypat
     next(b for b in at.button if b.label == "Train").click().run()
     assert "A run is in progress" in at.warning[0].value and set(workflow.app_experiments()) == {"long"}
     deadline = time.monotonic() + 120
-    while not runs.epochs(runs.last(), "synthetic"):
-        assert runs.last().state == "running" and time.monotonic() < deadline, runs.output()
+    while not invocations.epochs(invocations.last(), "synthetic"):
+        assert invocations.last().state == "running" and time.monotonic() < deadline, invocations.output()
         time.sleep(0.2)
-    assert runs.stop()
-    while runs.last().state == "running":
-        assert time.monotonic() < deadline + 60, runs.output()
+    assert invocations.stop()
+    while invocations.last().state == "running":
+        assert time.monotonic() < deadline + 60, invocations.output()
         time.sleep(0.2)
-    assert runs.last().state == "stopped" and not runs.busy()
+    assert invocations.last().state == "stopped" and not invocations.busy()
     assert not (workdir / "results/synthetic/long/model.npz").exists()
     # The next run continues without --unlock, and finishes what was stopped.
     workflow.add_experiment("long", {"hidden": [256, 256], "epochs": 2})
-    runs.start("long", targets)
-    while runs.last().state == "running":
-        assert time.monotonic() < deadline + 180, runs.output()
+    invocations.start("long", targets)
+    while invocations.last().state == "running":
+        assert time.monotonic() < deadline + 180, invocations.output()
         time.sleep(0.2)
-    assert runs.last().state == "done", runs.output()
-    assert [row["epoch"] for row in runs.epochs(runs.last(), "synthetic")] == [1, 2]
+    assert invocations.last().state == "done", invocations.output()
+    assert [row["epoch"] for row in invocations.epochs(invocations.last(), "synthetic")] == [1, 2]
 
 
 # --- the page, through AppTest ----------------------------------------------------------------
@@ -236,10 +236,10 @@ def test_without_a_workflow_beside_the_results_the_page_says_so(tmp_path, monkey
     assert "Training needs the workflow" in at.info[0].value
 
 
-def wait_for_end(runs: Runs, timeout: float = 180.0) -> None:
+def wait_for_end(invocations: Invocations, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
-    while runs.last() is None or runs.last().state == "running":
-        assert time.monotonic() < deadline, runs.output()
+    while invocations.last() is None or invocations.last().state == "running":
+        assert time.monotonic() < deadline, invocations.output()
         time.sleep(0.2)
 
 
@@ -252,7 +252,7 @@ def test_a_failed_run_shows_why_in_the_page(tmp_path, synthetic_dir, monkeypatch
     at.number_input(key="train_learning_rate").set_value(1e6)
     next(b for b in at.button if b.label == "Train").click().run()
     assert not at.exception and not at.error
-    wait_for_end(Runs(find_workflow(workdir / "results")))
+    wait_for_end(Invocations(find_workflow(workdir / "results")))
     at.run()
     assert "The run of explodes failed" in at.error[0].value
     why = at.code[0].value
@@ -273,16 +273,16 @@ def test_an_app_experiment_is_removed_in_the_app(tmp_path, synthetic_dir, monkey
     assert set(workflow.app_experiments()) == {"kept"} and not (workdir / "results/synthetic/gone").exists()
     assert [b.key for b in at.button if b.key and b.key.startswith("remove_")] == ["remove_kept"]
     # baseline and kept are untrained: the report cannot be rebuilt, so no run was started.
-    assert Runs(workflow).last() is None
+    assert Invocations(workflow).last() is None
 
 
 def test_a_run_whose_runner_died_is_reported_lost(tmp_path, synthetic_dir):
     workdir = app_workflow(tmp_path / "wf", synthetic_dir)
-    runs = Runs(find_workflow(workdir / "results"))
-    runs.state_dir.mkdir(parents=True)
+    invocations = Invocations(find_workflow(workdir / "results"))
+    invocations.state_dir.mkdir(parents=True)
     # run.json still says running, but no process holds the lock: the runner was killed.
-    (runs.state_dir / "run.json").write_text('{"experiment": "x", "state": "running", "pid": 999999999, "started": 0}')
-    assert runs.last().state == "lost" and not runs.stop()
+    (invocations.state_dir / "run.json").write_text('{"experiment": "x", "state": "running", "pid": 999999999, "started": 0}')
+    assert invocations.last().state == "lost" and not invocations.stop()
 
 
 def test_an_invalid_workflow_config_is_shown_not_trained_on(tmp_path, synthetic_dir, monkeypatch):
@@ -301,14 +301,14 @@ def test_two_tabs_pressing_train_at_once_start_one_run_and_write_one_entry(tmp_p
 
     workdir = app_workflow(tmp_path / "wf", synthetic_dir)
     workflow = find_workflow(workdir / "results")
-    runs = Runs(workflow)
+    invocations = Invocations(workflow)
     outcome: dict[str, object] = {}
     barrier = threading.Barrier(2)
 
     def press(name: str) -> None:
         barrier.wait()
         try:
-            runs.start(name, run_targets(workflow, workflow.resolved({name: {"hidden": [4]}}), name),
+            invocations.start(name, run_targets(workflow, workflow.resolved({name: {"hidden": [4]}}), name),
                        prepare=lambda: workflow.add_experiment(name, {"hidden": [4]}))
             outcome[name] = "started"
         except RunInProgressError:
@@ -322,9 +322,9 @@ def test_two_tabs_pressing_train_at_once_start_one_run_and_write_one_entry(tmp_p
     assert sorted(outcome.values()) == ["refused", "started"], outcome
     started = next(name for name, result in outcome.items() if result == "started")
     assert set(workflow.app_experiments()) == {started}
-    assert runs.last().experiment == started
-    wait_for_end(runs)
-    assert runs.last().state == "done", runs.output()
+    assert invocations.last().experiment == started
+    wait_for_end(invocations)
+    assert invocations.last().state == "done", invocations.output()
 
 
 def test_the_train_page_trains_the_dataset_chosen_on_screen(tmp_path, synthetic_dir, monkeypatch):
@@ -341,12 +341,12 @@ def test_the_train_page_trains_the_dataset_chosen_on_screen(tmp_path, synthetic_
     at.text_input(key="experiment_name").input("tiny")
     next(b for b in at.button if b.label == "Train").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    runs = Runs(find_workflow(workdir / "results"))
-    command = runs.last().record["command"]
+    invocations = Invocations(find_workflow(workdir / "results"))
+    command = invocations.last().record["command"]
     assert command[command.index("--config") + 1:command.index("--")] == ["dataset=\"digits\"", f"source={json.dumps(str(synthetic_dir))}"]
     assert "results/digits/tiny/model.npz" in command
-    wait_for_end(runs)
-    assert runs.last().state == "done", runs.output()
+    wait_for_end(invocations)
+    assert invocations.last().state == "done", invocations.output()
     assert (workdir / "results/digits/tiny/metrics.json").is_file()
 
 

@@ -21,8 +21,8 @@ from PIL import Image
 
 from hostile import CRAFTED_MODELS, MIB, crafted_model, gzip_bomb, huge_png
 from mnist_pipeline.cli import classify_files, main, streamlit_command
-from mnist_pipeline.datasets import class_names
-from mnist_pipeline.idx import write_idx
+from mnist_pipeline.data.datasets import class_names
+from mnist_pipeline.data.idx import write_idx
 from mnist_pipeline.nn.model import load_model
 
 
@@ -33,7 +33,7 @@ def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
 
 def reference_labels(model_path: Path, images: np.ndarray) -> np.ndarray:
     """What the model predicts for dataset images fed to it directly, without the command."""
-    from mnist_pipeline.preprocess import model_inputs
+    from mnist_pipeline.data.preprocess import model_inputs
 
     loaded = load_model(model_path)
     return loaded.model.predict_proba(model_inputs(images, loaded.normalization)).argmax(axis=1)

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_pipeline.config import canonical, experiment_settings, load_schema, load_yaml, resolve_config
 from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.workflow.config import canonical, experiment_settings, load_schema, load_yaml, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")

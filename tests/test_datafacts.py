@@ -7,8 +7,8 @@ import json
 import pytest
 
 from helpers import write_synthetic_dataset
-from mnist_pipeline.datafacts import DataFacts, check_settings_fit_data, data_facts
 from mnist_pipeline.errors import ConfigError, IdxFormatError
+from mnist_pipeline.workflow.datafacts import DataFacts, check_settings_fit_data, data_facts
 
 CNN = {"model": "cnn", "conv_channels": [4, 4, 4, 4, 4]}
 

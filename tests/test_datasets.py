@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from mnist_pipeline.datasets import IDX_STEMS, KNOWN_DATASETS, class_names, dataset_classes, get_dataset
+from mnist_pipeline.data.datasets import IDX_STEMS, KNOWN_DATASETS, class_names, dataset_classes, get_dataset
 from mnist_pipeline.errors import IdxFormatError
 
 HEX = {"content_sha256": 64, "gz_sha256": 64, "gz_md5": 32}

@@ -23,12 +23,12 @@ import mnist_pipeline
 from helpers import write_synthetic_dataset
 from hostile import MIB, gzip_bomb
 from httpserver import IdxServer
-from mnist_pipeline import download
-from mnist_pipeline.datasets import IDX_STEMS, DatasetSpec, FileChecksum, get_dataset
-from mnist_pipeline.download import fetch_dataset
+from mnist_pipeline.data import download
+from mnist_pipeline.data.datasets import IDX_STEMS, DatasetSpec, FileChecksum, get_dataset
+from mnist_pipeline.data.download import fetch_dataset
+from mnist_pipeline.data.idx import read_images_and_labels
+from mnist_pipeline.data.sources import locate_idx
 from mnist_pipeline.errors import ChecksumError, ConfigError, DownloadError
-from mnist_pipeline.idx import read_images_and_labels
-from mnist_pipeline.sources import locate_idx
 
 # Tiny waits keep the failure paths fast; the server's stalls are a few times longer.
 FAST = {"timeout": 0.3, "retries": 1, "backoff": 0.01, "progress": False}
@@ -109,7 +109,7 @@ def test_only_the_last_mirror_works(tmp_path, tiny, monkeypatch, caplog):
             server.serve("good", tiny),
         ]
         name = known(monkeypatch, mirrors, by_content(tiny))
-        with caplog.at_level(logging.INFO, logger="mnist_pipeline.download"):
+        with caplog.at_level(logging.INFO, logger="mnist_pipeline.data.download"):
             manifest = fetch_dataset(name, None, tmp_path / "raw", **FAST)
         # A mirror that timed out or dropped is not asked again for the next files.
         assert sum(path.startswith("/slow/") for path, _ in server.requests) == FAST["retries"] + 1
@@ -199,7 +199,7 @@ def test_resume_sends_the_validator_of_the_first_answer(tmp_path, tiny):
 def test_server_errors_are_retried_with_backoff(tmp_path, tiny, caplog):
     with IdxServer() as server:
         base = server.serve("busy", tiny, fail_first=2)
-        with caplog.at_level(logging.WARNING, logger="mnist_pipeline.download"):
+        with caplog.at_level(logging.WARNING, logger="mnist_pipeline.data.download"):
             fetch_dataset("custom", base, tmp_path / "raw", content_sha256(tiny), **{**FAST, "retries": 2})
     assert "HTTP 503" in caplog.text and "attempt 3 of 3" in caplog.text
 
@@ -281,7 +281,7 @@ def test_gz_md5_is_the_last_resort(tmp_path, tiny, monkeypatch):
 
 
 def test_custom_dataset_without_checksums_is_taken_unverified_and_says_so(tmp_path, tiny_dir, caplog):
-    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.download"):
+    with caplog.at_level(logging.WARNING, logger="mnist_pipeline.data.download"):
         manifest = fetch_dataset("custom", str(tiny_dir), tmp_path / "raw", None, **FAST)
     assert {entry["verified_by"] for entry in manifest["files"].values()} == {"unverified"}
     assert caplog.text.count("no checksum is known") == 4
@@ -354,7 +354,7 @@ def peak_memory_of_fetch(source: Path, dest: Path) -> tuple[str, float]:
     # VmHWM, not ru_maxrss: exec starts it afresh, where ru_maxrss may count the forked parent.
     script = (
         "import sys\n"
-        "from mnist_pipeline.download import fetch_dataset\n"
+        "from mnist_pipeline.data.download import fetch_dataset\n"
         "try:\n"
         "    fetch_dataset('custom', sys.argv[1], sys.argv[2], None, progress=False)\n"
         "except Exception as error:\n"

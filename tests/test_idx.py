@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hostile import MIB, gzip_bomb
-from mnist_pipeline.errors import IdxFormatError
-from mnist_pipeline.idx import (
+from mnist_pipeline.data.idx import (
     DTYPES,
     MAX_IDX_BYTES,
     encode_idx,
@@ -26,6 +25,7 @@ from mnist_pipeline.idx import (
     read_images_and_labels,
     write_idx,
 )
+from mnist_pipeline.errors import IdxFormatError
 
 # Every dtype the format has, in both byte orders a caller might hand us.
 DTYPE_CHOICES = [dtype.newbyteorder(order) for dtype in DTYPES.values() for order in "<>"]

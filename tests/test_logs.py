@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.terminal import failed_logs, failure_text
+from mnist_pipeline.workflow.terminal import failed_logs, failure_text
 
 # A stage as the workflow runs one: its log, 200 epoch lines, a log that ends at a block
 # boundary (so that the next line needs a new block), then the disk fills and saving fails.
 STAGE = """
 import logging, os, sys
-from mnist_pipeline.logs import log_to
+from mnist_pipeline.workflow.logs import log_to
 log_to({log!r})
 for epoch in range(200):
     logging.getLogger("mnist_pipeline.nn.train").info("epoch %d: train loss 0.1234 accuracy 0.9876", epoch)
@@ -85,7 +85,7 @@ def test_a_stage_failing_on_a_full_disk_ends_its_log_with_the_reason(tmp_path, s
 
 
 def test_a_log_that_takes_nothing_gives_the_reason_to_the_terminal(tmp_path):
-    code = "from mnist_pipeline.logs import log_to; log_to('/dev/full'); raise ValueError('the reason')"
+    code = "from mnist_pipeline.workflow.logs import log_to; log_to('/dev/full'); raise ValueError('the reason')"
     result = run_stage(code, tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == "FAILED: ValueError: the reason"
@@ -93,7 +93,7 @@ def test_a_log_that_takes_nothing_gives_the_reason_to_the_terminal(tmp_path):
 
 def test_a_stage_that_fails_with_room_to_spare_logs_the_traceback_and_the_reason(tmp_path):
     log = tmp_path / "prepare.log"
-    result = run_stage(f"from mnist_pipeline.logs import log_to; log_to({str(log)!r}); raise ValueError('the reason')", tmp_path)
+    result = run_stage(f"from mnist_pipeline.workflow.logs import log_to; log_to({str(log)!r}); raise ValueError('the reason')", tmp_path)
     assert result.returncode == 1 and result.stderr == ""
     text = log.read_text()
     assert text.startswith("Traceback") and text.endswith("\nFAILED: ValueError: the reason\n")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mnist_pipeline import metrics as M
 from mnist_pipeline.errors import TableSchemaError
+from mnist_pipeline.evaluation import metrics as M
 
 # Six items, three classes. Hand-worked below:
 #   predicted = [0, 1, 1, 2, 0, 2]; correct = [T, F, T, T, F, T] -> accuracy 4/6

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from mnist_pipeline.config import load_schema
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.nn import TrainSettings, fit
+from mnist_pipeline.workflow.config import load_schema
 
 REPO = Path(__file__).resolve().parents[1]
 

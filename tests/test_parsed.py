@@ -10,10 +10,10 @@ import pytest
 
 from damage import flip_bytes, truncate
 from helpers import write_synthetic_dataset
+from mnist_pipeline.data.idx import write_idx
+from mnist_pipeline.data.parsed import ARRAYS, load_parsed, parse_raw_dataset
 from mnist_pipeline.errors import ChecksumError, IdxFormatError
 from mnist_pipeline.fileio import save_array
-from mnist_pipeline.idx import write_idx
-from mnist_pipeline.parsed import ARRAYS, load_parsed, parse_raw_dataset
 
 
 def raw_dir(tmp_path, **options):

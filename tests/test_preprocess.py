@@ -11,9 +11,8 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from hostile import huge_png
-from mnist_pipeline.errors import IdxFormatError, ImageInputError
-from mnist_pipeline.idx import read_idx, write_idx
-from mnist_pipeline.preprocess import (
+from mnist_pipeline.data.idx import read_idx, write_idx
+from mnist_pipeline.data.preprocess import (
     FRAMINGS,
     MAX_IMAGE_PIXELS,
     MNIST_FRAMING,
@@ -26,7 +25,8 @@ from mnist_pipeline.preprocess import (
     to_gray,
     to_mnist,
 )
-from mnist_pipeline.splits import Normalization
+from mnist_pipeline.data.splits import Normalization
+from mnist_pipeline.errors import IdxFormatError, ImageInputError
 
 
 def centre_of_mass(image: np.ndarray) -> tuple[float, float]:

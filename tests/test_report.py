@@ -16,8 +16,8 @@ from markdown_it import MarkdownIt
 from PIL import Image
 
 from mnist_pipeline.errors import TableSchemaError
-from mnist_pipeline.metrics import predictions_table, score_predictions
-from mnist_pipeline.report import (
+from mnist_pipeline.evaluation.metrics import predictions_table, score_predictions
+from mnist_pipeline.evaluation.report import (
     COMPARISON,
     COMPARISON_FIGURES,
     EXPERIMENT_FIGURES,
@@ -27,14 +27,14 @@ from mnist_pipeline.report import (
     collect_provenance,
     figure_files,
 )
-from mnist_pipeline.report.captions import FIGURE_TEXT, figures_rst
-from mnist_pipeline.report.content import build_view
-from mnist_pipeline.report.figures import Png, gallery_png, styled
-from mnist_pipeline.report.gallery import mistakes_gallery, pairs_gallery
-from mnist_pipeline.report.html import render_html
-from mnist_pipeline.report.markdown import render_markdown
-from mnist_pipeline.report.view import Spread
-from mnist_pipeline.report.words import seed_group_row, seed_note
+from mnist_pipeline.evaluation.report.captions import FIGURE_TEXT, figures_rst
+from mnist_pipeline.evaluation.report.content import build_view
+from mnist_pipeline.evaluation.report.figures import Png, gallery_png, styled
+from mnist_pipeline.evaluation.report.gallery import mistakes_gallery, pairs_gallery
+from mnist_pipeline.evaluation.report.html import render_html
+from mnist_pipeline.evaluation.report.markdown import render_markdown
+from mnist_pipeline.evaluation.report.view import Spread
+from mnist_pipeline.evaluation.report.words import seed_group_row, seed_note
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTIONS = REPO / "workflow" / "report"
@@ -468,7 +468,7 @@ def test_captions_render_for_every_figure():
 
 
 def test_learning_curves_say_when_training_figures_come_from_augmented_batches():
-    from mnist_pipeline.report import figures as fig
+    from mnist_pipeline.evaluation.report import figures as fig
 
     history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "train_accuracy": 0.5 + 0.04 * e,
                 "val_accuracy": 0.52 + 0.04 * e} for e in range(1, 6)]

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from browser import Browser, chromium
-from mnist_pipeline.corruptions import FAMILIES, corrupt
 from mnist_pipeline.errors import ChecksumError
+from mnist_pipeline.evaluation.corruptions import FAMILIES, corrupt
+from mnist_pipeline.evaluation.report import ROBUSTNESS, ROBUSTNESS_FIGURES, build_report, figure_files
+from mnist_pipeline.evaluation.report import figures as fig
+from mnist_pipeline.evaluation.robustness import FORMAT, FORMAT_VERSION
 from mnist_pipeline.fileio import write_json
-from mnist_pipeline.report import ROBUSTNESS, ROBUSTNESS_FIGURES, build_report, figure_files
-from mnist_pipeline.report import figures as fig
-from mnist_pipeline.robustness import FORMAT, FORMAT_VERSION
 from test_report import (
     DEFAULTS,
     HOSTILE_CLASSES,
@@ -43,7 +43,7 @@ SEED = 5
 
 
 def robustness_result(clean: float, table, families=FAMILY_NAMES, seed=SEED, n_images=300, n_test=340) -> dict:
-    """A robustness.json as mnist_pipeline.robustness writes it, for the given accuracies."""
+    """A robustness.json as mnist_pipeline.evaluation.robustness writes it, for the given accuracies."""
     table = np.asarray(table, dtype=float)
     by_family = dict(zip(families, table.mean(axis=1).tolist(), strict=True))
     mean = float(table.mean())

@@ -11,13 +11,10 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from mnist_pipeline.corruptions import FAMILIES, SEVERITIES, check_families, corrupt, edge_map, shift
+from mnist_pipeline.data.preprocess import model_inputs
 from mnist_pipeline.errors import ChecksumError, ConfigError, IdxFormatError
-from mnist_pipeline.fileio import save_array, seal, write_json
-from mnist_pipeline.nn import TrainSettings
-from mnist_pipeline.nn.model import LoadedModel, Model, architecture, load_model
-from mnist_pipeline.preprocess import model_inputs
-from mnist_pipeline.robustness import (
+from mnist_pipeline.evaluation.corruptions import FAMILIES, SEVERITIES, check_families, corrupt, edge_map, shift
+from mnist_pipeline.evaluation.robustness import (
     BATCH_PIXELS,
     check_limit,
     check_severities,
@@ -26,6 +23,9 @@ from mnist_pipeline.robustness import (
     score_robustness_files,
     scored_subset,
 )
+from mnist_pipeline.fileio import save_array, seal, write_json
+from mnist_pipeline.nn import TrainSettings
+from mnist_pipeline.nn.model import LoadedModel, Model, architecture, load_model
 
 # Families whose draws the seed chooses; the others are the same for every seed.
 RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "translate", "rotate", "shear",

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from mnist_pipeline.errors import RunInProgressError
-from mnist_pipeline.runlock import JOBS_LOCK_NAME, LOCK_NAME, claim_workdir, holder, locked_by_others
+from mnist_pipeline.locks import JOBS_LOCK_NAME, LOCK_NAME, claim_workdir, holder, locked_by_others
 
-HOLD = "from mnist_pipeline.runlock import claim_workdir; claim_workdir('.snakemake', 'results'); print('held', flush=True); input()"
+HOLD = "from mnist_pipeline.locks import claim_workdir; claim_workdir('.snakemake', 'results'); print('held', flush=True); input()"
 
 
 def leave_debris(workdir: Path) -> dict[str, Path]:
@@ -78,7 +78,7 @@ def test_debris_under_a_symlinked_results_folder_is_cleared(tmp_path, monkeypatc
     assert [name for name, path in paths.items() if path.exists()] == ["finished"]
 
 
-JOB = "from mnist_pipeline.runlock import join_run; join_run(); print('joined', flush=True); input()"
+JOB = "from mnist_pipeline.locks import join_as_job; join_as_job(); print('joined', flush=True); input()"
 
 
 def test_jobs_left_running_by_a_killed_snakemake_keep_the_next_run_out(tmp_path, monkeypatch):

@@ -15,16 +15,16 @@ import yaml
 
 from helpers import REPO, copy_workflow, snakemake
 from mnist_pipeline.cli import main
-from mnist_pipeline.config import experiment_settings, load_schema, resolve_config
+from mnist_pipeline.data.tables import write_table
+from mnist_pipeline.evaluation.metrics import paired_difference_ci, predictions_table, score_predictions
+from mnist_pipeline.evaluation.report import build_report, figure_files
+from mnist_pipeline.evaluation.rundiff import diff_runs
 from mnist_pipeline.fileio import write_json
-from mnist_pipeline.metrics import paired_difference_ci, predictions_table, score_predictions
-from mnist_pipeline.plan import checkout_stage_code, planned_runs
-from mnist_pipeline.report import build_report, figure_files
-from mnist_pipeline.rundiff import diff_runs
-from mnist_pipeline.runid import data_identity, run_id, run_record
-from mnist_pipeline.runlock import LOCK_NAME, locked_by_others
-from mnist_pipeline.runs import RUN_FILES, RunNotFound, prune, publish, read_store, resolve, run_files, write_current
-from mnist_pipeline.tables import write_table
+from mnist_pipeline.locks import LOCK_NAME, locked_by_others
+from mnist_pipeline.runstore.ids import data_identity, run_id, run_record
+from mnist_pipeline.runstore.store import RUN_FILES, RunNotFound, prune, publish, read_store, resolve, run_files, write_current
+from mnist_pipeline.workflow.config import experiment_settings, load_schema, resolve_config
+from mnist_pipeline.workflow.plan import checkout_stage_code, planned_runs
 
 SETTINGS = {"epochs": 3, "hidden": [32], "learning_rate": 0.01, "seed": 0}
 DATA = {"dataset": "synthetic", "prepare": {"seed": 0, "val_fraction": 0.1}, "code": "c0"}
@@ -208,7 +208,7 @@ def test_runs_command_prune_says_what_it_freed(store, capsys):
 def test_report_history_lists_earlier_runs_against_the_current_one(store, tmp_path):
     import pyarrow.parquet as pq
 
-    from mnist_pipeline.report.history import earlier_run_entries
+    from mnist_pipeline.evaluation.report.history import earlier_run_entries
 
     dataset_dir, ids = store
     runs = read_store(dataset_dir)
@@ -229,8 +229,8 @@ def test_report_history_lists_earlier_runs_against_the_current_one(store, tmp_pa
 
 def test_an_experiment_cannot_take_the_run_stores_folder_name():
     from helpers import REPO
-    from mnist_pipeline.config import load_schema, resolve_config
     from mnist_pipeline.errors import ConfigError
+    from mnist_pipeline.workflow.config import load_schema, resolve_config
 
     schema = load_schema(REPO / "workflow/schemas/config.schema.yaml")
     with pytest.raises(ConfigError, match="experiments"):
@@ -300,8 +300,8 @@ def holding(workdir: Path, code: str) -> subprocess.Popen:
 @pytest.mark.parametrize(
     "code, words",
     [
-        ("from mnist_pipeline.runlock import claim_workdir; claim_workdir('.snakemake', 'results')", ["a snakemake run (process {pid}) is working"]),
-        ("import os; os.makedirs('.snakemake', exist_ok=True); from mnist_pipeline.runlock import join_run; join_run()",
+        ("from mnist_pipeline.locks import claim_workdir; claim_workdir('.snakemake', 'results')", ["a snakemake run (process {pid}) is working"]),
+        ("import os; os.makedirs('.snakemake', exist_ok=True); from mnist_pipeline.locks import join_as_job; join_as_job()",
          ["jobs of a killed snakemake run are still running"]),
     ],
     ids=["run", "jobs-of-a-killed-run"],

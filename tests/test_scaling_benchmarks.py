@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mnist_pipeline.download import locate_idx
-from mnist_pipeline.idx import read_images_and_labels
+from mnist_pipeline.data.download import locate_idx
+from mnist_pipeline.data.idx import read_images_and_labels
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

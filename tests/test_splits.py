@@ -3,12 +3,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from mnist_pipeline import splits, tables
+from mnist_pipeline.data import splits, tables
+from mnist_pipeline.data.parsed import ParsedDataset
+from mnist_pipeline.data.splits import fit_normalization, prepare_splits, stratified_split, validation_counts
+from mnist_pipeline.data.tables import read_split
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.integrity import digest_path, file_digest
-from mnist_pipeline.parsed import ParsedDataset
-from mnist_pipeline.splits import fit_normalization, prepare_splits, stratified_split, validation_counts
-from mnist_pipeline.tables import read_split
 
 
 def test_stratified_split_keeps_class_proportions_and_is_seeded():

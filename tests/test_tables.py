@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from damage import flip_bytes, truncate
-from mnist_pipeline import tables
+from mnist_pipeline.data import tables
+from mnist_pipeline.data.tables import SPLIT_SCHEMA, read_split, read_table, write_split, write_split_rows, write_table
 from mnist_pipeline.errors import ChecksumError, TableSchemaError
 from mnist_pipeline.fileio import seal
-from mnist_pipeline.tables import SPLIT_SCHEMA, read_split, read_table, write_split, write_split_rows, write_table
 
 
 def sample(n=50, seed=0):
@@ -60,7 +60,7 @@ def test_reading_a_split_decodes_one_row_group_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "ROW_GROUP_ROWS", 64)
     write_split(tmp_path / "s.parquet", *sample(8000), {"name": "train"})
     code = (
-        "import sys, pyarrow as pa; from mnist_pipeline.tables import read_split;"
+        "import sys, pyarrow as pa; from mnist_pipeline.data.tables import read_split;"
         "split = read_split(sys.argv[1]); print(pa.default_memory_pool().max_memory(), split.pixels.nbytes)"
     )
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.parquet")], capture_output=True, text=True, check=True)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_pipeline.terminal import (
+from mnist_pipeline.workflow.terminal import (
     failure_text,
     flip_warning_text,
     summary_text,
@@ -18,7 +18,7 @@ from mnist_pipeline.terminal import (
 
 FAIL = """
 import logging
-from mnist_pipeline.logs import log_to
+from mnist_pipeline.workflow.logs import log_to
 log_to({log!r})
 logging.getLogger("mnist_pipeline.stage").info("working")
 from mnist_pipeline.errors import ChecksumError
@@ -46,7 +46,7 @@ def test_failure_text_names_each_stage_that_failed_in_this_run(tmp_path):
     since = time.time()
     run_stage(logs / "train/wide.log", FAIL, error="ValueError")
     run_stage(logs / "download.log", FAIL)
-    run_stage(logs / "parse.log", "from mnist_pipeline.logs import log_to; log_to({log!r}); print('fine')")
+    run_stage(logs / "parse.log", "from mnist_pipeline.workflow.logs import log_to; log_to({log!r}); print('fine')")
     text = failure_text(logs, since)
     # One heading per failed stage, in stage order; the earlier run's and the stage that ran fine are left out.
     headings = [line.split(" (")[0].strip() for line in text.splitlines() if line.startswith("  ") and not line.startswith("   ")]

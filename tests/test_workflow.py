@@ -25,9 +25,9 @@ import pytest
 import yaml
 
 from helpers import REPO, copy_workflow, planned_jobs, snakemake, snakemake_command, workflow_env
+from mnist_pipeline.locks import JOBS_LOCK_NAME, LOCK_NAME, locked_by_others
 from mnist_pipeline.nn.model import load_model
 from mnist_pipeline.nn.parallel import available_cores
-from mnist_pipeline.runlock import JOBS_LOCK_NAME, LOCK_NAME, locked_by_others
 
 pytestmark = pytest.mark.slow
 
@@ -210,7 +210,7 @@ def edited(path: Path):
 def test_changing_a_package_module_reruns_the_stages_that_import_it(finished_run):
     """metrics.py is imported by evaluate and report (and publish, through runs.py), not by train."""
     workdir, config = finished_run
-    with edited(workdir / "src/mnist_pipeline/metrics.py"):
+    with edited(workdir / "src/mnist_pipeline/evaluation/metrics.py"):
         assert planned_jobs(workdir, *config) == {"evaluate": 2, "publish": 2, "report": 1, "all": 1}
 
 
@@ -312,7 +312,7 @@ def test_a_failed_training_says_why_at_the_terminal_and_keeps_the_published_mode
 def test_a_second_run_is_refused_while_one_is_going_and_a_dry_run_works(finished_run):
     workdir, config = finished_run
     # What the running snakemake holds: the run lock of its working directory.
-    hold = "from mnist_pipeline.runlock import claim_workdir; claim_workdir('.snakemake', 'results'); print(flush=True); input()"
+    hold = "from mnist_pipeline.locks import claim_workdir; claim_workdir('.snakemake', 'results'); print(flush=True); input()"
     planned = planned_jobs(workdir, *config, "--forcerun", "report")
     holder = subprocess.Popen([sys.executable, "-c", hold], cwd=workdir, env=workflow_env(workdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

@@ -57,7 +57,7 @@ def test_a_second_checkout_runs_its_own_code_not_the_installed_one(tmp_path, syn
     """The tests run with this repository installed (editable); a second checkout's jobs and
     plan still use that checkout's src/."""
     other = copy_workflow(tmp_path / "other-checkout")
-    datasets = other / "src/mnist_pipeline/datasets.py"
+    datasets = other / "src/mnist_pipeline/data/datasets.py"
     datasets.write_text(datasets.read_text() + TRACE)
     snakemake(other, *config_args(synthetic_dir), "--", "results/synthetic/parsed/dataset.json")
     # The Snakefile (main process) and the download, keep_download and parse jobs.
@@ -78,7 +78,7 @@ def test_a_stale_installed_copy_never_runs(tmp_path, synthetic_dir):
                            check=True, capture_output=True, text=True, cwd=tmp_path, env=workflow_env(tmp_path)).stdout.strip()
     assert str(env_dir) in stale  # that environment imports its frozen copy by default
     checkout = copy_workflow(tmp_path / "checkout")
-    datasets = checkout / "src/mnist_pipeline/datasets.py"
+    datasets = checkout / "src/mnist_pipeline/data/datasets.py"
     datasets.write_text(datasets.read_text() + TRACE)
     command = [str(python), *snakemake_command(checkout, *config_args(synthetic_dir), "--", "results/synthetic/parsed/dataset.json")[1:]]
     result = subprocess.run(command, capture_output=True, text=True, cwd=checkout, env=workflow_env(checkout), timeout=600)

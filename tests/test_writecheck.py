@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import require
-from mnist_pipeline.writecheck import Unwritable, unwritable, unwritable_text
+from mnist_pipeline.workflow.writecheck import Unwritable, unwritable, unwritable_text
 
 
 @contextmanager

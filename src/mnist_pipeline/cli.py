@@ -23,19 +23,28 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline.app.workflow import Workflow
-from mnist_pipeline.config import experiment_settings
+from mnist_pipeline.data.preprocess import CENTER_MODES, OVERFLOW, framing_for, load_images, model_inputs
 from mnist_pipeline.errors import ConfigError, PipelineError
-from mnist_pipeline.modelinfo import describe_layer, model_info
+from mnist_pipeline.evaluation.modelinfo import describe_layer, model_info
+from mnist_pipeline.evaluation.report.comparison import settings_diff
+from mnist_pipeline.evaluation.report.formatting import change_text, pct, seconds, settings_text, value_text
+from mnist_pipeline.evaluation.rundiff import RunDiff, diff_runs
+from mnist_pipeline.layout import RESULTS, RESULTS_ENV
 from mnist_pipeline.nn.model import load_model
 from mnist_pipeline.nn.settings import TrainSettings
-from mnist_pipeline.plan import checkout_stage_code, planned_runs
-from mnist_pipeline.preprocess import CENTER_MODES, OVERFLOW, framing_for, load_images, model_inputs
-from mnist_pipeline.report.comparison import settings_diff
-from mnist_pipeline.report.formatting import change_text, pct, seconds, settings_text, value_text
-from mnist_pipeline.resultsdir import DEFAULT_RESULTS, RESULTS_ENV
-from mnist_pipeline.rundiff import RunDiff, diff_runs
-from mnist_pipeline.runs import KeptRun, RunNotFound, claim_for_pruning, datasets, prune, read_current, read_store, resolve
+from mnist_pipeline.runstore.store import (
+    KeptRun,
+    RunNotFound,
+    claim_for_pruning,
+    datasets,
+    prune,
+    read_current,
+    read_store,
+    resolve,
+)
+from mnist_pipeline.workflow.checkout import Workflow
+from mnist_pipeline.workflow.config import experiment_settings
+from mnist_pipeline.workflow.plan import checkout_stage_code, planned_runs
 
 PROG = "mnist-pipeline"
 APP_SCRIPT = Path(__file__).parent / "app" / "streamlit_app.py"
@@ -373,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     app = commands.add_parser("app", help="open the browser app", description="Serve the Streamlit app on the pipeline's results.")
     app.add_argument(
-        "--results", default=os.environ.get(RESULTS_ENV, DEFAULT_RESULTS),
+        "--results", default=os.environ.get(RESULTS_ENV, RESULTS),
         help=f"the workflow's results directory (default: ${RESULTS_ENV} or ./results)",
     )
     app.add_argument(
@@ -389,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Every trained model the workflow kept, newest first; compare two, or remove old ones.",
     )
     runs.add_argument(
-        "--results", default=os.environ.get(RESULTS_ENV, DEFAULT_RESULTS),
+        "--results", default=os.environ.get(RESULTS_ENV, RESULTS),
         help=f"the workflow's results directory (default: ${RESULTS_ENV} or ./results)",
     )
     runs.add_argument("--dataset", metavar="NAME", help="only this dataset's runs")

@@ -25,6 +25,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 RESULTS = "results"
+# Where the front-ends (the command line and the app) look for results: `--results DIR` wins,
+# then this variable (the app's tests set it, as AppTest cannot pass arguments), then RESULTS.
+RESULTS_ENV = "MNIST_PIPELINE_RESULTS"
 # Names a dataset folder holds besides its experiments' folders: no experiment may take one.
 RESERVED = frozenset(
     {"raw", "parsed", "prepared", "runs", "figures", "logs", "benchmarks", "report.html", "report.md"}

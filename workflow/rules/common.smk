@@ -36,19 +36,19 @@ def use_checkout_package(src):
 use_checkout_package(Path(workflow.basedir) / "src")
 
 import mnist_pipeline
-from mnist_pipeline.codedeps import code_identity
-from mnist_pipeline.corruptions import FAMILIES, check_families
-from mnist_pipeline.config import experiment_settings, load_schema, load_yaml, resolve_config
-from mnist_pipeline.datafacts import check_config_against_data
+from mnist_pipeline.workflow.codedeps import code_identity
+from mnist_pipeline.evaluation.corruptions import FAMILIES, check_families
+from mnist_pipeline.workflow.config import experiment_settings, load_schema, load_yaml, resolve_config
+from mnist_pipeline.workflow.datafacts import check_config_against_data
 from mnist_pipeline.errors import PipelineError, RunInProgressError
 from mnist_pipeline.layout import RESULTS, DatasetLayout
 from mnist_pipeline.nn.parallel import available_cores, share_cores
-from mnist_pipeline.progress import write_plan
-from mnist_pipeline.plan import planned_runs as runs_of, source_files
-from mnist_pipeline.runlock import claim_workdir
-from mnist_pipeline.runs import is_trained, run_files
-from mnist_pipeline.terminal import failure_text, flip_warning_text, summary_text, training_plan_text
-from mnist_pipeline.writecheck import unwritable, unwritable_text
+from mnist_pipeline.workflow.progress import write_plan
+from mnist_pipeline.workflow.plan import planned_runs as runs_of, source_files
+from mnist_pipeline.locks import claim_workdir
+from mnist_pipeline.runstore.store import is_trained, run_files
+from mnist_pipeline.workflow.terminal import failure_text, flip_warning_text, summary_text, training_plan_text
+from mnist_pipeline.workflow.writecheck import unwritable, unwritable_text
 
 # Every output's path, as a pattern with the {dataset} wildcard (mnist_pipeline.layout).
 DATA = DatasetLayout(RESULTS)
@@ -92,7 +92,7 @@ def check_config_files(*paths):
 
 def check_writable():
     """Stop the run before its first job when a folder its jobs write in refuses
-    (mnist_pipeline.writecheck): Snakemake would stop at that job with a PermissionError
+    (mnist_pipeline.workflow.writecheck): Snakemake would stop at that job with a PermissionError
     traceback of its own, after the jobs before it. Called by onstart, which Snakemake calls
     only for a run with jobs to execute: a run with nothing to do never asks."""
     targets = [
@@ -139,7 +139,7 @@ def stage_code(script):
 
 
 def planned_runs(config, experiments):
-    """Experiment name -> the record of the run its settings make (mnist_pipeline.plan): the
+    """Experiment name -> the record of the run its settings make (mnist_pipeline.workflow.plan): the
     run id is fixed here, from the settings, the prepared data's making and the training
     code, so that settings trained before point at the run folder that already holds them."""
     return runs_of(config, experiments, lambda stage: stage_code(f"../scripts/{stage}.py"))
@@ -217,7 +217,7 @@ def staging_dir(config):
 def tell_plan(config, runs):
     """At the start of a run, which experiments each run still to be trained serves: said at
     the terminal, so that the epoch lines (led by the run id) can be read, and written as a
-    record for the app (mnist_pipeline.progress)."""
+    record for the app (mnist_pipeline.workflow.progress)."""
     layout = DatasetLayout(RESULTS, config["dataset"])
     text = flip_warning_text(config["dataset"], runs) + training_plan_text(layout.root, runs)
     print(text, end="", file=sys.stderr, flush=True)

@@ -7,7 +7,7 @@ rule evaluate:
     output:
         metrics=DATA.run(leaf="metrics.json"),
         predictions=DATA.run(leaf="predictions.parquet"),
-        # Written last: a run folder with run.json is a finished run (mnist_pipeline.runs).
+        # Written last: a run folder with run.json is a finished run (mnist_pipeline.runstore.store).
         record=DATA.run(leaf="run.json"),
     log:
         DATA.run(leaf="evaluate.log"),

@@ -1,4 +1,4 @@
-# How each run's model holds up on corrupted copies of the test split (mnist_pipeline.robustness),
+# How each run's model holds up on corrupted copies of the test split (mnist_pipeline.evaluation.robustness),
 # beside its metrics. Not part of the run id: changing `robustness` rescores, it never retrains.
 # mem_mb/runtime from the benchmark files: the default MLP scores 2,000 images x 17 families x 3
 # severities in about 7 s at 190 MB; examples/cnn.yaml's network costs about 6.6 times as much.

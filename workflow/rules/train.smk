@@ -11,7 +11,7 @@ rule train:
         history=DATA.run(leaf="history.json"),
     log:
         log=DATA.run(leaf="train.log"),
-        # One JSON record per epoch (mnist_pipeline.progress), which the app follows. A log,
+        # One JSON record per epoch (mnist_pipeline.workflow.progress), which the app follows. A log,
         # not an output: kept when training fails, never a reason to rerun.
         progress=DATA.progress(),
     benchmark:

@@ -5,17 +5,17 @@ import sys
 # This checkout's package, whatever other copy is installed (see use_checkout_package in common.smk).
 sys.path.insert(0, f"{snakemake.scriptdir}/../../src")
 
-from mnist_pipeline.logs import log_to
-from mnist_pipeline.runlock import join_run
+from mnist_pipeline.locks import join_as_job
+from mnist_pipeline.workflow.logs import log_to
 
 log_to(snakemake.log[0])
-join_run()
+join_as_job()
 
+from mnist_pipeline.data.tables import read_split, write_table
+from mnist_pipeline.evaluation.metrics import predictions_table, score_predictions
 from mnist_pipeline.fileio import read_json, write_json
 from mnist_pipeline.integrity import verified
-from mnist_pipeline.metrics import predictions_table, score_predictions
 from mnist_pipeline.nn.model import load_model
-from mnist_pipeline.tables import read_split, write_table
 
 loaded = load_model(verified(snakemake.input["model"]))
 test, val = read_split(snakemake.input["test"]), read_split(snakemake.input["val"])

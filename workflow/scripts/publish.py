@@ -5,13 +5,13 @@ import sys
 # This checkout's package, whatever other copy is installed (see use_checkout_package in common.smk).
 sys.path.insert(0, f"{snakemake.scriptdir}/../../src")
 
-from mnist_pipeline.logs import log_to
+from mnist_pipeline.workflow.logs import log_to
 
 log_to(snakemake.log[0])
 
 from mnist_pipeline.fileio import seal
 from mnist_pipeline.integrity import verified
-from mnist_pipeline.runs import RUN_FILES, publish
+from mnist_pipeline.runstore.store import RUN_FILES, publish
 
 # A run's files are checked before they are copied, and each copy is sealed for the report.
 outputs = {key: snakemake.output[key] for key in RUN_FILES}

@@ -5,7 +5,7 @@ import sys
 # This checkout's package, whatever other copy is installed (see use_checkout_package in common.smk).
 sys.path.insert(0, f"{snakemake.scriptdir}/../../src")
 
-from mnist_pipeline.logs import log_to
+from mnist_pipeline.workflow.logs import log_to
 
 log_to(snakemake.log[0])
 

@@ -5,20 +5,20 @@ import sys
 # This checkout's package, whatever other copy is installed (see use_checkout_package in common.smk).
 sys.path.insert(0, f"{snakemake.scriptdir}/../../src")
 
-from mnist_pipeline.logs import log_to
-from mnist_pipeline.runlock import join_run
+from mnist_pipeline.locks import join_as_job
+from mnist_pipeline.workflow.logs import log_to
 
 log_to(snakemake.log[0])
-join_run()
+join_as_job()
 
 from pathlib import Path
 
+from mnist_pipeline.data.tables import read_table
+from mnist_pipeline.evaluation.report import build_report
+from mnist_pipeline.evaluation.report.history import earlier_run_entries
+from mnist_pipeline.evaluation.report.provenance import collect_provenance
 from mnist_pipeline.fileio import load_array, read_json
-from mnist_pipeline.report import build_report
-from mnist_pipeline.report.history import earlier_run_entries
-from mnist_pipeline.report.provenance import collect_provenance
-from mnist_pipeline.runs import read_store, write_current
-from mnist_pipeline.tables import read_table
+from mnist_pipeline.runstore.store import read_store, write_current
 
 config, settings = snakemake.params["config"], snakemake.params["experiments"]
 info = read_json(snakemake.input["info"], verify=True)

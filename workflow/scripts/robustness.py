@@ -5,15 +5,15 @@ import sys
 # This checkout's package, whatever other copy is installed (see use_checkout_package in common.smk).
 sys.path.insert(0, f"{snakemake.scriptdir}/../../src")
 
-from mnist_pipeline.logs import log_to
-from mnist_pipeline.runlock import join_run
+from mnist_pipeline.locks import join_as_job
+from mnist_pipeline.workflow.logs import log_to
 
 log_to(snakemake.log[0])
-join_run()
+join_as_job()
 
 from threadpoolctl import threadpool_limits
 
-from mnist_pipeline.robustness import score_robustness_files
+from mnist_pipeline.evaluation.robustness import score_robustness_files
 
 settings = snakemake.params["robustness"]
 # The scores are the same bytes at any thread count; the job's threads bound BLAS.

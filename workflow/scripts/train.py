@@ -5,22 +5,22 @@ import sys
 # This checkout's package, whatever other copy is installed (see use_checkout_package in common.smk).
 sys.path.insert(0, f"{snakemake.scriptdir}/../../src")
 
-from mnist_pipeline.logs import echo_to_terminal, log_to
-from mnist_pipeline.runlock import join_run
+from mnist_pipeline.locks import join_as_job
+from mnist_pipeline.workflow.logs import echo_to_terminal, log_to
 
 log_to(snakemake.log["log"])
-join_run()
+join_as_job()
 # One line per epoch on the terminal too: training is the stage that takes minutes. The run id
 # leads it (the run start lists the experiments of each run: see tell_plan in common.smk).
 echo_to_terminal("mnist_pipeline.nn.train", prefix=f"train run {snakemake.wildcards['run']}: ")
 
 from datetime import UTC, datetime
 
+from mnist_pipeline.data.tables import read_split
 from mnist_pipeline.fileio import seal, write_json
 from mnist_pipeline.nn import TrainSettings, fit
 from mnist_pipeline.nn.model import save_model
-from mnist_pipeline.progress import EpochRecords
-from mnist_pipeline.tables import read_split
+from mnist_pipeline.workflow.progress import EpochRecords
 
 train, val = read_split(snakemake.input["train"]), read_split(snakemake.input["val"])
 settings, meta = TrainSettings.from_dict(snakemake.params["settings"]), train.metadata

@@ -21,14 +21,13 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from mnist_pipeline.corruptions import FAMILIES, corrupt
-from mnist_pipeline.corruptions import MAX_SEVERITY as MAX_SEVERITY  # the control's slider ends there
+from mnist_pipeline.data.preprocess import OVERFLOW, as_dataset_image, framing_for, model_inputs, to_gray
 from mnist_pipeline.errors import ImageInputError
+from mnist_pipeline.evaluation.corruptions import FAMILIES, corrupt
+from mnist_pipeline.evaluation.corruptions import MAX_SEVERITY as MAX_SEVERITY  # the control's slider ends there
+from mnist_pipeline.evaluation.metrics import confusion_matrix, read_predictions, top_confusions
 from mnist_pipeline.fileio import read_json
-from mnist_pipeline.layout import DatasetLayout
-from mnist_pipeline.metrics import confusion_matrix, read_predictions, top_confusions
-from mnist_pipeline.preprocess import OVERFLOW, as_dataset_image, framing_for, model_inputs, to_gray
-from mnist_pipeline.resultsdir import DEFAULT_RESULTS, RESULTS_ENV
+from mnist_pipeline.layout import RESULTS, RESULTS_ENV, DatasetLayout
 
 # history.json per-epoch keys worth plotting, in the order the app offers them.
 CURVE_METRICS = ("val_accuracy", "train_accuracy", "val_loss", "train_loss", "learning_rate")
@@ -39,7 +38,7 @@ def results_dir(argv: Sequence[str], environ: Mapping[str, str]) -> Path:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--results", default=None)
     known, _ = parser.parse_known_args(list(argv))
-    return Path(known.results or environ.get(RESULTS_ENV) or DEFAULT_RESULTS)
+    return Path(known.results or environ.get(RESULTS_ENV) or RESULTS)
 
 
 @dataclass(frozen=True)

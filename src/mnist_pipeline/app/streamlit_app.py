@@ -13,10 +13,10 @@ from PIL import Image
 
 from mnist_pipeline.app import data
 from mnist_pipeline.app.train_page import train_page
+from mnist_pipeline.data.preprocess import decode_image
 from mnist_pipeline.errors import ImageInputError, PipelineError
-from mnist_pipeline.modelinfo import describe_layer
+from mnist_pipeline.evaluation.modelinfo import describe_layer
 from mnist_pipeline.nn.model import load_model
-from mnist_pipeline.preprocess import decode_image
 
 try:
     from streamlit_drawable_canvas import st_canvas

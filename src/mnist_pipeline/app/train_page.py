@@ -1,5 +1,5 @@
 """The Train page: a form for a new experiment's settings, its run followed live, and the app's
-experiments listed for removal. Logic lives in train_form, workflow and runs; this lays it out."""
+experiments listed for removal. Logic lives in train_form, workflow.checkout and invocations; this lays it out."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from mnist_pipeline.app.runs import NOTHING_TO_DO, Run, Runs, steps_done, why_it_failed
+from mnist_pipeline.app.invocations import NOTHING_TO_DO, Invocation, Invocations, steps_done, why_it_failed
 from mnist_pipeline.app.train_form import FormField, as_text, overrides, read_value, train_fields
-from mnist_pipeline.app.workflow import APP_EXPERIMENTS, Workflow, find_workflow, report_targets, run_targets
 from mnist_pipeline.errors import ConfigError, RunInProgressError
 from mnist_pipeline.fileio import read_json
 from mnist_pipeline.layout import DatasetLayout
+from mnist_pipeline.workflow.checkout import APP_EXPERIMENTS, Workflow, find_workflow, report_targets, run_targets
 
 FIELD_COLUMNS = 3
 REFRESH_SECONDS = 1.0
@@ -36,7 +36,7 @@ def field_widget(field: FormField):
     return st.text_input(label, value=as_text(field, field.default), help=tip, placeholder=placeholder, key=key)
 
 
-def settings_form(workflow: Workflow, config: dict, runs: Runs, data: dict) -> None:
+def settings_form(workflow: Workflow, config: dict, invocations: Invocations, data: dict) -> None:
     fields = train_fields(config["train"])
     with st.form("train_form"):
         name = st.text_input("Experiment name", key="experiment_name", help="a new name, or one the app added before to replace it")
@@ -57,7 +57,7 @@ def settings_form(workflow: Workflow, config: dict, runs: Runs, data: dict) -> N
         # Checked first, so that a refusal shows the workflow's message; checked again, and
         # written, under the run lock, as the run starts: no other tab can write in between.
         resolved = workflow.resolved({name: chosen}, data)
-        runs.start(name, run_targets(workflow, resolved, name), data=data, prepare=lambda: workflow.add_experiment(name, chosen, data))
+        invocations.start(name, run_targets(workflow, resolved, name), data=data, prepare=lambda: workflow.add_experiment(name, chosen, data))
     except RunInProgressError:
         st.warning("A run is in progress: wait for it to finish, or stop it, then press Train again. Nothing was written.")
     except ConfigError as error:
@@ -104,20 +104,20 @@ def epoch_charts(epochs: list[dict]) -> None:
         st.line_chart(frame[["train_accuracy", "val_accuracy"]], x_label="epoch", y_label="accuracy")
 
 
-def outcome(runs: Runs, run: Run, dataset: str) -> None:
-    state, name = run.state, run.experiment
+def outcome(invocations: Invocations, invocation: Invocation, dataset: str) -> None:
+    state, name = invocation.state, invocation.experiment
     if not name:
-        st.caption(f"{run.record['title']}: {state}")
+        st.caption(f"{invocation.record['title']}: {state}")
         return
     if state == "running":
-        progress = steps_done(runs.output())
+        progress = steps_done(invocations.output())
         st.info(f"Training {name}" + (f": {progress[0]} of {progress[1]} Snakemake steps done" if progress else ": starting"))
         if st.button("Stop training", key="stop"):
-            runs.stop()
+            invocations.stop()
     elif state == "done":
-        metrics = Path(DatasetLayout(runs.workflow.results, dataset).experiment(name, "metrics.json"))
+        metrics = Path(DatasetLayout(invocations.workflow.results, dataset).experiment(name, "metrics.json"))
         accuracy = f": test accuracy {read_json(metrics)['test_accuracy']:.2%}" if metrics.is_file() else ""
-        if NOTHING_TO_DO in runs.output():
+        if NOTHING_TO_DO in invocations.output():
             st.info(f"Nothing to train: {name} is trained with these settings already{accuracy}.")
         else:
             st.success(f"{name} is trained{accuracy}. It is on the leaderboard and in the Models page.")
@@ -127,25 +127,25 @@ def outcome(runs: Runs, run: Run, dataset: str) -> None:
         st.error(f"The run of {name} ended without recording its outcome (its process was killed). "
                  "Press Train again to continue it.")
     else:
-        st.error(f"The run of {name} failed (Snakemake exit status {run.record['returncode']}):")
-        st.code(why_it_failed(runs.output(), Path(DatasetLayout(runs.workflow.results, dataset).root), run.record["started"]), language=None)
+        st.error(f"The run of {name} failed (Snakemake exit status {invocation.record['returncode']}):")
+        st.code(why_it_failed(invocations.output(), Path(DatasetLayout(invocations.workflow.results, dataset).root), invocation.record["started"]), language=None)
 
 
 # Refreshed on its own, without rerunning the page: the form keeps what is being typed into it.
 @st.fragment(run_every=REFRESH_SECONDS)
-def run_panel(runs: Runs, dataset: str) -> None:
-    """The last run: its state, its epochs so far, Stop."""
-    run = runs.last()
-    if run is None:
+def run_panel(invocations: Invocations, dataset: str) -> None:
+    """The last invocation: its state, its epochs so far, Stop."""
+    invocation = invocations.last()
+    if invocation is None:
         return
-    st.subheader(f"Last run: {run.experiment or run.record['title']}")
-    outcome(runs, run, dataset)
-    epochs = runs.epochs(run, dataset) if run.experiment else []
+    st.subheader(f"Last run: {invocation.experiment or invocation.record['title']}")
+    outcome(invocations, invocation, dataset)
+    epochs = invocations.epochs(invocation, dataset) if invocation.experiment else []
     if epochs:
         epoch_charts(epochs)
 
 
-def app_experiments(workflow: Workflow, runs: Runs, data: dict) -> None:
+def app_experiments(workflow: Workflow, invocations: Invocations, data: dict) -> None:
     """The app's experiments, each with Remove; one the workflow refuses says why in one line,
     so that it can be removed even when it makes the whole config invalid."""
     try:
@@ -163,15 +163,15 @@ def app_experiments(workflow: Workflow, runs: Runs, data: dict) -> None:
         why = workflow.entry_error(name)
         if why is not None:
             left.error(why)
-        if right.button("Remove", key=f"remove_{name}", disabled=runs.busy()):
-            remove(workflow, runs, name, data)
+        if right.button("Remove", key=f"remove_{name}", disabled=invocations.busy()):
+            remove(workflow, invocations, name, data)
             st.rerun()
 
 
-def remove(workflow: Workflow, runs: Runs, name: str, data: dict) -> None:
+def remove(workflow: Workflow, invocations: Invocations, name: str, data: dict) -> None:
     """Forget `name` under the run lock, then rebuild the report without it when it can be."""
     try:
-        with runs.locked():
+        with invocations.locked():
             workflow.remove_experiment(name, data)
         targets = report_targets(workflow, workflow.resolved(data=data))
     except RunInProgressError:
@@ -181,7 +181,7 @@ def remove(workflow: Workflow, runs: Runs, name: str, data: dict) -> None:
         return  # the config is still refused for another reason: each entry says why
     if targets:
         with contextlib.suppress(RunInProgressError):
-            runs.start("", targets, data=data, title=f"rebuilding the report without {name}")
+            invocations.start("", targets, data=data, title=f"rebuilding the report without {name}")
 
 
 def train_page(results: Path) -> None:
@@ -191,17 +191,17 @@ def train_page(results: Path) -> None:
         st.info(f"Training needs the workflow beside the results: {Path(results).resolve()} is not the results/ "
                 "folder of a directory holding the Snakefile.")
         return
-    runs = Runs(workflow)
+    invocations = Invocations(workflow)
     try:
         config = workflow.resolved()
     except ConfigError as error:
         refused("The workflow's config is invalid, so nothing can be trained:", error)
-        app_experiments(workflow, runs, {})
+        app_experiments(workflow, invocations, {})
         return
     data = dataset_choice(workflow, config)
     dataset = data.get("dataset", config["dataset"])
     st.caption(f"Trains on `{dataset}`; every field starts at config.yaml's `train` value. Pressing Train adds the "
                f"experiment to {APP_EXPERIMENTS} and runs Snakemake for it.")
-    run_panel(runs, dataset)
-    settings_form(workflow, config, runs, data)
-    app_experiments(workflow, runs, data)
+    run_panel(invocations, dataset)
+    settings_form(workflow, config, invocations, data)
+    app_experiments(workflow, invocations, data)

@@ -1,0 +1,1 @@
+"""Judging trained models: metrics, corruption robustness, model descriptions, run comparisons and the report."""
