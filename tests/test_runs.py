@@ -20,9 +20,10 @@ from mnist_pipeline.evaluation.metrics import paired_difference_ci, predictions_
 from mnist_pipeline.evaluation.report import build_report, figure_files
 from mnist_pipeline.evaluation.rundiff import diff_runs
 from mnist_pipeline.fileio import write_json
+from mnist_pipeline.layout import RUN_FILES
 from mnist_pipeline.locks import LOCK_NAME, locked_by_others
 from mnist_pipeline.runstore.ids import data_identity, run_id, run_record
-from mnist_pipeline.runstore.store import RUN_FILES, RunNotFound, prune, publish, read_store, resolve, run_files, write_current
+from mnist_pipeline.runstore.store import RunNotFound, prune, publish, read_store, resolve, run_files, write_current
 from mnist_pipeline.workflow.config import experiment_settings, load_schema, resolve_config
 from mnist_pipeline.workflow.plan import checkout_stage_code, planned_runs
 

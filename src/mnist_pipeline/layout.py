@@ -32,7 +32,10 @@ RESULTS_ENV = "MNIST_PIPELINE_RESULTS"
 RESERVED = frozenset(
     {"raw", "parsed", "prepared", "runs", "figures", "logs", "benchmarks", "report.html", "report.md"}
 )
-# The files of one run, by their role (the run store, runs.py, keeps and publishes them).
+# The run store's folder in a dataset's results, and the record of which run each experiment uses.
+STORE = "runs"
+CURRENT = "current.json"
+# The files of one run, by their role (runstore/store.py keeps and publishes them).
 RUN_FILES = {
     "model": "model.npz",
     "history": "history.json",
@@ -69,7 +72,7 @@ class DatasetLayout:
 
     @property
     def runs(self) -> str:
-        return f"{self.root}/runs"
+        return f"{self.root}/{STORE}"
 
     def run(self, run: str = "{run}", leaf: str = "") -> str:
         return f"{self.runs}/{run}" + (f"/{leaf}" if leaf else "")
@@ -83,7 +86,7 @@ class DatasetLayout:
 
     @property
     def current(self) -> str:
-        return f"{self.runs}/current.json"
+        return f"{self.runs}/{CURRENT}"
 
     @property
     def planned(self) -> str:

@@ -11,7 +11,8 @@ log_to(snakemake.log[0])
 
 from mnist_pipeline.fileio import seal
 from mnist_pipeline.integrity import verified
-from mnist_pipeline.runstore.store import RUN_FILES, publish
+from mnist_pipeline.layout import RUN_FILES
+from mnist_pipeline.runstore.store import publish
 
 # A run's files are checked before they are copied, and each copy is sealed for the report.
 outputs = {key: snakemake.output[key] for key in RUN_FILES}

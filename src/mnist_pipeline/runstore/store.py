@@ -29,22 +29,13 @@ from typing import Any
 
 from mnist_pipeline.errors import RunInProgressError
 from mnist_pipeline.fileio import atomic_path, read_json, write_json
+from mnist_pipeline.layout import CURRENT, RUN_FILES, STORE
 from mnist_pipeline.locks import JOBS_LOCK_NAME, LOCK_NAME, claim_workdir, holder, locked_by_others
 from mnist_pipeline.runstore.ids import ID_PATTERN
 
 log = logging.getLogger(__name__)
 
-STORE = "runs"
-CURRENT = "current.json"
 NAMES = "names"
-# rule key -> file name, for the files a run has and publish copies
-RUN_FILES = {
-    "model": "model.npz",
-    "history": "history.json",
-    "metrics": "metrics.json",
-    "predictions": "predictions.parquet",
-    "record": "run.json",
-}
 
 
 def store_dir(dataset_dir: str | Path) -> Path:
