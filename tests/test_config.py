@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.workflow.config import canonical, experiment_settings, load_schema, load_yaml, resolve_config
+from mnist_pipeline.workflow.config import experiment_settings, keys_sorted, load_schema, load_yaml, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
@@ -127,9 +127,9 @@ def test_a_word_is_not_taken_where_the_schema_does_not_allow_its_type():
 
 
 def test_canonical_sorts_keys_at_every_depth():
-    assert list(canonical({"b": {"d": 1, "c": 2}, "a": [{"z": 0, "y": 1}]})) == ["a", "b"]
-    assert list(canonical({"b": {"d": 1, "c": 2}})["b"]) == ["c", "d"]
-    assert list(canonical({"a": [{"z": 0, "y": 1}]})["a"][0]) == ["y", "z"]
+    assert list(keys_sorted({"b": {"d": 1, "c": 2}, "a": [{"z": 0, "y": 1}]})) == ["a", "b"]
+    assert list(keys_sorted({"b": {"d": 1, "c": 2}})["b"]) == ["c", "d"]
+    assert list(keys_sorted({"a": [{"z": 0, "y": 1}]})["a"][0]) == ["y", "z"]
 
 
 def test_sweep_expands_grid_times_seeds_with_names_from_values():

@@ -145,7 +145,7 @@ def run_panel(invocations: Invocations, dataset: str) -> None:
         epoch_charts(epochs)
 
 
-def app_experiments(workflow: Workflow, invocations: Invocations, data: dict) -> None:
+def experiment_list(workflow: Workflow, invocations: Invocations, data: dict) -> None:
     """The app's experiments, each with Remove; one the workflow refuses says why in one line,
     so that it can be removed even when it makes the whole config invalid."""
     try:
@@ -196,7 +196,7 @@ def train_page(results: Path) -> None:
         config = workflow.resolved()
     except ConfigError as error:
         refused("The workflow's config is invalid, so nothing can be trained:", error)
-        app_experiments(workflow, invocations, {})
+        experiment_list(workflow, invocations, {})
         return
     data = dataset_choice(workflow, config)
     dataset = data.get("dataset", config["dataset"])
@@ -204,4 +204,4 @@ def train_page(results: Path) -> None:
                f"experiment to {APP_EXPERIMENTS} and runs Snakemake for it.")
     run_panel(invocations, dataset)
     settings_form(workflow, config, invocations, data)
-    app_experiments(workflow, invocations, data)
+    experiment_list(workflow, invocations, data)

@@ -163,7 +163,7 @@ def resolve_config(config: Mapping[str, Any], schema: Mapping[str, Any], *, resu
     _expand_sweep(resolved, schema)
     _validate(resolved, schema)
     _check_names(resolved)
-    return canonical(resolved)
+    return keys_sorted(resolved)
 
 
 def experiment_settings(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, dict]:
@@ -184,12 +184,12 @@ def experiment_settings(config: Mapping[str, Any], schema: Mapping[str, Any]) ->
     return settings
 
 
-def canonical(value: Any) -> Any:
+def keys_sorted(value: Any) -> Any:
     """The same value with dict keys sorted at every depth, so equal configs have equal reprs."""
     if isinstance(value, Mapping):
-        return {key: canonical(value[key]) for key in sorted(value)}
+        return {key: keys_sorted(value[key]) for key in sorted(value)}
     if isinstance(value, (list, tuple)):
-        return [canonical(item) for item in value]
+        return [keys_sorted(item) for item in value]
     return value
 
 
