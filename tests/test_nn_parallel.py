@@ -173,18 +173,24 @@ def test_shared_seconds_count_only_work_that_can_spread():
     assert workers.shared_seconds == 0
 
 
-def test_a_single_submitted_task_goes_to_a_helper_while_the_caller_works_on():
-    names, ran = [], threading.Semaphore(0)
+def test_submitted_jobs_are_dealt_to_the_helpers_in_turn_and_a_lone_task_waits_for_the_caller():
+    names, ran, go = [], threading.Semaphore(0), threading.Event()
 
     def task(i):
         names.append(threading.current_thread().name)
         ran.release()
+        go.wait(timeout=10)  # each helper holds its first task until both have one
 
     with Workers(3) as workers:
-        jobs = [workers.submit(task, 1) for _ in range(2)]
-        # The caller has not waited yet: only the helpers can run the tasks.
-        assert ran.acquire(timeout=10) and ran.acquire(timeout=10)
+        jobs = [workers.submit(task, 2) for _ in range(2)]  # two tasks: one helper for each job
+        assert ran.acquire(timeout=10) and ran.acquire(timeout=10)  # the caller has not waited yet
+        assert sorted(names) == ["nn-worker-1", "nn-worker-2"], "the jobs went to different helpers"
+        go.set()
         for job in jobs:
             workers.wait(job)
-    # One each: single tasks are dealt out in turn, not all to the first helper.
-    assert sorted(names) == ["nn-worker-1", "nn-worker-2"]
+        names.clear()
+        lone = workers.submit(task, 1)
+        time.sleep(0.2)
+        assert names == [], "a lone task is not handed over"
+        workers.wait(lone)
+    assert names == ["MainThread"]
