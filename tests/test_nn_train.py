@@ -198,7 +198,12 @@ def stepped(settings: TrainSettings, fused: bool, threads: int, steps: int = 3) 
     TrainSettings(hidden=[9], batch_norm=False, dropout=0.0, optimizer="nesterov", activation="tanh", weight_decay=0.001),
     TrainSettings(model="cnn", conv_channels=[4, 6], hidden=[10], optimizer="adam", weight_decay=0.01),
 ], ids=["mlp-adamw", "mlp-nesterov", "cnn-adam"])
-def test_updating_each_layer_as_its_gradient_comes_gives_the_bytes_of_one_step(small_blocks, settings):
+@pytest.mark.parametrize("split", [True, False], ids=["blocks", "whole"])
+def test_updating_each_layer_as_its_gradient_comes_gives_the_bytes_of_one_step(request, settings, split):
+    # Split: every weight gradient in blocks, updated block by block on the workers. Whole:
+    # tiny layers are single blocks, updated with the small parameters after the pass.
+    if split:
+        request.getfixturevalue("small_blocks")
     plain = stepped(settings, fused=False, threads=1)
     for threads in (1, 2, 3):
         assert stepped(settings, fused=True, threads=threads) == plain, threads

@@ -125,6 +125,10 @@ class Dense(Layer):
         self.workers.map_blocks(columns, self.n_out, product_block(x.shape[0], self.n_in, self.n_out))
         return out
 
+    def weight_blocks(self, rows: int) -> list[slice]:
+        """The blocks of input features backward cuts its products into, for a batch of `rows`."""
+        return blocks(self.n_in, product_block(rows, self.n_out, self.n_in))
+
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         dx, job = self.backward_deferred(dout, need_dx)
         self.workers.wait(job)
@@ -144,7 +148,7 @@ class Dense(Layer):
         dx = self._buffer("dx", x.shape, dout.dtype) if need_dx else None
         # Input feature block r: its rows of dW and its columns of dx. x.T is a transposed
         # view: BLAS reads it with its transpose flag, nothing is copied.
-        slices = blocks(self.n_in, product_block(x.shape[0], self.n_out, self.n_in))
+        slices = self.weight_blocks(x.shape[0])
 
         def grad_rows(i: int) -> None:
             r = slices[i]

@@ -157,16 +157,9 @@ class Model:
         starts = np.cumsum([0, *sizes])
         self._ranges = {(id(layer), name): slice(int(start), int(start + size))
                         for (layer, name), start, size in zip(params, starts, sizes, strict=False)}
-        # What Model.backward updates after the layers' pass: all but dense weights, in runs.
-        self._rest: list[slice] = []
-        for layer, name in params:
-            piece = self._ranges[(id(layer), name)]
-            if isinstance(layer, Dense) and name == "W":
-                continue
-            if self._rest and self._rest[-1].stop == piece.start:
-                self._rest[-1] = slice(self._rest[-1].start, piece.stop)
-            else:
-                self._rest.append(piece)
+        # What Model.backward updates after the layers' pass whatever the batch: all but dense weights.
+        self._rest = [self._ranges[(id(layer), name)] for layer, name in params
+                      if not (isinstance(layer, Dense) and name == "W")]
         buffers = [(layer, name) for layer in self.layers for name in layer.buffers]
         self.flat_buffers = _flatten(buffers, "buffers", dtype)
 
@@ -210,20 +203,25 @@ class Model:
         layers below are still going back. The step is element-wise, so the weights are the
         same bytes as backward() then optimizer.step().
         """
-        d, pending = dlogits, []
+        d, pending, later = dlogits, [], list(self._rest)
         for i in range(len(self.layers) - 1, self._first - 1, -1):
             layer, need_dx = self.layers[i], i > self._first
-            if optimizer is not None and isinstance(layer, Dense):
+            if optimizer is None or not isinstance(layer, Dense):
+                d = layer.backward(d, need_dx=need_dx)
+            elif len(layer.weight_blocks(len(d))) == 1:
+                # One block is not worth handing over (parallel.MIN_PRODUCT): it stays with
+                # this thread, and its weights are updated with the small parameters below.
+                d = layer.backward(d, need_dx=need_dx)
+                later.append(self._ranges[(id(layer), "W")])
+            else:
                 start = self._ranges[(id(layer), "W")].start
                 d, job = layer.backward_deferred(
                     d, need_dx, lambda lo, hi, start=start: optimizer.update(slice(start + lo, start + hi)))
                 pending.append(job)
-            else:
-                d = layer.backward(d, need_dx=need_dx)
         if optimizer is not None:
-            # The other parameters (biases, batch-norm scales, convolution kernels) are small,
-            # and each update costs a dozen NumPy calls: they go in a few contiguous runs.
-            for run in self._rest:
+            # Each update costs a dozen NumPy calls whatever its size: the small parameters
+            # (biases, batch-norm scales, convolution kernels) go in a few contiguous runs.
+            for run in _runs(later):
                 optimizer.update(run)
         for job in pending:
             self.workers.wait(job)
@@ -262,6 +260,17 @@ class Model:
             for i, layer in enumerate(self.layers)
             for name, array in (*layer.params.items(), *layer.buffers.items())
         }
+
+
+def _runs(pieces: list[slice]) -> list[slice]:
+    """The same entries as `pieces` (disjoint slices), adjacent ones joined, in order."""
+    runs: list[slice] = []
+    for piece in sorted(pieces, key=lambda s: s.start):
+        if runs and runs[-1].stop == piece.start:
+            runs[-1] = slice(runs[-1].start, piece.stop)
+        else:
+            runs.append(piece)
+    return runs
 
 
 def _flatten(entries: list[tuple[Layer, str]], attribute: str, dtype) -> np.ndarray:
