@@ -148,3 +148,12 @@ def train_experiment(results: Path, name: str, overrides: dict, data: dict) -> P
     write_json(directory / "metrics.json", metrics)
     write_table(predictions_table(np.arange(len(data["y_test"])), data["y_test"], proba), directory / "predictions.parquet")
     return directory
+
+
+def leaderboard_rows(report_md: str) -> list[str]:
+    """The rows of report.md's first table, the leaderboard (later tables, such as the robustness
+    summary, name the experiments too)."""
+    lines = report_md.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[first:end]

@@ -95,16 +95,18 @@ def test_experiments_file_is_checked_written_and_read_by_the_workflow(tmp_path, 
     with pytest.raises(ConfigError, match="'baseline' is defined in config.yaml"):
         workflow.add_experiment("baseline", {})
     assert set(workflow.app_experiments()) == {"wide"}
-    # A plain snakemake run knows the app's experiment: only it is new after baseline is trained.
+    # A plain snakemake run knows the app's experiment: only it is trained new after baseline
+    # is (both are scored for robustness: the report needs it, baseline's metrics did not).
     snakemake(workdir, "results/synthetic/baseline/metrics.json")
-    assert planned_jobs(workdir) == {"all": 1, "train": 1, "evaluate": 1, "publish": 1, "report": 1}
+    assert planned_jobs(workdir) == {"all": 1, "train": 1, "evaluate": 1, "robustness": 2, "publish": 1, "publish_robustness": 2, "report": 1}
     assert run_targets(workflow, workflow.resolved(), "wide") == [
         "results/synthetic/wide/model.npz", "results/synthetic/wide/metrics.json",
         "results/synthetic/report.html", "results/synthetic/report.md"]
     (workdir / "results/synthetic/wide").mkdir()
     workflow.remove_experiment("wide")
     assert not workflow.experiments_file.exists() and not (workdir / "results/synthetic/wide").exists()
-    assert planned_jobs(workdir) == {"all": 1, "report": 1}
+    # Nothing of wide's is planned; baseline's robustness was never scored, so it is.
+    assert planned_jobs(workdir) == {"all": 1, "robustness": 1, "publish_robustness": 1, "report": 1}
     with pytest.raises(ConfigError, match="not one the app added"):
         workflow.remove_experiment("baseline")
 

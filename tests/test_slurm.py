@@ -4,7 +4,7 @@ through `--executor slurm`.
 tests/slurm/start-slurm.sh starts the cluster (munged, slurmctld and slurmd on 127.0.0.1) or
 reuses the one already running; the fixture stops it after the session only if it started it.
 download, publish and report are `localrules` and run here; parse, prepare and each
-experiment's train and evaluate must each have been a SLURM job, sized by its rule's threads
+experiment's train, evaluate and robustness must each have been a SLURM job, sized by its rule's threads
 and resources.
 """
 
@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from helpers import REPO, copy_workflow, require, snakemake, workflow_env
+from helpers import REPO, copy_workflow, leaderboard_rows, require, snakemake, workflow_env
 from mnist_pipeline.nn.model import load_model
 
 START_SLURM = REPO / "tests/slurm/start-slurm.sh"
@@ -30,7 +30,7 @@ TRAIN_THREADS = 1
 # two experiments' settings differ, so each is its own run.
 CLUSTER_JOBS = sorted(
     [("parse", "dataset=synthetic"), ("prepare", "dataset=synthetic")]
-    + [(rule, "dataset=synthetic, run=RUN") for rule in ("train", "evaluate") for _ in EXPERIMENTS]
+    + [(rule, "dataset=synthetic, run=RUN") for rule in ("train", "evaluate", "robustness") for _ in EXPERIMENTS]
 )
 
 
@@ -48,7 +48,7 @@ def test_profile_is_used_and_every_key_accepted(tmp_path, synthetic_dir, profile
     result = snakemake(workdir, "--dry-run", "--workflow-profile", str(path), "--configfile", str(TEST_CONFIG), "--config", f"source={synthetic_dir}")
     output = result.stdout + result.stderr
     assert f"Using workflow specific profile {path} for setting default command line arguments" in output
-    assert re.search(r"^total\s+12$", output, re.MULTILINE), output
+    assert re.search(r"^total\s+16$", output, re.MULTILINE), output
 
 
 @pytest.mark.slow
@@ -174,8 +174,8 @@ def test_sweep_writes_every_output(sweep):
 @pytest.mark.slow
 def test_leaderboard_lists_both_experiments(sweep):
     workdir, _ = sweep
-    rows = [line for line in (workdir / "results/synthetic/report.md").read_text().splitlines() if line.startswith("|")]
-    first_cells = [row.split("|")[1].strip().strip("*`") for row in rows]
+    leaderboard = leaderboard_rows((workdir / "results/synthetic/report.md").read_text())
+    first_cells = [row.split("|")[1].strip().strip("*`") for row in leaderboard]
     assert sorted(cell for cell in first_cells if cell in EXPERIMENTS) == sorted(EXPERIMENTS)
 
 
@@ -203,7 +203,7 @@ def test_compute_stages_ran_as_slurm_jobs_sized_by_their_rules(sweep, slurm_conf
 def test_download_publish_and_report_ran_locally(sweep):
     _, output = sweep
     submitted_rules = {job["rule"] for job in submitted_jobs(output).values()}
-    for rule in ("download", "keep_download", "publish", "report"):
+    for rule in ("download", "keep_download", "publish", "publish_robustness", "report"):
         assert f"localrule {rule}:" in output and rule not in submitted_rules, rule
 
 

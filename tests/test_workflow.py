@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from helpers import REPO, copy_workflow, planned_jobs, snakemake, snakemake_command, workflow_env
+from helpers import REPO, copy_workflow, leaderboard_rows, planned_jobs, snakemake, snakemake_command, workflow_env
 from mnist_pipeline.locks import JOBS_LOCK_NAME, LOCK_NAME, locked_by_others
 from mnist_pipeline.nn.model import load_model
 from mnist_pipeline.nn.parallel import available_cores
@@ -66,9 +66,7 @@ def test_first_run_writes_every_documented_output(finished_run):
     assert json.loads((results / "baseline/metrics.json").read_text())["n_parameters"] == 784 * 32 + 32 + 32 * 10 + 10
     html = (results / "report.html").read_text()
     assert "<html" in html.lower() and "http://" not in re.sub(r'xmlns="http://www.w3.org/[^"]*"', "", html)
-    lines = (results / "report.md").read_text().splitlines()
-    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    leaderboard = lines[first : next(i for i in range(first, len(lines) + 1) if i == len(lines) or not lines[i].startswith("|"))]
+    leaderboard = leaderboard_rows((results / "report.md").read_text())
     assert sum(line.split("|")[1].strip().strip("*`") in ("baseline", "narrow") for line in leaderboard) == 2
     for log in ("download", "parse", "prepare", "report"):
         assert (results / "logs" / f"{log}.log").is_file()
@@ -81,26 +79,27 @@ def test_second_run_schedules_nothing(finished_run):
 
 def test_train_value_change_reruns_only_training_onward(finished_run):
     workdir, config = finished_run
-    assert planned_jobs(workdir, *config, "train={epochs: 4}") == {"train": 2, "evaluate": 2, "publish": 2, "report": 1, "all": 1}
+    assert planned_jobs(workdir, *config, "train={epochs: 4}") == {
+        "train": 2, "evaluate": 2, "robustness": 2, "publish": 2, "publish_robustness": 2, "report": 1, "all": 1}
 
 
 def test_experiment_override_reruns_only_that_experiment(finished_run):
     workdir, config = finished_run
     changed = planned_jobs(workdir, *config, "experiments={baseline: {}, narrow: {hidden: [8]}}")
-    assert changed == {"train": 1, "evaluate": 1, "publish": 1, "report": 1, "all": 1}
+    assert changed == {"train": 1, "evaluate": 1, "robustness": 1, "publish": 1, "publish_robustness": 1, "report": 1, "all": 1}
 
 
 def test_adding_an_experiment_trains_only_that_one(finished_run):
     workdir, config = finished_run
     jobs = planned_jobs(workdir, *config, "experiments={baseline: {}, narrow: {hidden: [16]}, extra: {learning_rate: 0.02}}")
-    assert jobs == {"train": 1, "evaluate": 1, "publish": 1, "report": 1, "all": 1}
+    assert jobs == {"train": 1, "evaluate": 1, "robustness": 1, "publish": 1, "publish_robustness": 1, "report": 1, "all": 1}
 
 
 def test_a_sweep_adds_named_jobs_and_keeps_finished_experiments(finished_run):
     workdir, config = finished_run
     # Two seeds of one grid point: two new experiments beside the two finished ones.
     jobs = planned_jobs(workdir, *config, "sweep={grid: {hidden: [[8]]}, seeds: [0, 1]}")
-    assert jobs == {"train": 2, "evaluate": 2, "publish": 2, "report": 1, "all": 1}
+    assert jobs == {"train": 2, "evaluate": 2, "robustness": 2, "publish": 2, "publish_robustness": 2, "report": 1, "all": 1}
 
 
 def without_narrow(config: tuple[str, ...], tmp_path: Path) -> tuple[str, ...]:
@@ -187,7 +186,7 @@ def test_a_robustness_value_change_rescores_and_never_retrains(finished_run):
 def test_prepare_value_change_reruns_prepare_onward_not_download_or_parse(finished_run):
     workdir, config = finished_run
     jobs = planned_jobs(workdir, *config, "prepare={val_fraction: 0.25, seed: 1}")
-    assert jobs == {"prepare": 1, "train": 2, "evaluate": 2, "publish": 2, "report": 1, "all": 1}
+    assert jobs == {"prepare": 1, "train": 2, "evaluate": 2, "robustness": 2, "publish": 2, "publish_robustness": 2, "report": 1, "all": 1}
 
 
 def test_same_values_written_another_way_is_no_change(finished_run):
@@ -281,8 +280,8 @@ def test_a_bad_source_beside_a_finished_run_loses_nothing(finished_run, tmp_path
     image_file.write_bytes(image_file.read_bytes()[:1000])
     # Another source is a change that reruns everything for the dataset...
     assert planned_jobs(workdir, *others, f"source={broken}") == {
-        "download": 1, "keep_download": 1, "parse": 1, "prepare": 1, "train": 2, "evaluate": 2, "publish": 2, "report": 1,
-        "all": 1}
+        "download": 1, "keep_download": 1, "parse": 1, "prepare": 1, "train": 2, "evaluate": 2, "robustness": 2, "publish": 2,
+        "publish_robustness": 2, "report": 1, "all": 1}
     # ...but this one fails, saying why under Snakemake's error, and changes nothing.
     failed = snakemake(workdir, *others, f"source={broken}", check=False)
     assert failed.returncode != 0

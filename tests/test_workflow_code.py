@@ -126,13 +126,15 @@ def test_comments_docstrings_and_formatting_plan_nothing(project, synthetic_dir)
 def test_a_real_change_to_a_network_module_plans_training_onward_only(project, synthetic_dir):
     layers = project / "src/mnist_pipeline/nn/layers.py"
     layers.write_text(layers.read_text() + "\nUNUSED_BUT_REAL = 1\n")
-    assert planned_jobs(project, *config_args(synthetic_dir)) == {"train": 2, "evaluate": 2, "publish": 2, "report": 1, "all": 1}
+    assert planned_jobs(project, *config_args(synthetic_dir)) == {
+        "train": 2, "evaluate": 2, "robustness": 2, "publish": 2, "publish_robustness": 2, "report": 1, "all": 1}
 
 
 def test_a_real_change_to_a_stage_script_plans_that_stage_onward(project, synthetic_dir):
     script = project / "workflow/scripts/prepare.py"
     script.write_text(script.read_text() + "\nUNUSED_BUT_REAL = 1\n")
-    assert planned_jobs(project, *config_args(synthetic_dir)) == {"prepare": 1, "train": 2, "evaluate": 2, "publish": 2, "report": 1, "all": 1}
+    assert planned_jobs(project, *config_args(synthetic_dir)) == {
+        "prepare": 1, "train": 2, "evaluate": 2, "robustness": 2, "publish": 2, "publish_robustness": 2, "report": 1, "all": 1}
 
 
 READ_ONLY = [

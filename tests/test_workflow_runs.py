@@ -48,7 +48,7 @@ def runs_cli(capsys, *args: str) -> str:
 
 def test_going_back_trains_nothing_and_restores_the_first_metrics(went_back):
     assert went_back["second"] != went_back["first"]
-    assert went_back["back_plan"] == {"publish": 1, "report": 1, "all": 1}
+    assert went_back["back_plan"] == {"publish": 1, "publish_robustness": 1, "report": 1, "all": 1}
     assert went_back["back"] == went_back["first"]
 
 
