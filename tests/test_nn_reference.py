@@ -1,0 +1,257 @@
+"""The fast layers and optimisers held to the textbook maths of nn.reference, on odd sizes and ties.
+
+The fast forms run in float32, as in a network; the reference runs in float64 on the same
+float32 values. Values are compared relative to their scale: the largest difference may be
+RTOL times the largest reference value (float32 carries about 6e-8, and a sum of a few hundred
+terms rounds to a few times that). Inputs are copied before every fast call: the fast layers
+reuse their buffers from call to call, and several overwrite their input or dout.
+"""
+
+import numpy as np
+import pytest
+
+from mnist_pipeline.nn import conv, reference
+from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
+from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout
+from mnist_pipeline.nn.losses import softmax_cross_entropy
+from mnist_pipeline.nn.optim import SGD, Adam, AdamW, Momentum, Nesterov
+from mnist_pipeline.nn.parallel import SERIAL, Workers
+
+RTOL = 1e-5
+
+
+def assert_close(actual, expected, rtol=RTOL, what=""):
+    """max |actual - expected| <= rtol * max |expected|: float32 rounding, relative to the scale."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
+    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
+    error = float(np.abs(actual - expected).max(initial=0.0))
+    assert error <= rtol * scale, f"{what}: off by {error:.3g}, {error / scale:.2e} of the scale {scale:.3g}"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(2024)
+
+
+def f32(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def randomised(layer, rng):
+    for param in layer.params.values():
+        param[...] = rng.standard_normal(param.shape)
+    return layer
+
+
+def assert_weighted_layer_matches(layer, x, dout, ref_forward, ref_backward):
+    """A layer with weights W and bias b against its reference pair: out, dx, dW and db.
+
+    ref_forward(x, W, b) -> out; ref_backward(dout, x, W) -> (dx, dW, db).
+    """
+    W, b = layer.params["W"].copy(), layer.params["b"].copy()
+    out = layer.forward(x.copy(), train=True).copy()
+    dx = layer.backward(dout.copy()).copy()
+    assert_close(out, ref_forward(x, W, b), what="out")
+    ref_dx, ref_dW, ref_db = ref_backward(dout, x, W)
+    assert_close(dx, ref_dx, what="dx")
+    assert_close(layer.grads["W"], ref_dW, what="dW")
+    assert_close(layer.grads["b"], ref_db, what="db")
+
+
+def tied_windows(a):
+    """How many 2x2 pooling windows of a (n, H, W, C) have their maximum more than once."""
+    n, H, W, C = a.shape
+    windows = a[:, : H // 2 * 2, : W // 2 * 2].reshape(n, H // 2, 2, W // 2, 2, C)
+    top = windows.max(axis=(2, 4), keepdims=True)
+    return int(((windows == top).sum(axis=(2, 4)) > 1).sum())
+
+
+@pytest.fixture(params=[1, 2], ids=["serial", "two-workers"])
+def workers(request):
+    if request.param == 1:
+        yield SERIAL
+        return
+    with Workers(request.param) as pool:
+        yield pool
+
+
+# Dense -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,n_in,n_out", [(7, 13, 5), (1, 3, 1), (13, 257, 31)])
+def test_dense_matches_the_reference(n, n_in, n_out, rng):
+    layer = randomised(Dense(n_in, n_out), rng)
+    assert_weighted_layer_matches(layer, f32(rng, n, n_in), f32(rng, n, n_out), reference.dense_forward,
+                                  reference.dense_backward)
+
+
+# Batch norm ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", [(7, 13), (7, 5, 7, 3)], ids=["dense", "nhwc"])
+def test_batch_norm_matches_the_reference(shape, train, rng):
+    F = shape[-1]
+    layer = BatchNorm(F, momentum=0.8)
+    layer.params["gamma"][...] = rng.uniform(0.5, 2.0, F)
+    layer.params["beta"][...] = rng.standard_normal(F)
+    layer.buffers["running_mean"][...] = rng.standard_normal(F)
+    layer.buffers["running_var"][...] = rng.uniform(0.5, 2.0, F)
+    gamma, beta = layer.params["gamma"].copy(), layer.params["beta"].copy()
+    running = {name: value.copy() for name, value in layer.buffers.items()}
+    # Off-centre and unequal scales, so that the mean and variance matter.
+    x = (rng.standard_normal(shape) * rng.uniform(0.1, 5.0, F) + rng.uniform(-3, 3, F)).astype(np.float32)
+    dout = f32(rng, *shape)
+    out = layer.forward(x.copy(), train=train).copy()
+    dx = layer.backward(dout.copy()).copy()
+    ref_out, cache = reference.batch_norm_forward(x, gamma, beta, running["running_mean"], running["running_var"],
+                                                  train, momentum=0.8, eps=layer.eps)
+    assert_close(out, ref_out, what="out")
+    for name in ("running_mean", "running_var"):
+        assert_close(layer.buffers[name], cache[name], what=name)
+    ref_dx, ref_dgamma, ref_dbeta = reference.batch_norm_backward(dout, cache)
+    assert_close(dx, ref_dx, what="dx")
+    assert_close(layer.grads["gamma"], ref_dgamma, what="dgamma")
+    assert_close(layer.grads["beta"], ref_dbeta, what="dbeta")
+
+
+# Dropout -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.4])
+def test_dropout_is_inverted_dropout_with_the_mask_it_drew(rate, rng):
+    layer = Dropout(rate)
+    layer.rng = np.random.default_rng(3)
+    x = rng.uniform(0.5, 2.0, (7, 13)).astype(np.float32) * rng.choice([-1, 1], (7, 13))  # no zeros
+    dout = f32(rng, 7, 13)
+    out = layer.forward(x.copy(), train=True).copy()
+    dx = layer.backward(dout.copy()).copy()
+    # The mask is drawn as 16-bit integers (layers.Dropout), so the rate it keeps to, and scales
+    # by, is the nearest multiple of 1/65536; which units were kept shows in the output.
+    effective = round(rate * Dropout.LEVELS) / Dropout.LEVELS
+    keep = out != 0
+    assert 0 < keep.sum() < keep.size
+    assert_close(out, reference.dropout_forward(x, keep, effective), what="out")
+    assert_close(dx, reference.dropout_backward(dout, keep, effective), what="dx")
+    # Inference is the identity.
+    np.testing.assert_array_equal(layer.forward(x.copy(), train=False), x)
+
+
+# Convolution and pooling -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("shape", [(7, 5, 7, 3), (7, 5, 7, 5), (2, 1, 3, 2)],
+                         ids=["patches-tap-by-tap", "patches-position-by-position", "image-smaller-than-kernel"])
+def test_conv_matches_the_reference(shape, k, rng, workers, monkeypatch):
+    monkeypatch.setattr(conv, "SAMPLES", 3)  # several blocks of images, the last one short
+    layer = randomised(Conv2D(shape[-1], 4, kernel_size=k), rng)
+    layer.workers = workers
+    assert_weighted_layer_matches(layer, f32(rng, *shape), f32(rng, *shape[:-1], 4), reference.conv2d_forward,
+                                  reference.conv2d_backward)
+
+
+@pytest.mark.parametrize("shape", [(7, 5, 7, 3), (7, 6, 6, 2)], ids=["odd", "even"])
+def test_max_pool_matches_the_reference_on_ties(shape, rng):
+    # Values from {0, 1, 2}: most windows hold equal maxima, some all four equal.
+    x = rng.integers(0, 3, shape).astype(np.float32)
+    ref_out, winner = reference.max_pool_forward(x)
+    assert tied_windows(x) > 0, "no ties drawn"
+    layer = MaxPool2D()
+    out = layer.forward(x.copy(), train=True).copy()
+    dout = f32(rng, *out.shape)
+    dx = layer.backward(dout.copy()).copy()
+    # Pure selection and routing: exactly equal, not just close.
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(dx, reference.max_pool_backward(dout, winner, shape))
+
+
+def test_max_pool_gives_a_tied_window_s_gradient_to_its_first_corner_in_row_order():
+    x = np.zeros((1, 2, 2, 1), np.float32)
+    x[0, 0, 0, 0] = -1  # the (0, 1), (1, 0), (1, 1) corners tie: (0, 1) is first
+    layer = MaxPool2D()
+    layer.forward(x.copy(), train=True)
+    dx = layer.backward(np.ones((1, 1, 1, 1), np.float32))
+    expected = reference.max_pool_backward(np.ones((1, 1, 1, 1)), reference.max_pool_forward(x)[1], x.shape)
+    assert expected[0, :, :, 0].tolist() == [[0, 1], [0, 0]]
+    np.testing.assert_array_equal(dx, expected)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "conv-then-pool"])
+@pytest.mark.parametrize("shape", [(7, 5, 7, 3), (7, 6, 6, 4), (3, 3, 5, 1)], ids=["odd", "even", "one-channel"])
+def test_conv_and_pool_as_the_model_builds_them_match_reference_conv_then_reference_pool(shape, fused, rng, workers,
+                                                                                         monkeypatch):
+    monkeypatch.setattr(conv, "SAMPLES", 3)
+    x = f32(rng, *shape)
+    # A constant band: the patches inside it are equal, so their outputs tie within a window,
+    # and the tie must go to the same corner as the reference's.
+    x[:, :2] = 0.25
+    layer, pool = randomised(Conv2D(shape[-1], 4), rng), MaxPool2D()
+    layer.workers = pool.workers = workers
+    if fused:
+        layer.fuse(pool)  # what Model does for a conv2d followed by a max_pool
+    W, b = layer.params["W"].copy(), layer.params["b"].copy()
+    out = pool.forward(layer.forward(x.copy(), train=True), train=True).copy()
+    dout = f32(rng, *out.shape)
+    dx = layer.backward(pool.backward(dout.copy())).copy()
+
+    maps = reference.conv2d_forward(x, W, b)
+    ref_out, winner = reference.max_pool_forward(maps)
+    assert tied_windows(maps) > 0, "no ties"
+    assert_close(out, ref_out, what="out")
+    ref_dx, ref_dW, ref_db = reference.conv2d_backward(reference.max_pool_backward(dout, winner, maps.shape), x, W)
+    assert_close(dx, ref_dx, what="dx")
+    assert_close(layer.grads["W"], ref_dW, what="dW")
+    assert_close(layer.grads["b"], ref_db, what="db")
+
+
+# Loss --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_softmax_cross_entropy_matches_the_reference(smoothing, rng):
+    logits = (f32(rng, 7, 13) * 4).astype(np.float32)
+    labels = rng.integers(0, 13, 7)
+    ref_loss, ref_grad = reference.softmax_cross_entropy(logits, labels, smoothing)
+    z = logits.copy()  # becomes the gradient
+    loss = softmax_cross_entropy(z, labels, smoothing)
+    assert loss == pytest.approx(ref_loss, rel=RTOL)
+    assert_close(z, ref_grad, what="dlogits")
+
+
+# Optimisers --------------------------------------------------------------------------------
+
+OPTIMISERS = {
+    "sgd": (lambda wd, n: SGD(wd, n), reference.sgd_step, {}),
+    "momentum": (lambda wd, n: Momentum(0.8, wd, n), reference.momentum_step, {"momentum": 0.8}),
+    "nesterov": (lambda wd, n: Nesterov(0.8, wd, n), reference.nesterov_step, {"momentum": 0.8}),
+    "adam": (lambda wd, n: Adam((0.8, 0.95), 1e-8, wd, n), reference.adam_step, {"betas": (0.8, 0.95)}),
+    "adamw": (lambda wd, n: AdamW((0.8, 0.95), 1e-8, wd, n), reference.adamw_step, {"betas": (0.8, 0.95)}),
+}
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.3], ids=["no-decay", "decay"])
+@pytest.mark.parametrize("name", list(OPTIMISERS))
+def test_optimiser_steps_match_the_textbook_updates(name, weight_decay, rng):
+    make, textbook, keys = OPTIMISERS[name]
+    n, n_decay, lr = 13, 8, 0.05  # decay on the first 8 entries only, as on a model's weights
+    optimizer = make(weight_decay, n_decay)
+    w = f32(rng, n)
+    ref_w, state = w.astype(np.float64), {}
+    for step in range(6):
+        g = f32(rng, n)
+        w0 = w.copy()
+        optimizer.step(w, g.copy(), lr)  # step may overwrite g
+        ref_w, state = textbook(ref_w, g, state, lr, weight_decay=weight_decay, n_decay=n_decay, **keys)
+        assert_close(w, ref_w, what=f"w after step {step + 1}")
+        # The step itself, not just where it lands (w's own rounding would hide a small error).
+        assert_close(w - w0, ref_w - w0, rtol=1e-4, what=f"step {step + 1}")
+    if name in ("momentum", "nesterov"):
+        assert_close(optimizer.velocity, state["v"], what="velocity")
+    if name in ("adam", "adamw"):
+        # optim.Adam keeps its moments divided by (1 - beta): m' = m / (1 - b1), v' = v / (1 - b2).
+        b1, b2 = keys["betas"]
+        assert optimizer.t == state["t"]
+        assert_close(optimizer.m * (1 - b1), state["m"], what="m")
+        assert_close(optimizer.v * (1 - b2), state["v"], what="v")
