@@ -11,20 +11,28 @@ import numpy as np
 import pytest
 
 from mnist_pipeline.nn import conv, reference
+from mnist_pipeline.nn.activations import ReLU
 from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
 from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout
 from mnist_pipeline.nn.losses import softmax_cross_entropy
+from mnist_pipeline.nn.model import Model, architecture
 from mnist_pipeline.nn.optim import SGD, Adam, AdamW, Momentum, Nesterov
 from mnist_pipeline.nn.parallel import SERIAL, Workers
+from mnist_pipeline.nn.settings import TrainSettings
 
 RTOL = 1e-5
 
 
-def assert_close(actual, expected, rtol=RTOL, what=""):
-    """max |actual - expected| <= rtol * max |expected|: float32 rounding, relative to the scale."""
+def assert_close(actual, expected, rtol=RTOL, what="", scale=None):
+    """max |actual - expected| <= rtol * scale: float32 rounding, relative to the scale.
+
+    The scale is max |expected| unless given: a gradient that is zero in exact arithmetic (a
+    bias just before batch norm) is compared on the scale of its layer's other gradients.
+    """
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
-    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
+    if scale is None:
+        scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
     error = float(np.abs(actual - expected).max(initial=0.0))
     assert error <= rtol * scale, f"{what}: off by {error:.3g}, {error / scale:.2e} of the scale {scale:.3g}"
 
@@ -255,3 +263,146 @@ def test_optimiser_steps_match_the_textbook_updates(name, weight_decay, rng):
         assert optimizer.t == state["t"]
         assert_close(optimizer.m * (1 - b1), state["m"], what="m")
         assert_close(optimizer.v * (1 - b2), state["v"], what="v")
+
+
+@pytest.mark.parametrize("n_in,n_out", [(1024, 520)])
+def test_dense_cut_into_column_blocks_over_two_workers_matches_the_reference(n_in, n_out, rng):
+    layer = randomised(Dense(n_in, n_out), rng)
+    n = 64
+    # Large enough that forward and backward each cut their products into blocks (MIN_PRODUCT).
+    assert len(layer.weight_blocks(n)) > 1
+    with Workers(2) as pool:
+        layer.workers = pool
+        assert_weighted_layer_matches(layer, f32(rng, n, n_in), f32(rng, n, n_out), reference.dense_forward,
+                                      reference.dense_backward)
+
+
+# The whole network -------------------------------------------------------------------------
+
+
+def reference_network(model, x, labels):
+    """The loss and every parameter's gradient of `model`, by the reference functions alone:
+    (loss, {(layer index, parameter name): gradient}). A fused conv is a plain conv here, and
+    the max-pool after it a plain pool."""
+    caches, a = [], np.asarray(x, np.float64)
+    for layer in model.layers:
+        params = {name: value.copy() for name, value in layer.params.items()}
+        if isinstance(layer, Dense):
+            cache, a = (a, params["W"]), reference.dense_forward(a, params["W"], params["b"])
+        elif isinstance(layer, Conv2D):
+            cache, a = (a, params["W"]), reference.conv2d_forward(a, params["W"], params["b"])
+        elif isinstance(layer, MaxPool2D):
+            shape = a.shape
+            a, winner = reference.max_pool_forward(a)
+            cache = (winner, shape)
+        elif isinstance(layer, BatchNorm):
+            a, cache = reference.batch_norm_forward(a, params["gamma"], params["beta"], layer.buffers["running_mean"],
+                                                    layer.buffers["running_var"], True, layer.momentum, layer.eps)
+        elif isinstance(layer, ReLU):
+            cache, a = a, reference.relu_forward(a)
+        else:  # reshape, flatten
+            cache, a = a.shape, a.reshape(len(a), *layer.output_shape(a.shape[1:]))
+        caches.append(cache)
+    loss, d = reference.softmax_cross_entropy(a, labels)
+    grads = {}
+    for i in range(len(model.layers) - 1, -1, -1):
+        layer, cache = model.layers[i], caches[i]
+        if isinstance(layer, Dense | Conv2D):
+            backward = reference.dense_backward if isinstance(layer, Dense) else reference.conv2d_backward
+            d, grads[i, "W"], grads[i, "b"] = backward(d, *cache)
+        elif isinstance(layer, MaxPool2D):
+            d = reference.max_pool_backward(d, *cache)
+        elif isinstance(layer, BatchNorm):
+            d, grads[i, "gamma"], grads[i, "beta"] = reference.batch_norm_backward(d, cache)
+        elif isinstance(layer, ReLU):
+            d = reference.relu_backward(d, cache)
+        else:
+            d = d.reshape(cache)
+    return loss, grads
+
+
+def built_model(rng, **settings):
+    """A Model as training builds it from TrainSettings, with random weights and no dropout."""
+    n_inputs, image_shape = settings.pop("n_inputs"), settings.pop("image_shape", None)
+    arch = architecture(TrainSettings(dropout=0.0, activation="relu", batch_norm=True, **settings), n_inputs, 10,
+                        image_shape)
+    model = Model(arch)
+    model.initialize("he", rng)
+    for layer in model.layers:
+        if isinstance(layer, BatchNorm):
+            layer.params["gamma"][...] = rng.uniform(0.5, 2.0, layer.n_features)
+            layer.params["beta"][...] = rng.standard_normal(layer.n_features)
+        for name in ("b",) if "b" in layer.params else ():
+            layer.params[name][...] = rng.standard_normal(layer.params[name].shape) * 0.1
+    return model
+
+
+def test_a_cnn_as_the_model_builds_it_matches_the_reference_network(rng, monkeypatch):
+    monkeypatch.setattr(conv, "SAMPLES", 3)
+    model = built_model(rng, model="cnn", conv_channels=(3, 4), hidden=(13,), n_inputs=10 * 14, image_shape=(10, 14))
+    convs = [layer for layer in model.layers if isinstance(layer, Conv2D)]
+    assert len(convs) == 2 and all(isinstance(layer.pool, MaxPool2D) for layer in convs), "the model fuses conv+pool"
+    x = f32(rng, 7, 10 * 14)
+    x[:, :28] = 0.5  # two constant image rows: tied conv outputs in the first pool's windows
+    labels = rng.integers(0, 10, 7)
+    ref_loss, ref_grads = reference_network(model, x, labels)
+    logits = model.forward(x.copy(), train=True)
+    loss = softmax_cross_entropy(logits, labels)
+    model.backward(logits)
+    assert loss == pytest.approx(ref_loss, rel=RTOL)
+    assert set(ref_grads) == {(i, name) for i, layer in enumerate(model.layers) for name in layer.grads}
+    for (i, name), expected in ref_grads.items():
+        # Conv and dense biases feed a batch norm, which cancels them: their gradient is 0 in
+        # exact arithmetic and rounding in both; measured on the scale of the layer's weights.
+        scale = max(float(np.abs(ref_grads[i, other]).max()) for other in model.layers[i].grads)
+        assert_close(model.layers[i].grads[name], expected, what=f"layer {i} ({model.layers[i].kind}) d{name}",
+                     scale=scale)
+
+
+@pytest.mark.parametrize("name", ["momentum", "adam", "adamw"])
+def test_a_step_made_during_backward_matches_the_textbook_step(name, rng):
+    # A hidden layer of 1024 -> 520 on 64 rows: its weight gradient comes in blocks, and
+    # Model.backward updates each block on the worker that computed it (Dense.backward_deferred).
+    model = built_model(rng, model="mlp", hidden=(520,), n_inputs=1024)
+    assert len(model.layers[0].weight_blocks(64)) > 1
+    x, labels = f32(rng, 64, 1024), rng.integers(0, 10, 64)
+    make, textbook, keys = OPTIMISERS[name]
+    optimizer, lr = make(0.01, model.n_decay), 0.05
+    # The gradient a plain backward gives, on a twin (the step overwrites the gradient it uses):
+    # first held to the reference network's, laid out as the flat vector through the twin's views.
+    twin = Model(model.architecture)
+    twin.flat_params[...] = model.flat_params
+    logits = twin.forward(x.copy(), train=True)
+    softmax_cross_entropy(logits, labels)
+    twin.backward(logits)
+    fast_grads = twin.flat_grads.copy()
+    _, ref_grads = reference_network(model, x, labels)
+    for (i, param), grad in ref_grads.items():
+        twin.layers[i].grads[param][...] = grad
+    assert_close(fast_grads, twin.flat_grads, what="gradient")
+    w0 = model.flat_params.copy()
+    with Workers(2) as pool:
+        model.set_workers(pool)
+        optimizer.workers = pool
+        logits = model.forward(x.copy(), train=True)
+        softmax_cross_entropy(logits, labels)
+        optimizer.begin(model.flat_params, model.flat_grads, lr)
+        model.backward(logits, optimizer)
+    # Adam's first step is lr * g / (|g| + eps): for the entries whose gradient is rounding
+    # noise (the biases before batch norm, 0 in exact arithmetic) it is +-lr whichever noise it
+    # is, so the step is held to the textbook step on the fast gradient, not on the reference's.
+    ref_w, _ = textbook(w0, fast_grads, {}, lr, weight_decay=0.01, n_decay=model.n_decay, **keys)
+    step, ref_step = model.flat_params - w0, ref_w - w0
+    if name != "momentum":
+        # The same holds wherever |g'| (g + wd * w for Adam's L2) comes near eps = 1e-8: there the
+        # step's slope in g' is lr * eps / (|g'| + eps)^2, some 1e6, and float32's rounding of
+        # g + wd * w where the two nearly cancel moves the step by 1e-5. Those entries are only
+        # held to |step| <= lr; the rest to the textbook.
+        g = fast_grads.astype(np.float64)
+        if name == "adam":
+            g += 0.01 * w0 * (np.arange(g.size) < model.n_decay)
+        conditioned = np.abs(g) >= 100 * 1e-8
+        assert conditioned.mean() > 0.95
+        assert np.abs(step[~conditioned]).max(initial=0.0) <= lr * (1 + RTOL)
+        step, ref_step = step[conditioned], ref_step[conditioned]
+    assert_close(step, ref_step, rtol=1e-4, what="step")

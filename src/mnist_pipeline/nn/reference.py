@@ -136,6 +136,21 @@ def dropout_backward(dout: np.ndarray, keep: np.ndarray, rate: float) -> np.ndar
     return dropout_forward(dout, keep, rate)
 
 
+# ReLU --------------------------------------------------------------------------------------
+
+
+def relu_forward(x: np.ndarray) -> np.ndarray:
+    """Rectified linear unit: out = max(x, 0). x (any shape) -> out (same shape)."""
+    (x,) = _f64(x)
+    return np.maximum(x, 0.0)
+
+
+def relu_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Gradient of the ReLU: dx = dout where x > 0, else 0 (the subgradient 0 at x = 0)."""
+    dout, x = _f64(dout, x)
+    return np.where(x > 0, dout, 0.0)
+
+
 # Convolution -------------------------------------------------------------------------------
 
 
