@@ -146,9 +146,10 @@ def planned_runs(config, experiments):
 
 
 # Threads of each train job under a cluster executor (SLURM): a job asks for what it needs, and
-# the cores of the node Snakemake runs on say nothing about a compute node. Four is where the
-# default recipe's epoch stops getting faster on common nodes (docs/performance.md); change it
-# for a run with Snakemake's own `--set-threads train=N`.
+# the cores of the node Snakemake runs on say nothing about a compute node. Four because the
+# part of an epoch that stays on one thread (about a fifth of the default recipe's, measured in
+# docs/parallel-training.md) bounds the speed-up at about 2.5x on 4 cores and 3.3x on 8: past
+# four, cores are mostly wasted. `--set-threads train=N` asks for N.
 CLUSTER_TRAIN_THREADS = 4
 
 

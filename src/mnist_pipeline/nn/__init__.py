@@ -7,8 +7,10 @@ One idea per module: `settings` (TrainSettings: every training key, its default,
 values and help, and the rules between keys), `layers` (dense, dropout, batch norm, reshape),
 `activations`, `conv` (convolution, max pooling), `losses`, `init`, `optim`, `schedules`,
 `parallel` (the worker threads and the fixed blocks they share), `augment` (shifts, flips and
-erasing of a training batch), `model` (architecture, Model, save_model/load_model), `train`
-(fit), and `gradcheck` for the tests.
+erasing of a training batch), `model` (architecture, Model, save_model/load_model),
+`modelfile` (the model file: writing it, and checking it whole before anything is built),
+`train` (fit); and for reading and testing, `reference` (the textbook maths of every layer,
+the loss and the optimisers, which the tests hold the fast forms to) and `gradcheck`.
 """
 
 from mnist_pipeline.nn.settings import TrainSettings
