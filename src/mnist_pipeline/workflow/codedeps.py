@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import hashlib
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 
 PACKAGE = "mnist_pipeline"
@@ -34,8 +35,21 @@ def meaning_digest(files: Iterable[tuple[str, str | Path]]) -> str:
     """One digest of several Python files, each given as (label, path) and read for its meaning."""
     digest = hashlib.sha256()
     for label, path in sorted(files):
-        digest.update(f"{label}\0{source_meaning(Path(path).read_text(encoding='utf-8'))}\n".encode())
+        digest.update(f"{label}\0{_file_meaning(*_stamp(path))}\n".encode())
     return digest.hexdigest()
+
+
+def _stamp(path: str | Path) -> tuple[Path, int, int]:
+    """A file and what tells an edit of it apart (time and size), as a cache key: the stages
+    share most of their modules, and each is read once per process unless it changes."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return path, stat.st_mtime_ns, stat.st_size
+
+
+@cache
+def _file_meaning(path: Path, mtime_ns: int, size: int) -> str:
+    return source_meaning(path.read_text(encoding="utf-8"))
 
 
 def source_meaning(source: str) -> str:
@@ -98,6 +112,11 @@ def direct_imports(path: str | Path, package_dir: str | Path) -> set[str]:
 def _imported_names(path: Path, module_name: str | None) -> set[str]:
     """Dotted names that `path` imports, with `from a import b` giving both a and a.b
     (b may be a submodule or an attribute; only files that exist are kept later)."""
+    return _file_imports(*_stamp(path), module_name)
+
+
+@cache
+def _file_imports(path: Path, mtime_ns: int, size: int, module_name: str | None) -> frozenset[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -109,7 +128,7 @@ def _imported_names(path: Path, module_name: str | None) -> set[str]:
                 continue
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
-    return {name for name in names if name == PACKAGE or name.startswith(PACKAGE + ".")}
+    return frozenset(name for name in names if name == PACKAGE or name.startswith(PACKAGE + "."))
 
 
 def _absolute(node: ast.ImportFrom, path: Path, module_name: str | None) -> str | None:
