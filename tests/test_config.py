@@ -354,3 +354,11 @@ def test_load_yaml_refuses_a_bad_file_naming_it(tmp_path, content, words):
     assert str(info.value).startswith(f"{path}: ") and len(str(info.value)) < 1000
     for word in words:
         assert word in str(info.value)
+
+
+def test_an_unknown_corruption_family_is_refused_with_the_config():
+    """Where every other key is checked, so the app's Train refuses it as the workflow does."""
+    config = {"source": "/", "robustness": {"families": ["translate", "fog"]}}
+    with pytest.raises(ConfigError, match="'robustness.families': unknown corruption family 'fog'; known: gaussian_noise"):
+        resolve_config(config, SCHEMA)
+    assert resolve_config({"source": "/", "robustness": None}, SCHEMA)["robustness"] is None

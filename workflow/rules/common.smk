@@ -37,7 +37,6 @@ use_checkout_package(Path(workflow.basedir) / "src")
 
 import mnist_pipeline
 from mnist_pipeline.workflow.codedeps import code_identity
-from mnist_pipeline.evaluation.corruptions import FAMILIES, check_families
 from mnist_pipeline.workflow.config import experiment_settings, load_schema, load_yaml, resolve_config
 from mnist_pipeline.workflow.datafacts import check_config_against_data
 from mnist_pipeline.errors import PipelineError, RunInProgressError
@@ -60,7 +59,7 @@ PACKAGE = Path(mnist_pipeline.__file__).parent
 
 def claim_for_execution():
     """One executing run at a time in this directory, starting clean after a killed one
-    (runlock.py). Snakemake parses this file alike for a run and for -n, --lint, --dag, --summary
+    (mnist_pipeline/locks.py). Snakemake parses this file alike for a run and for -n, --lint, --dag, --summary
     or --report, which must work beside a running run; only while it builds the job graph of a
     run that executes jobs (an executor, not a dry run) does it tell them apart, so the claim
     is made then, from an input function, before Snakemake checks its locks. Only in the main
@@ -111,8 +110,6 @@ def validated_config(config):
     the ones the data rules out (conv blocks vs image size, validation split vs class counts)."""
     resolved = _before_any_job(lambda: resolve_config(config, SCHEMA, results_dir=RESULTS))
     _before_any_job(lambda: check_config_against_data(resolved, experiments(resolved)))
-    if resolved["robustness"] is not None:
-        _before_any_job(check_families, resolved["robustness"]["families"] or FAMILIES)
     return resolved
 
 

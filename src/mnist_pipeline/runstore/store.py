@@ -148,7 +148,7 @@ def awaiting_publish(dataset_dir: str | Path, runs: Iterable[KeptRun]) -> set[st
 
 
 def claim_for_pruning(workdir: str | Path, results: str | Path) -> None:
-    """Take the run lock of the workflow in `workdir`, as a run of it does (runlock.py), so that no
+    """Take the run lock of the workflow in `workdir`, as a run of it does (locks.py), so that no
     run starts while runs are removed; until this process ends. RunInProgressError, naming the
     process, while a run is going: it may yet publish runs it has trained, or any run kept."""
     state = Path(workdir) / ".snakemake"

@@ -28,6 +28,7 @@ import yaml
 
 from mnist_pipeline.data.sources import local_source_dir
 from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.evaluation.corruptions import FAMILIES, check_families
 from mnist_pipeline.layout import RESERVED
 from mnist_pipeline.nn.settings import TrainSettings
 
@@ -163,6 +164,8 @@ def resolve_config(config: Mapping[str, Any], schema: Mapping[str, Any], *, resu
     _expand_sweep(resolved, schema)
     _validate(resolved, schema)
     _check_names(resolved)
+    if resolved["robustness"] is not None:
+        check_families(resolved["robustness"]["families"] or FAMILIES)
     return keys_sorted(resolved)
 
 
