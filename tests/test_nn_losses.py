@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mnist_pipeline.nn.gradcheck import numerical_gradient, relative_error
-from mnist_pipeline.nn.losses import softmax, softmax_cross_entropy
+from mnist_pipeline.nn.losses import cross_entropy, softmax, softmax_cross_entropy
 
 
 def reference_loss(logits, labels, smoothing):
@@ -21,40 +21,60 @@ def test_value_and_gradient(smoothing):
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((5, 4)) * 3
     labels = rng.integers(0, 4, 5)
-    grad = logits.copy()
-    loss = softmax_cross_entropy(grad, labels, smoothing)
+    loss, grad = softmax_cross_entropy(logits, labels, smoothing)
     assert loss == pytest.approx(reference_loss(logits, labels, smoothing), rel=1e-12)
 
     def f():
-        return softmax_cross_entropy(logits.copy(), labels, smoothing)
+        return softmax_cross_entropy(logits, labels, smoothing)[0]
 
     assert relative_error(grad, numerical_gradient(f, logits)) < 1e-6
+
+
+def test_the_logits_are_left_alone_unless_given_as_out_and_out_gives_the_same_bytes():
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((6, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 6)
+    before = logits.copy()
+    loss, grad = softmax_cross_entropy(logits, labels, 0.1)
+    np.testing.assert_array_equal(logits, before)
+    assert not np.shares_memory(grad, logits)
+    assert cross_entropy(logits, labels) == pytest.approx(softmax_cross_entropy(logits, labels)[0], rel=1e-12)
+    p = softmax(logits)
+    np.testing.assert_array_equal(logits, before)
+
+    loss_in_place, grad_in_place = softmax_cross_entropy(logits, labels, 0.1, out=logits)
+    assert grad_in_place is logits
+    assert loss_in_place == loss
+    np.testing.assert_array_equal(grad_in_place, grad)
+    np.testing.assert_array_equal(softmax(before.copy(), out=before), p)
 
 
 def test_huge_logits_stay_finite():
     # exp(1000) overflows float32; with the row maximum taken out first nothing does.
     logits = np.array([[1000.0, 0.0, -1000.0], [0.0, 0.0, 3000.0]], np.float32)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        loss = softmax_cross_entropy(logits, np.array([0, 0]))
+        loss, grad = softmax_cross_entropy(logits, np.array([0, 0]))
     assert loss == pytest.approx(3000.0 / 2)
-    assert np.isfinite(logits).all()
+    assert np.isfinite(grad).all()
 
 
 def test_float32_stays_float32():
     logits = np.random.default_rng(1).standard_normal((3, 10)).astype(np.float32)
-    softmax_cross_entropy(logits, np.array([1, 2, 3]), 0.1)
-    assert logits.dtype == np.float32
+    _, grad = softmax_cross_entropy(logits, np.array([1, 2, 3]), 0.1)
+    assert grad.dtype == np.float32
 
 
-def test_without_gradient_leaves_the_probabilities():
+def test_the_loss_alone_leaves_the_probabilities_in_out():
     logits = np.array([[0.0, np.log(3.0)]])
-    loss = softmax_cross_entropy(logits, np.array([1]), gradient=False)
-    np.testing.assert_allclose(logits, [[0.25, 0.75]])
+    out = np.empty_like(logits)
+    loss = cross_entropy(logits, np.array([1]), out=out)
+    np.testing.assert_allclose(out, [[0.25, 0.75]])
     assert loss == pytest.approx(-np.log(0.75))
 
 
 def test_nan_logits_give_a_nan_loss():
-    assert np.isnan(softmax_cross_entropy(np.array([[np.nan, 0.0]]), np.array([0])))
+    assert np.isnan(softmax_cross_entropy(np.array([[np.nan, 0.0]]), np.array([0]))[0])
+    assert np.isnan(cross_entropy(np.array([[np.nan, 0.0]]), np.array([0])))
 
 
 def test_softmax_rows_sum_to_one():

@@ -3,8 +3,9 @@
 The fast forms run in float32, as in a network; the reference runs in float64 on the same
 float32 values. Values are compared relative to their scale: the largest difference may be
 RTOL times the largest reference value (float32 carries about 6e-8, and a sum of a few hundred
-terms rounds to a few times that). Inputs are copied before every fast call: the fast layers
-reuse their buffers from call to call, and several overwrite their input or dout.
+terms rounds to a few times that). The layers here run on their own, as plain functions;
+tests/test_nn_ownership.py holds each layer chained as a Model runs it (buffers reused, work in
+place) to the same bytes.
 """
 
 import numpy as np
@@ -58,8 +59,8 @@ def assert_weighted_layer_matches(layer, x, dout, ref_forward, ref_backward):
     ref_forward(x, W, b) -> out; ref_backward(dout, x, W) -> (dx, dW, db).
     """
     W, b = layer.params["W"].copy(), layer.params["b"].copy()
-    out = layer.forward(x.copy(), train=True).copy()
-    dx = layer.backward(dout.copy()).copy()
+    out = layer.forward(x, train=True)
+    dx = layer.backward(dout)
     assert_close(out, ref_forward(x, W, b), what="out")
     ref_dx, ref_dW, ref_db = ref_backward(dout, x, W)
     assert_close(dx, ref_dx, what="dx")
@@ -111,8 +112,8 @@ def test_batch_norm_matches_the_reference(shape, train, rng):
     # Off-centre and unequal scales, so that the mean and variance matter.
     x = (rng.standard_normal(shape) * rng.uniform(0.1, 5.0, F) + rng.uniform(-3, 3, F)).astype(np.float32)
     dout = f32(rng, *shape)
-    out = layer.forward(x.copy(), train=train).copy()
-    dx = layer.backward(dout.copy()).copy()
+    out = layer.forward(x, train=train)
+    dx = layer.backward(dout)
     ref_out, cache = reference.batch_norm_forward(x, gamma, beta, running["running_mean"], running["running_var"],
                                                   train, momentum=0.8, eps=layer.eps)
     assert_close(out, ref_out, what="out")
@@ -133,8 +134,8 @@ def test_dropout_is_inverted_dropout_with_the_mask_it_drew(rate, rng):
     layer.rng = np.random.default_rng(3)
     x = rng.uniform(0.5, 2.0, (7, 13)).astype(np.float32) * rng.choice([-1, 1], (7, 13))  # no zeros
     dout = f32(rng, 7, 13)
-    out = layer.forward(x.copy(), train=True).copy()
-    dx = layer.backward(dout.copy()).copy()
+    out = layer.forward(x, train=True)
+    dx = layer.backward(dout)
     # The mask is drawn as 16-bit integers (layers.Dropout), so the rate it keeps to, and scales
     # by, is the nearest multiple of 1/65536; which units were kept shows in the output.
     effective = round(rate * Dropout.LEVELS) / Dropout.LEVELS
@@ -143,7 +144,7 @@ def test_dropout_is_inverted_dropout_with_the_mask_it_drew(rate, rng):
     assert_close(out, reference.dropout_forward(x, keep, effective), what="out")
     assert_close(dx, reference.dropout_backward(dout, keep, effective), what="dx")
     # Inference is the identity.
-    np.testing.assert_array_equal(layer.forward(x.copy(), train=False), x)
+    np.testing.assert_array_equal(layer.forward(x, train=False), x)
 
 
 # Convolution and pooling -----------------------------------------------------------------
@@ -167,9 +168,9 @@ def test_max_pool_matches_the_reference_on_ties(shape, rng):
     ref_out, winner = reference.max_pool_forward(x)
     assert tied_windows(x) > 0, "no ties drawn"
     layer = MaxPool2D()
-    out = layer.forward(x.copy(), train=True).copy()
+    out = layer.forward(x, train=True)
     dout = f32(rng, *out.shape)
-    dx = layer.backward(dout.copy()).copy()
+    dx = layer.backward(dout)
     # Pure selection and routing: exactly equal, not just close.
     np.testing.assert_array_equal(out, ref_out)
     np.testing.assert_array_equal(dx, reference.max_pool_backward(dout, winner, shape))
@@ -179,7 +180,7 @@ def test_max_pool_gives_a_tied_window_s_gradient_to_its_first_corner_in_row_orde
     x = np.zeros((1, 2, 2, 1), np.float32)
     x[0, 0, 0, 0] = -1  # the (0, 1), (1, 0), (1, 1) corners tie: (0, 1) is first
     layer = MaxPool2D()
-    layer.forward(x.copy(), train=True)
+    layer.forward(x, train=True)
     dx = layer.backward(np.ones((1, 1, 1, 1), np.float32))
     expected = reference.max_pool_backward(np.ones((1, 1, 1, 1)), reference.max_pool_forward(x)[1], x.shape)
     assert expected[0, :, :, 0].tolist() == [[0, 1], [0, 0]]
@@ -200,9 +201,9 @@ def test_conv_and_pool_as_the_model_builds_them_match_reference_conv_then_refere
     if fused:
         layer.fuse(pool)  # what Model does for a conv2d followed by a max_pool
     W, b = layer.params["W"].copy(), layer.params["b"].copy()
-    out = pool.forward(layer.forward(x.copy(), train=True), train=True).copy()
+    out = pool.forward(layer.forward(x, train=True), train=True)
     dout = f32(rng, *out.shape)
-    dx = layer.backward(pool.backward(dout.copy())).copy()
+    dx = layer.backward(pool.backward(dout))
 
     maps = reference.conv2d_forward(x, W, b)
     ref_out, winner = reference.max_pool_forward(maps)
@@ -222,10 +223,9 @@ def test_softmax_cross_entropy_matches_the_reference(smoothing, rng):
     logits = (f32(rng, 7, 13) * 4).astype(np.float32)
     labels = rng.integers(0, 13, 7)
     ref_loss, ref_grad = reference.softmax_cross_entropy(logits, labels, smoothing)
-    z = logits.copy()  # becomes the gradient
-    loss = softmax_cross_entropy(z, labels, smoothing)
+    loss, dlogits = softmax_cross_entropy(logits, labels, smoothing)
     assert loss == pytest.approx(ref_loss, rel=RTOL)
-    assert_close(z, ref_grad, what="dlogits")
+    assert_close(dlogits, ref_grad, what="dlogits")
 
 
 # Optimisers --------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_optimiser_steps_match_the_textbook_updates(name, weight_decay, rng):
     for step in range(6):
         g = f32(rng, n)
         w0 = w.copy()
-        optimizer.step(w, g.copy(), lr)  # step may overwrite g
+        optimizer.step(w, g, lr)
         ref_w, state = textbook(ref_w, g, state, lr, weight_decay=weight_decay, n_decay=n_decay, **keys)
         assert_close(w, ref_w, what=f"w after step {step + 1}")
         # The step itself, not just where it lands (w's own rounding would hide a small error).
@@ -346,9 +346,8 @@ def test_a_cnn_as_the_model_builds_it_matches_the_reference_network(rng, monkeyp
     x[:, :28] = 0.5  # two constant image rows: tied conv outputs in the first pool's windows
     labels = rng.integers(0, 10, 7)
     ref_loss, ref_grads = reference_network(model, x, labels)
-    logits = model.forward(x.copy(), train=True)
-    loss = softmax_cross_entropy(logits, labels)
-    model.backward(logits)
+    loss, dlogits = softmax_cross_entropy(model.forward(x, train=True), labels)
+    model.backward(dlogits)
     assert loss == pytest.approx(ref_loss, rel=RTOL)
     assert set(ref_grads) == {(i, name) for i, layer in enumerate(model.layers) for name in layer.grads}
     for (i, name), expected in ref_grads.items():
@@ -368,13 +367,11 @@ def test_a_step_made_during_backward_matches_the_textbook_step(name, rng):
     x, labels = f32(rng, 64, 1024), rng.integers(0, 10, 64)
     make, textbook, keys = OPTIMISERS[name]
     optimizer, lr = make(0.01, model.n_decay), 0.05
-    # The gradient a plain backward gives, on a twin (the step overwrites the gradient it uses):
-    # first held to the reference network's, laid out as the flat vector through the twin's views.
+    # The gradient a plain backward gives, on a twin: first held to the reference network's,
+    # laid out as the flat vector through the twin's views.
     twin = Model(model.architecture)
     twin.flat_params[...] = model.flat_params
-    logits = twin.forward(x.copy(), train=True)
-    softmax_cross_entropy(logits, labels)
-    twin.backward(logits)
+    twin.backward(softmax_cross_entropy(twin.forward(x, train=True), labels)[1])
     fast_grads = twin.flat_grads.copy()
     _, ref_grads = reference_network(model, x, labels)
     for (i, param), grad in ref_grads.items():
@@ -384,10 +381,9 @@ def test_a_step_made_during_backward_matches_the_textbook_step(name, rng):
     with Workers(2) as pool:
         model.set_workers(pool)
         optimizer.workers = pool
-        logits = model.forward(x.copy(), train=True)
-        softmax_cross_entropy(logits, labels)
+        _, dlogits = softmax_cross_entropy(model.forward(x, train=True), labels)
         optimizer.begin(model.flat_params, model.flat_grads, lr)
-        model.backward(logits, optimizer)
+        model.backward(dlogits, optimizer)
     # Adam's first step is lr * g / (|g| + eps): for the entries whose gradient is rounding
     # noise (the biases before batch norm, 0 in exact arithmetic) it is +-lr whichever noise it
     # is, so the step is held to the textbook step on the fast gradient, not on the reference's.

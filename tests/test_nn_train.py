@@ -182,13 +182,12 @@ def stepped(settings: TrainSettings, fused: bool, threads: int, steps: int = 3) 
         model.set_workers(workers)
         optimizer.workers = workers
         for _ in range(steps):
-            logits = model.forward(x, train=True)
-            softmax_cross_entropy(logits, y)
+            _, dlogits = softmax_cross_entropy(model.forward(x, train=True), y)
             if fused:
                 optimizer.begin(model.flat_params, model.flat_grads, 0.01)
-                model.backward(logits, optimizer)
+                model.backward(dlogits, optimizer)
             else:
-                model.backward(logits)
+                model.backward(dlogits)
                 optimizer.step(model.flat_params, model.flat_grads, 0.01)
     return model.flat_params.tobytes() + model.flat_buffers.tobytes()
 

@@ -1,9 +1,9 @@
-"""Element-wise activations, computed in place.
+"""Element-wise activations.
 
-In a network an activation's input is always the previous layer's own output buffer, so
-overwriting it saves a pass over memory and a buffer per layer. Backward needs only the
-activation's output (kept by reference) or its slope, and overwrites `dout` with the input
-gradient. Callers that want to keep `x` must pass a copy.
+Chained in a Model (Layer.chained), an activation works in place: its input is always the
+previous layer's own output buffer, so writing over it saves a pass over memory and a buffer per
+layer, and backward writes the input gradient over `dout`. On its own it returns new arrays.
+Backward needs only the activation's slope, or its output, which it keeps.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from mnist_pipeline.nn.layers import Layer
 class _PiecewiseLinear(Layer):
     """y = x * slope(x); the slope is kept, since it is also dy/dx."""
 
+    overwrites, makes_new_arrays = True, False
+
     def _slope(self, x: np.ndarray, out: np.ndarray) -> None:
         raise NotImplementedError
 
@@ -23,27 +25,26 @@ class _PiecewiseLinear(Layer):
         # Building a 0/1 float mask and multiplying by it beats np.maximum(x, 0) (about 1.5x
         # in NumPy 2.4), and the mask is what backward needs: multiplying by it is two orders
         # of magnitude faster than zeroing through np.copyto(..., where=).
-        # Contiguous (a copy only if it was not), so that the flat view below is x itself.
         x = np.ascontiguousarray(x)
         self._dydx = self._buffer("slope", x.shape, x.dtype)
-        flat, slope = x.reshape(-1), self._dydx.reshape(-1)
-
-        def block(s: slice) -> None:
-            self._slope(flat[s], slope[s])
-            flat[s] *= slope[s]
-
-        self.workers.map_blocks(block, flat.size, elements=flat.size)
-        return x
+        return self._times_slope(x, find=True)
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        dout = np.ascontiguousarray(dout)
-        flat, slope = dout.reshape(-1), self._dydx.reshape(-1)
+        return self._times_slope(np.ascontiguousarray(dout), find=False) if need_dx else None
+
+    def _times_slope(self, a: np.ndarray, find: bool) -> np.ndarray:
+        """a * slope, block by block (in place when chained); `find`: a is x, and each block's
+        slope is found first, while the block is in cache."""
+        out = a if self.chained else np.empty_like(a)
+        flat, slope, flat_out = a.reshape(-1), self._dydx.reshape(-1), out.reshape(-1)
 
         def block(s: slice) -> None:
-            flat[s] *= slope[s]
+            if find:
+                self._slope(flat[s], slope[s])
+            np.multiply(flat[s], slope[s], out=flat_out[s])
 
         self.workers.map_blocks(block, flat.size, elements=flat.size)
-        return dout
+        return out
 
 
 class ReLU(_PiecewiseLinear):
@@ -73,40 +74,46 @@ class LeakyReLU(_PiecewiseLinear):
 
 class Tanh(Layer):
     kind = "tanh"
+    overwrites, makes_new_arrays = True, False
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        self._y = np.tanh(x, out=x)
-        return x
+        y = np.tanh(x, out=x if self.chained else None)
+        self._y = self._keep(y)
+        return y
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         # d tanh = 1 - y^2
+        if not need_dx:
+            return None
         tmp = self._buffer("tmp", dout.shape, dout.dtype)
         np.square(self._y, out=tmp)
         np.subtract(1, tmp, out=tmp)
-        dout *= tmp
-        return dout
+        return np.multiply(dout, tmp, out=dout if self.chained else None)
 
 
 class Sigmoid(Layer):
     kind = "sigmoid"
+    overwrites, makes_new_arrays = True, False
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         # 1 / (1 + exp(-x)): exp overflows to inf for very negative x, and 1/inf is the right 0;
         # it underflows to 0 for very positive x, and 1/1 is the right 1.
         with np.errstate(over="ignore", under="ignore"):
-            np.negative(x, out=x)
-            np.exp(x, out=x)
-        x += 1
-        self._y = np.reciprocal(x, out=x)
-        return x
+            y = np.negative(x, out=x if self.chained else None)
+            np.exp(y, out=y)
+        y += 1
+        np.reciprocal(y, out=y)
+        self._y = self._keep(y)
+        return y
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         # d sigmoid = y (1 - y)
+        if not need_dx:
+            return None
         tmp = self._buffer("tmp", dout.shape, dout.dtype)
         np.subtract(1, self._y, out=tmp)
         tmp *= self._y
-        dout *= tmp
-        return dout
+        return np.multiply(dout, tmp, out=dout if self.chained else None)
 
 
 ACTIVATIONS = {cls.kind: cls for cls in (ReLU, LeakyReLU, Tanh, Sigmoid)}

@@ -154,7 +154,7 @@ class Conv2D(Layer):
         kernel, bias = self.params["W"].reshape(-1, F), self.params["b"]
         pool = self.pool
         if pool is None:
-            out = self._buffer("out", (n, H, W, F), kernel.dtype)
+            out = self._result("out", (n, H, W, F), kernel.dtype)
         else:
             out = pool.start_forward((n, H, W, F), kernel.dtype, train)
 
@@ -172,7 +172,7 @@ class Conv2D(Layer):
                 out[s] += bias
 
         self.workers.map_blocks(block, n, SAMPLES)
-        self._x = x
+        self._x = self._keep(x)
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
@@ -187,7 +187,7 @@ class Conv2D(Layer):
         if need_dx:
             # dx[b, y, z, c] = sum over i, j, f of dout[b, y + i - p, z + j - p, f] * W[k-1-i, k-1-j, c, f]
             flipped = np.ascontiguousarray(self.params["W"][::-1, ::-1].transpose(0, 1, 3, 2)).reshape(-1, C)
-            dx = self._buffer("dx", (n, H, W, C), dout.dtype)
+            dx = self._result("dx", (n, H, W, C), dout.dtype)
 
         def block(i: int) -> None:
             s = slices[i]
@@ -243,11 +243,13 @@ class MaxPool2D(Layer):
     in forward, not recomputing it in backward, lets an in-place activation follow the pool.
 
     After a convolution, the convolution does the pooling itself, block by block (Conv2D.fuse):
-    this layer's forward and backward then pass their input through.
+    this layer's forward and backward then pass their input through, and forward refuses any
+    input but that convolution's output.
     """
 
     kind = "max_pool"
     fused = False
+    _out: np.ndarray | None = None  # the output start_forward made, that pool_block fills
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (shape[0] // 2, shape[1] // 2, shape[2])
@@ -256,7 +258,7 @@ class MaxPool2D(Layer):
         """Make ready to pool a batch of `shape` (n, H, W, C) block by block; returns the output buffer."""
         n, H, W, C = shape
         self._in_shape, self._train = shape, train
-        out = self._buffer("out", (n, H // 2, W // 2, C), dtype)
+        out = self._out = self._result("out", (n, H // 2, W // 2, C), dtype)
         if train:
             self._buffer("won", (4, *out.shape), np.bool_)
             self._buffer("taken", out.shape, np.bool_)
@@ -268,7 +270,7 @@ class MaxPool2D(Layer):
         taps: the four corners of their pooling windows, each (b, H//2, W//2, C), in _CORNERS
         order: strided views of the maps, or (after a fused conv) contiguous arrays.
         """
-        out = self._scratch["out"][s]
+        out = self._out[s]
         np.maximum(taps[0], taps[1], out=out)
         np.maximum(out, taps[2], out=out)
         np.maximum(out, taps[3], out=out)
@@ -294,6 +296,11 @@ class MaxPool2D(Layer):
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         if self.fused:
+            # The convolution before us has pooled already, into our own output; anything else
+            # here is a misuse that would pass unpooled maps on as if pooled.
+            if x is not self._out:
+                raise RuntimeError("this max-pool layer is fused with the convolution before it (Conv2D.fuse): "
+                                   "it takes only that convolution's output, which is already pooled")
             return x
         out = self.start_forward(x.shape, x.dtype, train)
         self.workers.map_blocks(lambda s: self.pool_block(_taps(x[s]), s), len(x), SAMPLES, elements=x.size)
@@ -304,7 +311,7 @@ class MaxPool2D(Layer):
             return None
         if self.fused:
             return dout
-        # Filled once: odd edge rows/cols are never written, every window cell is written each time.
-        dx = self._buffer("dx", self._in_shape, dout.dtype, fill=0)
+        # Filled once when chained: odd edge rows/cols are never written, every window cell is written each time.
+        dx = self._result("dx", self._in_shape, dout.dtype, fill=0)
         self.workers.map_blocks(lambda s: self.unpool_block(dout[s], s, _taps(dx[s])), len(dout), SAMPLES, elements=dx.size)
         return dx

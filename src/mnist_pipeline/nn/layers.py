@@ -5,8 +5,12 @@ remembers what `backward` needs; `backward(dout, need_dx)` writes the gradients 
 parameters into `grads` (overwriting, never accumulating) and returns the gradient with
 respect to `x`, or None when the caller does not need it (the first layer of a network).
 
-Outputs and input gradients live in buffers the layer owns and reuses from call to call, so a
-returned array is only valid until the layer's next call; `backward` may overwrite `dout`.
+A layer on its own is a plain function of its arguments: it returns new arrays and leaves the
+arrays it is given as they were (identity layers, a reshape or dropout at inference, return what
+they are given, as NumPy's reshape returns a view). Inside a Model it is `chained` (see
+Layer.chained), and then saves memory traffic: its results live in buffers it reuses, and
+activations and dropout write over the array they are given; the Model makes sure no array the
+caller holds is ever one of these.
 Everything follows the dtype of the parameters (float32 in a network, float64 in gradient
 checks); nothing is upcast on the way.
 """
@@ -30,6 +34,17 @@ class Layer:
     decay: tuple[str, ...] = ()
     #: the threads element-wise work is split over (Model.set_workers sets them for training)
     workers: Workers = SERIAL
+    #: Set by Model for the layers of its chain. Off, results are new arrays and arguments are
+    #: left alone. On, results are kept in buffers reused at the layer's next call (so a result
+    #: is valid until then), and a layer that `overwrites` writes its output over its input and
+    #: its input gradient over `dout`. A Model hands each array to exactly one layer and reads
+    #: none of them again, and turns this on only where the array is one of the chain's own.
+    chained = False
+    #: whether this layer, chained, writes over the array it is given (forward or backward)
+    overwrites = False
+    #: whether forward and backward return arrays of their own (False: views of, or the very
+    #: arrays they are given, as reshape does, or what they overwrote)
+    makes_new_arrays = True
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -68,6 +83,17 @@ class Layer:
             buf = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
             self._scratch[key] = buf
         return buf
+
+    def _result(self, name: str, shape: tuple[int, ...], dtype, fill: float | None = None) -> np.ndarray:
+        """An array for a result handed back to the caller: a reused buffer when chained, else a new one."""
+        if self.chained:
+            return self._buffer(name, shape, dtype, fill)
+        return np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
+
+    def _keep(self, x: np.ndarray) -> np.ndarray:
+        """`x`, to be read again by backward: chained, the array itself (no one writes it before
+        then); on its own, a copy, so that whatever the caller does with x later changes nothing."""
+        return x if self.chained else x.copy()
 
     def _sum_rows(self, a: np.ndarray, out: np.ndarray) -> None:
         """out (m,) = a (n, m) summed over rows, as ones (n,) @ a: BLAS does it 2-3x faster than np.sum.
@@ -114,9 +140,9 @@ class Dense(Layer):
         return (self.n_out,)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        self._x = x
+        self._x = self._keep(x)
         W, b = self.params["W"], self.params["b"]
-        out = self._buffer("out", (x.shape[0], self.n_out), W.dtype)
+        out = self._result("out", (x.shape[0], self.n_out), W.dtype)
 
         def columns(c: slice) -> None:
             np.matmul(x, W[:, c], out=out[:, c])
@@ -145,7 +171,7 @@ class Dense(Layer):
         the optimiser's step there. dx is computed first, from W as it was.
         """
         x, W, dW = self._x, self.params["W"], self.grads["W"]
-        dx = self._buffer("dx", x.shape, dout.dtype) if need_dx else None
+        dx = self._result("dx", x.shape, dout.dtype) if need_dx else None
         # Input feature block r: its rows of dW and its columns of dx. x.T is a transposed
         # view: BLAS reads it with its transpose flag, nothing is copied.
         slices = self.weight_blocks(x.shape[0])
@@ -182,6 +208,7 @@ class Dropout(Layer):
 
     kind = "dropout"
     LEVELS = 1 << 16
+    overwrites, makes_new_arrays = True, False
 
     def __init__(self, rate: float) -> None:
         super().__init__()
@@ -208,8 +235,8 @@ class Dropout(Layer):
             return x
         x = np.ascontiguousarray(x)
         mask = self._buffer("mask", x.shape, x.dtype)
-        # Not in place: a tanh or sigmoid before us keeps its output for its own backward.
-        out = self._buffer("out", x.shape, x.dtype)
+        # Never over x, even chained: a tanh or sigmoid before us keeps its output for its own backward.
+        out = self._result("out", x.shape, x.dtype)
         flat_x, flat_mask, flat_out = x.reshape(-1), mask.reshape(-1), out.reshape(-1)
         slices = blocks(flat_x.size, parallel.BLOCK)
         if len(self._block_rngs) < len(slices):
@@ -229,9 +256,11 @@ class Dropout(Layer):
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
-        if self._train:
-            dout *= self._scratch["mask"]
-        return dout if need_dx else None
+        if not need_dx:
+            return None
+        if not self._train:
+            return dout
+        return np.multiply(dout, self._scratch["mask"], out=dout if self.chained else None)
 
 
 class BatchNorm(Layer):
@@ -266,7 +295,7 @@ class BatchNorm(Layer):
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         gamma, beta = self.params["gamma"], self.params["beta"]
         x2 = x.reshape(-1, self.n_features)
-        out = self._buffer("out", x2.shape, gamma.dtype)
+        out = self._result("out", x2.shape, gamma.dtype)
         xhat = self._buffer("xhat", x2.shape, gamma.dtype)
         self._train, self._shape = train, x.shape
         slices = blocks(len(x2), row_block(self.n_features))
@@ -307,7 +336,7 @@ class BatchNorm(Layer):
         d2 = dout.reshape(-1, self.n_features)
         xhat = self._scratch["xhat"]
         slices = blocks(len(d2), row_block(self.n_features))
-        dx = self._buffer("dx", d2.shape, d2.dtype)
+        dx = self._result("dx", d2.shape, d2.dtype)
         sums = self._buffer("grad sums", (2, len(slices), self.n_features), d2.dtype)
 
         def parameter_grads(i: int) -> None:
@@ -343,6 +372,7 @@ class Reshape(Layer):
     """Give each example a new shape, e.g. flat 784 pixels to a 28x28x1 image (a view, no copy)."""
 
     kind = "reshape"
+    makes_new_arrays = False
 
     def __init__(self, shape) -> None:
         super().__init__()

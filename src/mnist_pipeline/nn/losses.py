@@ -1,4 +1,9 @@
-"""Softmax cross-entropy, fused with its gradient and computed in place on the logits."""
+"""Softmax cross-entropy, fused with its gradient.
+
+Every function leaves the logits it is given alone and writes its result to `out`: a new array
+by default, or, passed explicitly, any array of the logits' shape, the logits themselves
+included, which saves a copy when the caller has no more use for them (the trainer's case).
+"""
 
 from __future__ import annotations
 
@@ -6,46 +11,53 @@ import numpy as np
 
 
 def softmax_cross_entropy(
-    logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0, *, gradient: bool = True
-) -> float:
-    """Mean cross-entropy of softmax(logits) against `labels`, optionally label-smoothed.
+    logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0, *, out: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """(mean loss, its gradient with respect to the logits) of softmax(logits) against `labels`.
 
     logits (n, k) float, labels (n,) int in [0, k). The target of example i puts
     1 - label_smoothing + label_smoothing / k on class labels[i] and label_smoothing / k on
-    every other class. On return `logits` holds the gradient of the mean loss with respect to
-    the logits, (softmax - target) / n, or with gradient=False the softmax probabilities.
-    Returns the mean loss as a Python float (nan or inf if the logits were).
+    every other class. The gradient is (softmax - target) / n, in `out`. The loss is a Python
+    float (nan or inf if the logits were).
     """
     n, k = logits.shape
-    rows = np.arange(n)
-    z = logits
-    _shift(z)
-    per_example = -z[rows, labels]
+    loss, z = _loss_and_probabilities(logits, labels, label_smoothing, out)
+    z[np.arange(n), labels] -= 1 - label_smoothing
+    if label_smoothing:
+        z -= label_smoothing / k
+    z *= 1.0 / n
+    return loss, z
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray, *, out: np.ndarray | None = None) -> float:
+    """The mean loss alone (no smoothing), `out` holding the softmax probabilities afterwards."""
+    return _loss_and_probabilities(logits, labels, 0.0, out)[0]
+
+
+def softmax(logits: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Softmax over the last axis of (n, k) logits, in `out`; returns it."""
+    z = _shifted(logits, out)
+    _exp_normalize(z)
+    return z
+
+
+def _loss_and_probabilities(logits, labels, label_smoothing, out) -> tuple[float, np.ndarray]:
+    n, k = logits.shape
+    z = _shifted(logits, out)
+    per_example = -z[np.arange(n), labels]
     if label_smoothing:
         # Cross-entropy against the uniform part of the target is lse - mean(z).
         per_example *= 1 - label_smoothing
         per_example -= label_smoothing * z.mean(axis=1)
     # Both parts of the smoothed target sum to one, so lse enters with weight 1 either way.
     per_example += _exp_normalize(z)
-    if gradient:
-        z[rows, labels] -= 1 - label_smoothing
-        if label_smoothing:
-            z -= label_smoothing / k
-        z *= 1.0 / n
-    return float(per_example.sum(dtype=np.float64)) / n
+    return float(per_example.sum(dtype=np.float64)) / n, z
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis of (n, k) logits, in place; returns the same array."""
-    _shift(logits)
-    _exp_normalize(logits)
-    return logits
-
-
-def _shift(z: np.ndarray) -> None:
+def _shifted(logits: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     # Log-sum-exp with the row maximum taken out first: exp never overflows, and the largest
     # term is exactly 1, so the sum is >= 1 and its log never sees 0.
-    z -= z.max(axis=1, keepdims=True)
+    return np.subtract(logits, logits.max(axis=1, keepdims=True), out=out)
 
 
 def _exp_normalize(z: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from mnist_pipeline.nn.activations import ACTIVATIONS
 from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
 from mnist_pipeline.nn.init import INITIALISERS
 from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout, Flatten, Layer, Reshape
-from mnist_pipeline.nn.losses import softmax, softmax_cross_entropy
+from mnist_pipeline.nn.losses import cross_entropy, softmax
 from mnist_pipeline.nn.modelfile import (
     FORMAT,
     FORMAT_VERSION,
@@ -139,6 +139,14 @@ class Model:
         for layer, after in zip(self.layers, self.layers[1:], strict=False):
             if isinstance(layer, Conv2D) and isinstance(after, MaxPool2D):
                 layer.fuse(after)
+        # Chained, layers reuse their buffers and activations work in place. A layer that writes
+        # over what it is given is chained only where that is always an array of the chain's
+        # own: a layer before it made the input, and one after it makes the gradient it gets
+        # (the caller's x and dlogits are never written).
+        for i, layer in enumerate(self.layers):
+            layer.chained = not layer.overwrites or (
+                any(before.makes_new_arrays for before in self.layers[:i])
+                and any(after.makes_new_arrays for after in self.layers[i + 1 :]))
         # Layers before the first with parameters (a reshape) need no backward pass at all.
         self._first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
         self.workers = SERIAL
@@ -189,10 +197,14 @@ class Model:
             layer.workers = workers
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        """Logits (n, n_classes), in a buffer of the last layer: valid until the next forward."""
+        """Logits (n, n_classes), a new array; x is left as it was.
+
+        With train=True it also keeps what backward needs, for the backward that follows.
+        """
         for layer in self.layers:
             x = layer.forward(x, train)
-        return x
+        # The last layer's own buffer would change at the next forward; the logits are small.
+        return x.copy()
 
     def backward(self, dlogits: np.ndarray, optimizer: Optimizer | None = None) -> None:
         """Fill flat_grads from the gradient of the loss with respect to the last forward's logits.
@@ -233,7 +245,7 @@ class Model:
         step = batch_size or self.eval_batch_size
         for start in range(0, len(x), step):
             logits = self.forward(x[start : start + step], train=False)
-            out[start : start + step] = softmax(logits)
+            softmax(logits, out=out[start : start + step])
         return out
 
     def loss_and_accuracy(self, x: np.ndarray, y: np.ndarray, batch_size: int | None = None) -> tuple[float, float]:
@@ -244,7 +256,7 @@ class Model:
             logits = self.forward(x[start : start + step], train=False)
             labels = y[start : start + step]
             correct += int(np.count_nonzero(logits.argmax(axis=1) == labels))
-            total_loss += softmax_cross_entropy(logits, labels, gradient=False) * len(labels)
+            total_loss += cross_entropy(logits, labels, out=logits) * len(labels)
         return total_loss / len(x), correct / len(x)
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:

@@ -2,8 +2,8 @@
 
 A model keeps all its parameters in one contiguous float32 vector (and their gradients in
 another), with the weights that decay applies to first, so a step is a handful of whole-vector
-NumPy operations whatever the number of layers. `step(w, g, lr)` updates `w` in place and may
-overwrite `g`. The update rules follow PyTorch's, so a learning rate means the same there.
+NumPy operations whatever the number of layers. `step(w, g, lr)` updates `w` in place and
+leaves `g` as it was. The update rules follow PyTorch's, so a learning rate means the same there.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Optimizer:
         self.weight_decay, self.n_decay = float(weight_decay), int(n_decay)
         self.t = 0  # steps taken
         self._tmp: np.ndarray | None = None
+        self._decayed: np.ndarray | None = None  # the gradient with the decay term added
 
     def step(self, w: np.ndarray, g: np.ndarray, lr: float) -> None:
         self.begin(w, g, lr)
@@ -54,6 +55,9 @@ class Optimizer:
         self.t += 1
         if self._tmp is None or self._tmp.shape != w.shape:
             self._tmp = np.empty_like(w)
+        if self.weight_decay and (self._decayed is None or self._decayed.dtype != w.dtype
+                                  or len(self._decayed) != min(self.n_decay, w.size)):
+            self._decayed = np.empty(min(self.n_decay, w.size), w.dtype)
         for name in self.STATE:
             if getattr(self, name, None) is None:
                 setattr(self, name, np.zeros_like(w))
@@ -63,14 +67,19 @@ class Optimizer:
     def update(self, s: slice) -> None:
         """The step begun by begin(), on the entries s of w."""
         w, g, lr, tmp = self._w, self._g, self._lr, self._tmp
-        decayed = slice(s.start, max(s.start, min(s.stop, self.n_decay)))
-        if self.weight_decay and decayed.stop > decayed.start:
-            self._decay(w[decayed], g[decayed], lr, tmp[decayed])
-        self._update(w[s], g[s], lr, tmp[s], *(state[s] for state in self._states))
+        split = max(s.start, min(s.stop, self.n_decay)) if self.weight_decay else s.start
+        # The entries under weight decay, then the rest, each a step of its own: element-wise,
+        # so the same bytes as one step over s.
+        for part in (slice(s.start, split), slice(split, s.stop)):
+            if part.stop > part.start:
+                gradient = self._decay(w[part], g[part], lr, self._decayed[part]) if part.start < split else g[part]
+                self._update(w[part], gradient, lr, tmp[part], *(state[part] for state in self._states))
 
-    def _decay(self, w: np.ndarray, g: np.ndarray, lr: float, tmp: np.ndarray) -> None:
-        np.multiply(w, self.weight_decay, out=tmp)
-        g += tmp
+    def _decay(self, w: np.ndarray, g: np.ndarray, lr: float, decayed: np.ndarray) -> np.ndarray:
+        """Apply weight decay to the entries w; returns the gradient the step then follows (L2: g + wd w)."""
+        np.multiply(w, self.weight_decay, out=decayed)
+        decayed += g
+        return decayed
 
     def _update(self, w: np.ndarray, g: np.ndarray, lr: float, tmp: np.ndarray, *state: np.ndarray) -> None:
         raise NotImplementedError
@@ -80,8 +89,8 @@ class SGD(Optimizer):
     """w -= lr * g"""
 
     def _update(self, w, g, lr, tmp):
-        g *= lr
-        w -= g
+        np.multiply(g, lr, out=tmp)
+        w -= tmp
 
 
 class Momentum(Optimizer):
@@ -135,8 +144,8 @@ class Adam(Optimizer):
         m *= self.beta1
         m += g
         v *= self.beta2
-        np.square(g, out=g)
-        v += g
+        np.square(g, out=tmp)
+        v += tmp
         # w -= lr * m_hat / (sqrt(v_hat) + eps), with m_hat = m' (1 - b1) / (1 - b1^t) and
         # sqrt(v_hat) = c sqrt(v'), c = sqrt((1 - b2) / (1 - b2^t)): the same as
         # w -= [lr (1 - b1) / ((1 - b1^t) c)] * m' / (sqrt(v') + eps / c).
@@ -151,8 +160,9 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov and Hutter): w *= 1 - lr * wd, then Adam."""
 
-    def _decay(self, w, g, lr, tmp):
+    def _decay(self, w, g, lr, decayed):
         w *= 1 - lr * self.weight_decay
+        return g
 
 
 def clip_grad_norm(g: np.ndarray, max_norm: float) -> float:

@@ -117,7 +117,8 @@ class Trainer:
             with np.errstate(over="ignore", invalid="ignore"):
                 logits = model.forward(xb, train=True)
                 correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-                loss = softmax_cross_entropy(logits, yb, smoothing)
+                # The gradient over the logits: they are this step's own, and not needed again.
+                loss, dlogits = softmax_cross_entropy(logits, yb, smoothing, out=logits)
             if not math.isfinite(loss):
                 raise TrainingDivergedError(
                     f"training diverged: the loss is {loss} at epoch {epoch}, batch {batch + 1} of "
@@ -128,10 +129,10 @@ class Trainer:
             if clip is None:
                 # The step is made layer by layer as the gradients come (Model.backward).
                 optimizer.begin(model.flat_params, model.flat_grads, lr)
-                model.backward(logits, optimizer)
+                model.backward(dlogits, optimizer)
             else:
                 # Clipping needs every gradient before the first update.
-                model.backward(logits)
+                model.backward(dlogits)
                 clip_grad_norm(model.flat_grads, clip)
                 optimizer.step(model.flat_params, model.flat_grads, lr)
             self.step += 1
