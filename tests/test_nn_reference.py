@@ -11,7 +11,7 @@ place) to the same bytes.
 import numpy as np
 import pytest
 
-from mnist_pipeline.nn import conv, reference
+from mnist_pipeline.nn import conv, parallel, reference
 from mnist_pipeline.nn.activations import ReLU
 from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
 from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout
@@ -145,6 +145,27 @@ def test_dropout_is_inverted_dropout_with_the_mask_it_drew(rate, rng):
     assert_close(dx, reference.dropout_backward(dout, keep, effective), what="dx")
     # Inference is the identity.
     np.testing.assert_array_equal(layer.forward(x, train=False), x)
+
+
+def test_dropout_by_columns_is_inverted_dropout_each_block_from_its_own_generator(rng):
+    # As a Model runs it behind a dense layer: in place, on blocks of feature columns.
+    layer = Dropout(0.4)
+    layer.rng = np.random.default_rng(3)
+    x = rng.uniform(0.5, 2.0, (9, 13)).astype(np.float32)
+    dout = f32(rng, 9, 13)
+    out, dx = x.copy(), dout.copy()
+    blocks = [slice(0, 5), slice(5, 10), slice(10, 13)]
+    layer.start_columns(x.shape, x.dtype, True, len(blocks))
+    for i, cols in reversed(list(enumerate(blocks))):  # any order: each block has its own generator
+        layer.forward_columns(out, i, cols)
+    for cols in blocks:
+        layer.backward_columns(dx, cols)
+    effective = round(0.4 * Dropout.LEVELS) / Dropout.LEVELS
+    keep = out != 0
+    for cols in blocks:
+        assert 0 < keep[:, cols].sum() < keep[:, cols].size, "every block drops some units and keeps others"
+    assert_close(out, reference.dropout_forward(x, keep, effective), what="out")
+    assert_close(dx, reference.dropout_backward(dout, keep, effective), what="dx")
 
 
 # Convolution and pooling -----------------------------------------------------------------
@@ -356,6 +377,40 @@ def test_a_cnn_as_the_model_builds_it_matches_the_reference_network(rng, monkeyp
         scale = max(float(np.abs(ref_grads[i, other]).max()) for other in model.layers[i].grads)
         assert_close(model.layers[i].grads[name], expected, what=f"layer {i} ({model.layers[i].kind}) d{name}",
                      scale=scale)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_mlp_as_the_model_builds_it_matches_the_reference_network_in_training_and_inference(threads, rng,
+                                                                                               monkeypatch):
+    # Batch norm and ReLU run by feature columns inside each dense layer's tasks, forward and
+    # backward (Model._after_dense), each layer's products cut into several blocks.
+    monkeypatch.setattr(parallel, "MIN_PRODUCT", 1 << 20)
+    model = built_model(rng, model="mlp", hidden=(520, 300), n_inputs=1024)
+    assert [len(model.layers[i].column_blocks(64)) for i in sorted(model._after_dense)] == [4, 2]
+    assert sorted(model._before_dense) == [3, 6]
+    x, labels = f32(rng, 64, 1024), rng.integers(0, 10, 64)
+    ref_loss, ref_grads = reference_network(model, x, labels)
+    with Workers(threads) as pool:
+        model.set_workers(pool)
+        loss, dlogits = softmax_cross_entropy(model.forward(x, train=True), labels)
+        model.backward(dlogits)
+        assert loss == pytest.approx(ref_loss, rel=RTOL)
+        for (i, name), expected in ref_grads.items():
+            scale = max(float(np.abs(ref_grads[i, other]).max()) for other in model.layers[i].grads)
+            assert_close(model.layers[i].grads[name], expected, what=f"layer {i} ({model.layers[i].kind}) d{name}",
+                         scale=scale)
+        # Inference, with the running statistics the training pass left.
+        expected_logits = x.astype(np.float64)
+        for layer in model.layers:
+            if isinstance(layer, Dense):
+                expected_logits = reference.dense_forward(expected_logits, layer.params["W"], layer.params["b"])
+            elif isinstance(layer, BatchNorm):
+                expected_logits = reference.batch_norm_forward(
+                    expected_logits, layer.params["gamma"], layer.params["beta"], layer.buffers["running_mean"],
+                    layer.buffers["running_var"], train=False, eps=layer.eps)[0]
+            else:
+                expected_logits = np.maximum(expected_logits, 0)
+        assert_close(model.forward(x), expected_logits, what="inference logits")
 
 
 @pytest.mark.parametrize("name", ["momentum", "adam", "adamw"])
