@@ -147,27 +147,6 @@ def test_dropout_is_inverted_dropout_with_the_mask_it_drew(rate, rng):
     np.testing.assert_array_equal(layer.forward(x, train=False), x)
 
 
-def test_dropout_by_columns_is_inverted_dropout_each_block_from_its_own_generator(rng):
-    # As a Model runs it behind a dense layer: in place, on blocks of feature columns.
-    layer = Dropout(0.4)
-    layer.rng = np.random.default_rng(3)
-    x = rng.uniform(0.5, 2.0, (9, 13)).astype(np.float32)
-    dout = f32(rng, 9, 13)
-    out, dx = x.copy(), dout.copy()
-    blocks = [slice(0, 5), slice(5, 10), slice(10, 13)]
-    layer.start_columns(x.shape, x.dtype, True, len(blocks))
-    for i, cols in reversed(list(enumerate(blocks))):  # any order: each block has its own generator
-        layer.forward_columns(out, i, cols)
-    for cols in blocks:
-        layer.backward_columns(dx, cols)
-    effective = round(0.4 * Dropout.LEVELS) / Dropout.LEVELS
-    keep = out != 0
-    for cols in blocks:
-        assert 0 < keep[:, cols].sum() < keep[:, cols].size, "every block drops some units and keeps others"
-    assert_close(out, reference.dropout_forward(x, keep, effective), what="out")
-    assert_close(dx, reference.dropout_backward(dout, keep, effective), what="dx")
-
-
 # Convolution and pooling -----------------------------------------------------------------
 
 
@@ -382,12 +361,10 @@ def test_a_cnn_as_the_model_builds_it_matches_the_reference_network(rng, monkeyp
 @pytest.mark.parametrize("threads", [1, 2])
 def test_an_mlp_as_the_model_builds_it_matches_the_reference_network_in_training_and_inference(threads, rng,
                                                                                                monkeypatch):
-    # Batch norm and ReLU run by feature columns inside each dense layer's tasks, forward and
-    # backward (Model._after_dense), each layer's products cut into several blocks.
+    # Each dense layer's products cut into several blocks of columns, spread over the workers.
     monkeypatch.setattr(parallel, "MIN_PRODUCT", 1 << 20)
     model = built_model(rng, model="mlp", hidden=(520, 300), n_inputs=1024)
-    assert [len(model.layers[i].column_blocks(64)) for i in sorted(model._after_dense)] == [4, 2]
-    assert sorted(model._before_dense) == [3, 6]
+    assert [len(layer.weight_blocks(64)) for layer in model.layers if isinstance(layer, Dense)] == [4, 4, 1]
     x, labels = f32(rng, 64, 1024), rng.integers(0, 10, 64)
     ref_loss, ref_grads = reference_network(model, x, labels)
     with Workers(threads) as pool:

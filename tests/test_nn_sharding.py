@@ -4,9 +4,7 @@ A training step cuts its work into blocks fixed by the data's size, never by the
 threads (nn.parallel): Dense into blocks of output columns (forward) and of input features
 (backward), BatchNorm into blocks of rows, activations and dropout into blocks of the flat
 array, Conv2D and MaxPool2D (fused or not) into blocks of conv.SAMPLES images, an optimiser's
-step into blocks of optim.STEP_BLOCK entries. In a Model, batch norm, activations and dropout
-behind a dense layer run on that layer's blocks of feature columns, inside its tasks (the model
-step below; test_nn_reference holds that form to the textbook network). Each blocked layer is held here to two things:
+step into blocks of optim.STEP_BLOCK entries. Each blocked layer is held here to two things:
 
 1. Blocked against whole. Blocked: the block constants shrunk (BLOCKED) so that these small
    arrays split into several blocks, the last one short, and every split handed to the workers

@@ -16,7 +16,7 @@ from mnist_pipeline.nn.layers import Layer
 class _PiecewiseLinear(Layer):
     """y = x * slope(x); the slope is kept, since it is also dy/dx."""
 
-    overwrites, makes_new_arrays, by_columns = True, False, True
+    overwrites, makes_new_arrays = True, False
 
     def _slope(self, x: np.ndarray, out: np.ndarray) -> None:
         raise NotImplementedError
@@ -31,16 +31,6 @@ class _PiecewiseLinear(Layer):
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         return self._times_slope(np.ascontiguousarray(dout), find=False) if need_dx else None
-
-    def start_columns(self, shape: tuple[int, int], dtype, train: bool, n_blocks: int) -> None:
-        self._dydx = self._buffer("slope", shape, dtype)
-
-    def forward_columns(self, x: np.ndarray, i: int, cols: slice) -> None:
-        self._slope(x[:, cols], self._dydx[:, cols])
-        x[:, cols] *= self._dydx[:, cols]
-
-    def backward_columns(self, dout: np.ndarray, cols: slice) -> None:
-        dout[:, cols] *= self._dydx[:, cols]
 
     def _times_slope(self, a: np.ndarray, find: bool) -> np.ndarray:
         """a * slope, block by block (in place when chained); `find`: a is x, and each block's

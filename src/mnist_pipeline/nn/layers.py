@@ -70,23 +70,6 @@ class Layer:
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         raise NotImplementedError
 
-    #: Whether the layer works feature by feature, so that a dense layer's task that made a block
-    #: of feature columns can run this layer on that block at once, while it is in cache, and
-    #: with no meeting of the workers in between (Model groups such layers behind a dense one).
-    by_columns = False
-
-    def start_columns(self, shape: tuple[int, int], dtype, train: bool, n_blocks: int) -> None:
-        """Get ready for forward_columns on a batch of `shape` (n, features) cut into `n_blocks` blocks."""
-        raise NotImplementedError
-
-    def forward_columns(self, x: np.ndarray, i: int, cols: slice) -> None:
-        """forward, in place, on the feature columns `cols` (block i) of x (n, features)."""
-        raise NotImplementedError
-
-    def backward_columns(self, dout: np.ndarray, cols: slice) -> None:
-        """backward, in place, on the columns `cols` of dout (n, features), after forward_columns."""
-        raise NotImplementedError
-
     def _buffer(self, name: str, shape: tuple[int, ...], dtype, fill: float | None = None,
                 per_thread: bool = False) -> np.ndarray:
         """A scratch array kept between calls; reallocated (and filled) only when the shape or dtype changes.
@@ -156,46 +139,30 @@ class Dense(Layer):
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (self.n_out,)
 
-    def forward(self, x: np.ndarray, train: bool = False,
-                then: Callable[[np.ndarray, int, slice], None] | None = None) -> np.ndarray:
-        """x @ W + b; `then(out, i, cols)`, if given, runs in the task of each block i of columns
-        as soon as they are computed (Model runs the batch norm, activation and dropout there)."""
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         self._x = self._keep(x)
         W, b = self.params["W"], self.params["b"]
         out = self._result("out", (x.shape[0], self.n_out), W.dtype)
-        slices = self.column_blocks(x.shape[0])
 
-        def columns(i: int) -> None:
-            c = slices[i]
+        def columns(c: slice) -> None:
             np.matmul(x, W[:, c], out=out[:, c])
             out[:, c] += b[c]
-            if then is not None:
-                then(out, i, c)
 
-        self.workers.run(columns, len(slices))
+        self.workers.map_blocks(columns, self.n_out, product_block(x.shape[0], self.n_in, self.n_out))
         return out
-
-    def column_blocks(self, rows: int) -> list[slice]:
-        """The blocks of output features forward cuts its product into, for a batch of `rows`."""
-        return blocks(self.n_out, product_block(rows, self.n_in, self.n_out))
 
     def weight_blocks(self, rows: int) -> list[slice]:
         """The blocks of input features backward cuts its products into, for a batch of `rows`."""
         return blocks(self.n_in, product_block(rows, self.n_out, self.n_in))
 
-    def backward(self, dout: np.ndarray, need_dx: bool = True,
-                 then: Callable[[np.ndarray, slice], None] | None = None) -> np.ndarray | None:
-        dx, job = self.backward_deferred(dout, need_dx, then=then)
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        dx, job = self.backward_deferred(dout, need_dx)
         self.workers.wait(job)
         return dx
 
     def backward_deferred(self, dout: np.ndarray, need_dx: bool = True,
-                          update: Callable[[int, int], None] | None = None,
-                          then: Callable[[np.ndarray, slice], None] | None = None) -> tuple[np.ndarray | None, Job]:
+                          update: Callable[[int, int], None] | None = None) -> tuple[np.ndarray | None, Job]:
         """backward, returning as soon as dx and the bias gradient are ready: (dx, job).
-
-        `then(dx, cols)`, if given, runs in the task of each block of dx's columns as soon as
-        they are computed (Model runs the backward of the layers below that work by columns).
 
         The weight gradient is a job handed to the other workers (Workers.submit), so that the
         layers below go on with dx meanwhile; it is final once `workers.wait(job)` returns.
@@ -219,13 +186,7 @@ class Dense(Layer):
             # Nothing changes W: the helpers take dW's blocks while this thread computes dx.
             job = self.workers.submit(grad_rows, len(slices))
         if dx is not None:
-
-            def dx_columns(i: int) -> None:
-                np.matmul(dout, W[slices[i]].T, out=dx[:, slices[i]])
-                if then is not None:
-                    then(dx, slices[i])
-
-            self.workers.run(dx_columns, len(slices))
+            self.workers.run(lambda i: np.matmul(dout, W[slices[i]].T, out=dx[:, slices[i]]), len(slices))
         if update is not None:
             job = self.workers.submit(grad_rows, len(slices))
         self._sum_rows(dout, self.grads["b"])
@@ -235,10 +196,9 @@ class Dropout(Layer):
     """Inverted dropout: zero each input with probability `rate`, scale the rest by 1/(1-rate).
 
     Scaling at training time means inference is the identity. `rng` is set by the trainer so
-    that the masks follow the run's seed. Each block of the mask (of the flat array, or of
-    feature columns behind a dense layer) is drawn from its own generator, spawned from `rng`
-    once, so that workers draw blocks side by side and a mask is the same whichever worker
-    draws which block.
+    that the masks follow the run's seed. Each block of the mask (parallel.blocks) is drawn from
+    its own generator, spawned from `rng` once, so that workers draw blocks side by side and a
+    mask is the same whichever worker draws which block.
 
     A unit is dropped when a random 16-bit integer is below round(rate * 65536): one 64-bit draw
     gives four units, against one draw per unit for random floats, which made the mask cost more
@@ -248,7 +208,7 @@ class Dropout(Layer):
 
     kind = "dropout"
     LEVELS = 1 << 16
-    overwrites, makes_new_arrays, by_columns = True, False, True
+    overwrites, makes_new_arrays = True, False
 
     def __init__(self, rate: float) -> None:
         super().__init__()
@@ -269,17 +229,27 @@ class Dropout(Layer):
         return {"type": self.kind, "rate": self.rate}
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        x = np.ascontiguousarray(x)
-        slices = blocks(x.size, parallel.BLOCK)
-        if not self._start(x.shape, x.dtype, train, len(slices)):
+        threshold = round(self.rate * self.LEVELS)
+        self._train = train and threshold > 0
+        if not self._train:
             return x
+        x = np.ascontiguousarray(x)
+        mask = self._buffer("mask", x.shape, x.dtype)
         # Never over x, even chained: a tanh or sigmoid before us keeps its output for its own backward.
         out = self._result("out", x.shape, x.dtype)
-        flat_x, flat_mask, flat_out = x.reshape(-1), self._mask.reshape(-1), out.reshape(-1)
+        flat_x, flat_mask, flat_out = x.reshape(-1), mask.reshape(-1), out.reshape(-1)
+        slices = blocks(flat_x.size, parallel.BLOCK)
+        if len(self._block_rngs) < len(slices):
+            self._block_rngs += self._rng.spawn(len(slices) - len(self._block_rngs))
+        scale = mask.dtype.type(self.LEVELS / (self.LEVELS - threshold))
 
         def block(i: int) -> None:
             s = slices[i]
-            self._draw(i, flat_mask[s])
+            size = s.stop - s.start
+            bits = self._block_rngs[i].bit_generator.random_raw(-(-size // 4)).view(np.uint16)[:size]
+            # A comparison into a float array gives the 0/1 mask without a boolean temporary.
+            np.greater_equal(bits, threshold, out=flat_mask[s])
+            flat_mask[s] *= scale
             np.multiply(flat_x[s], flat_mask[s], out=flat_out[s])
 
         self.workers.run(block, len(slices), flat_x.size)
@@ -290,38 +260,7 @@ class Dropout(Layer):
             return None
         if not self._train:
             return dout
-        return np.multiply(dout, self._mask, out=dout if self.chained else None)
-
-    def start_columns(self, shape: tuple[int, int], dtype, train: bool, n_blocks: int) -> None:
-        self._start(shape, dtype, train, n_blocks)
-
-    def forward_columns(self, x: np.ndarray, i: int, cols: slice) -> None:
-        if self._train:
-            self._draw(i, self._mask[:, cols])
-            x[:, cols] *= self._mask[:, cols]
-
-    def backward_columns(self, dout: np.ndarray, cols: slice) -> None:
-        if self._train:
-            dout[:, cols] *= self._mask[:, cols]
-
-    def _start(self, shape: tuple[int, ...], dtype, train: bool, n_blocks: int) -> bool:
-        """Get ready to draw a mask of `shape` in `n_blocks` blocks; False when nothing is dropped."""
-        self._threshold = round(self.rate * self.LEVELS)
-        self._train = train and self._threshold > 0
-        if self._train:
-            self._mask = self._buffer("mask", shape, dtype)
-            self._scale = self._mask.dtype.type(self.LEVELS / (self.LEVELS - self._threshold))
-            if len(self._block_rngs) < n_blocks:
-                self._block_rngs += self._rng.spawn(n_blocks - len(self._block_rngs))
-        return self._train
-
-    def _draw(self, i: int, mask: np.ndarray) -> None:
-        """Fill `mask` (block i of the whole mask) with 0 or the scale, from block i's own generator."""
-        size = mask.size
-        bits = self._block_rngs[i].bit_generator.random_raw(-(-size // 4)).view(np.uint16)[:size]
-        # A comparison into a float array gives the 0/1 mask without a boolean temporary.
-        np.greater_equal(bits.reshape(mask.shape), self._threshold, out=mask)
-        mask *= self._scale
+        return np.multiply(dout, self._scratch["mask"], out=dout if self.chained else None)
 
 
 class BatchNorm(Layer):
@@ -329,9 +268,6 @@ class BatchNorm(Layer):
 
     Training normalises with the batch's mean and variance and updates running estimates
     (exponential average, `momentum` = weight of the old value); inference uses the estimates.
-    On maps, the work is cut into blocks of rows, and the batch's sums are added over the
-    blocks; behind a dense layer, into the dense layer's blocks of feature columns (by_columns),
-    each of which is normalised on its own.
     """
 
     kind = "batch_norm"
@@ -357,19 +293,19 @@ class BatchNorm(Layer):
         self.buffers["running_var"][...] = 1
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        dtype = self.params["gamma"].dtype
+        gamma, beta = self.params["gamma"], self.params["beta"]
         x2 = x.reshape(-1, self.n_features)
-        self._start(x2.shape, dtype, train)
-        self._shape = x.shape
-        out, xhat = self._result("out", x2.shape, dtype), self._xhat
+        out = self._result("out", x2.shape, gamma.dtype)
+        xhat = self._buffer("xhat", x2.shape, gamma.dtype)
+        self._train, self._shape = train, x.shape
         slices = blocks(len(x2), row_block(self.n_features))
         if train:
             # Sums over the rows, as one sum per block of rows added up in block order: the same
             # bytes however many workers compute the blocks.
-            n = dtype.type(x2.shape[0])
-            sums = self._buffer("sums", (len(slices), self.n_features), dtype)
+            n = x2.shape[0]
+            sums = self._buffer("sums", (len(slices), self.n_features), gamma.dtype)
             self.workers.run(lambda i: self._sum_rows(x2[slices[i]], sums[i]), len(slices), x2.size)
-            mean = sums.sum(axis=0) / n
+            mean = sums.sum(axis=0) / gamma.dtype.type(n)
 
             def centre(i: int) -> None:
                 s = slices[i]
@@ -377,16 +313,28 @@ class BatchNorm(Layer):
                 self._sum_rows(np.square(xhat[s], out=out[s]), sums[i])
 
             self.workers.run(centre, len(slices), x2.size)
-            self._statistics(slice(None), mean, sums.sum(axis=0) / n)
+            var = sums.sum(axis=0) / gamma.dtype.type(n)
+            m = gamma.dtype.type(self.momentum)
+            for name, batch_value in (("running_mean", mean), ("running_var", var)):
+                self.buffers[name] *= m
+                self.buffers[name] += (1 - m) * batch_value
         else:
-            self._statistics(slice(None))
-        self.workers.run(lambda i: self._normalise(x2[slices[i]], xhat[slices[i]], out[slices[i]], slice(None)),
-                         len(slices), x2.size)
+            var = self.buffers["running_var"]
+        self._inv_std = 1.0 / np.sqrt(var + gamma.dtype.type(self.eps))
+
+        def normalise(s: slice) -> None:
+            if not train:
+                np.subtract(x2[s], self.buffers["running_mean"], out=xhat[s])
+            xhat[s] *= self._inv_std
+            np.multiply(xhat[s], gamma, out=out[s])
+            out[s] += beta
+
+        self.workers.run(lambda i: normalise(slices[i]), len(slices), x2.size)
         return out.reshape(x.shape)
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         d2 = dout.reshape(-1, self.n_features)
-        xhat = self._xhat
+        xhat = self._scratch["xhat"]
         slices = blocks(len(d2), row_block(self.n_features))
         dx = self._result("dx", d2.shape, d2.dtype)
         sums = self._buffer("grad sums", (2, len(slices), self.n_features), d2.dtype)
@@ -397,87 +345,27 @@ class BatchNorm(Layer):
             self._sum_rows(np.multiply(d2[s], xhat[s], out=dx[s]), sums[1, i])
 
         self.workers.run(parameter_grads, len(slices), d2.size)
-        np.sum(sums[0], axis=0, out=self.grads["beta"])
-        np.sum(sums[1], axis=0, out=self.grads["gamma"])
+        dbeta, dgamma = self.grads["beta"], self.grads["gamma"]
+        np.sum(sums[0], axis=0, out=dbeta)
+        np.sum(sums[1], axis=0, out=dgamma)
         if not need_dx:
             return None
-        self.workers.run(lambda i: self._input_grad(d2[slices[i]], xhat[slices[i]], dx[slices[i]], dx[slices[i]],
-                                                    slice(None), len(d2)), len(slices), d2.size)
+        scale = self.params["gamma"] * self._inv_std
+        n = d2.shape[0]
+
+        def input_grad(s: slice) -> None:
+            if self._train:
+                # The batch statistics depend on every input too:
+                # dx = gamma / (n * std) * (n * dout - sum(dout) - xhat * sum(dout * xhat))
+                np.multiply(xhat[s], dgamma / n, out=dx[s])
+                dx[s] += dbeta / n
+                np.subtract(d2[s], dx[s], out=dx[s])
+            else:
+                dx[s] = d2[s]
+            dx[s] *= scale
+
+        self.workers.run(lambda i: input_grad(slices[i]), len(slices), d2.size)
         return dx.reshape(self._shape)
-
-    # Each feature is normalised on its own, so a block of feature columns needs no other.
-    by_columns = True
-
-    def start_columns(self, shape: tuple[int, int], dtype, train: bool, n_blocks: int) -> None:
-        self._start(shape, dtype, train)
-        self._shape = shape
-        self._batch_mean = self._buffer("batch mean", (self.n_features,), dtype)
-        self._batch_var = self._buffer("batch var", (self.n_features,), dtype)
-
-    def forward_columns(self, x: np.ndarray, i: int, cols: slice) -> None:
-        xc, xhat = x[:, cols], self._xhat[:, cols]
-        if self._train:
-            n = x.dtype.type(len(x))
-            mean, var = self._batch_mean[cols], self._batch_var[cols]
-            self._sum_rows(xc, mean)
-            mean /= n
-            np.subtract(xc, mean, out=xhat)
-            self._sum_rows(np.square(xhat, out=xc), var)
-            var /= n
-            self._statistics(cols, mean, var)
-        else:
-            self._statistics(cols)
-        self._normalise(xc, xhat, xc, cols)
-
-    def backward_columns(self, dout: np.ndarray, cols: slice) -> None:
-        dc, xhat = dout[:, cols], self._xhat[:, cols]
-        n, width = len(dout), cols.stop - cols.start
-        tmp = self._buffer("column scratch", (n * self.n_features,), dout.dtype, per_thread=True)[: n * width]
-        tmp = tmp.reshape(n, width)
-        self._sum_rows(dc, self.grads["beta"][cols])
-        self._sum_rows(np.multiply(dc, xhat, out=tmp), self.grads["gamma"][cols])
-        self._input_grad(dc, xhat, tmp, dc, cols, n)
-
-    # The maths both forms share, on rows or on columns `cols` of the features.
-
-    def _start(self, shape: tuple[int, int], dtype, train: bool) -> None:
-        self._train = train
-        self._xhat = self._buffer("xhat", shape, dtype)
-        self._inv_std = self._buffer("inv std", (self.n_features,), dtype)
-
-    def _statistics(self, cols: slice, mean: np.ndarray | None = None, var: np.ndarray | None = None) -> None:
-        """1 / std of the features cols: of the batch's (mean, var), which also update the running
-        estimates, in training; of the running estimates at inference."""
-        if mean is None:
-            var = self.buffers["running_var"][cols]
-        else:
-            m = self.params["gamma"].dtype.type(self.momentum)
-            for name, batch_value in (("running_mean", mean), ("running_var", var)):
-                self.buffers[name][cols] *= m
-                self.buffers[name][cols] += (1 - m) * batch_value
-        self._inv_std[cols] = 1.0 / np.sqrt(var + self.params["gamma"].dtype.type(self.eps))
-
-    def _normalise(self, x: np.ndarray, xhat: np.ndarray, out: np.ndarray, cols: slice) -> None:
-        """xhat = (x - mean) / std and out = gamma * xhat + beta; in training xhat is x - mean already."""
-        if not self._train:
-            np.subtract(x, self.buffers["running_mean"][cols], out=xhat)
-        xhat *= self._inv_std[cols]
-        np.multiply(xhat, self.params["gamma"][cols], out=out)
-        out += self.params["beta"][cols]
-
-    def _input_grad(self, dout: np.ndarray, xhat: np.ndarray, tmp: np.ndarray, out: np.ndarray, cols: slice,
-                    n: int) -> None:
-        """out = the gradient for x, from dout and the parameters' gradients (tmp: scratch, may be out)."""
-        dgamma, dbeta = self.grads["gamma"][cols], self.grads["beta"][cols]
-        if self._train:
-            # The batch statistics depend on every input too:
-            # dx = gamma / (n * std) * (n * dout - sum(dout) - xhat * sum(dout * xhat))
-            np.multiply(xhat, dgamma / n, out=tmp)
-            tmp += dbeta / n
-            np.subtract(dout, tmp, out=out)
-        elif out is not dout:
-            out[...] = dout
-        out *= self.params["gamma"][cols] * self._inv_std[cols]
 
 
 class Reshape(Layer):

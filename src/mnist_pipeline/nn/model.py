@@ -9,7 +9,6 @@ snapshots each work on that one vector. Weights under weight decay come first, `
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,24 +147,6 @@ class Model:
             layer.chained = not layer.overwrites or (
                 any(before.makes_new_arrays for before in self.layers[:i])
                 and any(after.makes_new_arrays for after in self.layers[i + 1 :]))
-        # Batch norm, ReLU and dropout right after a dense layer work feature by feature: they run
-        # inside the dense layer's tasks, on each block of columns as it is made, and their
-        # backward inside the tasks of the next dense layer that make their gradient. So the
-        # workers meet once per layer, not once per layer and per element-wise pass, and the
-        # element-wise work spreads over them with the products (docs/parallel-training.md).
-        self._after_dense: dict[int, list[Layer]] = {}  # dense layer's index -> those layers
-        self._before_dense: dict[int, list[Layer]] = {}  # the next dense layer's index -> the same
-        for i, layer in enumerate(self.layers):
-            if not isinstance(layer, Dense):
-                continue
-            j = i + 1
-            while j < len(self.layers) and self.layers[j].by_columns and self.layers[j].chained:
-                j += 1
-            if j == i + 1:
-                continue
-            self._after_dense[i] = self.layers[i + 1 : j]
-            if j < len(self.layers) and isinstance(self.layers[j], Dense):
-                self._before_dense[j] = self.layers[i + 1 : j]
         # Layers before the first with parameters (a reshape) need no backward pass at all.
         self._first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
         self.workers = SERIAL
@@ -220,24 +201,10 @@ class Model:
 
         With train=True it also keeps what backward needs, for the backward that follows.
         """
-        i = 0
-        while i < len(self.layers):
-            group = self._after_dense.get(i, [])
-            x = self._forward_by_columns(self.layers[i], group, x, train) if group else self.layers[i].forward(x, train)
-            i += 1 + len(group)
+        for layer in self.layers:
+            x = layer.forward(x, train)
         # The last layer's own buffer would change at the next forward; the logits are small.
         return x.copy()
-
-    def _forward_by_columns(self, dense: Dense, group: list[Layer], x: np.ndarray, train: bool) -> np.ndarray:
-        n_blocks = len(dense.column_blocks(len(x)))
-        for layer in group:
-            layer.start_columns((len(x), dense.n_out), self.flat_params.dtype, train, n_blocks)
-
-        def then(out: np.ndarray, i: int, cols: slice) -> None:
-            for layer in group:
-                layer.forward_columns(out, i, cols)
-
-        return dense.forward(x, train, then)
 
     def backward(self, dlogits: np.ndarray, optimizer: Optimizer | None = None) -> None:
         """Fill flat_grads from the gradient of the loss with respect to the last forward's logits.
@@ -249,26 +216,20 @@ class Model:
         same bytes as backward() then optimizer.step().
         """
         d, pending, later = dlogits, [], list(self._rest)
-        i = len(self.layers) - 1
-        while i >= self._first:
+        for i in range(len(self.layers) - 1, self._first - 1, -1):
             layer, need_dx = self.layers[i], i > self._first
-            below = self._before_dense.get(i, []) if need_dx else []
-            then = _backward_by_columns(below) if below else None
-            if not isinstance(layer, Dense):
+            if optimizer is None or not isinstance(layer, Dense):
                 d = layer.backward(d, need_dx=need_dx)
-            elif optimizer is None or len(layer.weight_blocks(len(d))) == 1:
+            elif len(layer.weight_blocks(len(d))) == 1:
                 # One block is not worth handing over (parallel.MIN_PRODUCT): it stays with
                 # this thread, and its weights are updated with the small parameters below.
-                d = layer.backward(d, need_dx=need_dx, then=then)
-                if optimizer is not None:
-                    later.append(self._ranges[(id(layer), "W")])
+                d = layer.backward(d, need_dx=need_dx)
+                later.append(self._ranges[(id(layer), "W")])
             else:
                 start = self._ranges[(id(layer), "W")].start
                 d, job = layer.backward_deferred(
-                    d, need_dx, lambda lo, hi, start=start: optimizer.update(slice(start + lo, start + hi)), then)
+                    d, need_dx, lambda lo, hi, start=start: optimizer.update(slice(start + lo, start + hi)))
                 pending.append(job)
-            # The layers below that `then` took back already are passed over.
-            i -= 1 + len(below)
         if optimizer is not None:
             # Each update costs a dozen NumPy calls whatever its size: the small parameters
             # (biases, batch-norm scales, convolution kernels) go in a few contiguous runs.
@@ -311,16 +272,6 @@ class Model:
             for i, layer in enumerate(self.layers)
             for name, array in (*layer.params.items(), *layer.buffers.items())
         }
-
-
-def _backward_by_columns(layers: list[Layer]) -> Callable[[np.ndarray, slice], None]:
-    """What a dense layer's task runs on each block of columns of its dx: `layers`' backward."""
-
-    def then(dx: np.ndarray, cols: slice) -> None:
-        for layer in reversed(layers):
-            layer.backward_columns(dx, cols)
-
-    return then
 
 
 def _runs(pieces: list[slice]) -> list[slice]:
