@@ -198,6 +198,18 @@ def test_runs_command_errors_name_the_problem(store, capsys):
     assert code == 2 and "'nothing'" in err
 
 
+def test_runs_diff_passes_over_a_dataset_with_no_kept_run_and_asks_which_of_two_that_have_some(store, capsys):
+    # The README's offline quick start leaves results/mnist/runs/ behind, empty, from a download
+    # that could not reach the network.
+    results = store[0].parent
+    (results / "mnist/runs").mkdir(parents=True)
+    code, out, _ = run_cli(capsys, "--results", str(results), "--diff", "baseline~1", "baseline")
+    assert code == 0 and "learning_rate: 0.02 -> 0.01" in out
+    fake_run(results / "kmnist", SETTINGS, "2026-11-05T10:00:00+00:00", np.ones(N_TEST, bool))
+    code, _, err = run_cli(capsys, "--results", str(results), "--diff", "baseline~1", "baseline")
+    assert code == 2 and "runs of several datasets (kmnist, synthetic): say which with --dataset" in err
+
+
 def test_runs_command_prune_says_what_it_freed(store, capsys):
     code, out, _ = run_cli(capsys, "--results", str(store[0].parent), "--prune", "--keep", "0")
     assert code == 0 and "removed 2 run(s)" in out and "MB" in out

@@ -332,6 +332,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         stores = _stores(args)
         if args.diff:
             if len(stores) > 1:
+                # A dataset whose runs all failed before training (a download with no network)
+                # has a store but no run: it cannot hold A or B.
+                stores = [dataset for dataset in stores if read_store(Path(args.results) / dataset)] or stores
+            if len(stores) > 1:
                 return _fail(f"runs of several datasets ({', '.join(stores)}): say which with --dataset")
             runs = read_store(Path(args.results) / stores[0])
             diff = diff_runs(*(resolve(runs, ref) for ref in args.diff))
