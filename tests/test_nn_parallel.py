@@ -12,9 +12,9 @@ from mnist_pipeline.nn.parallel import PARALLEL_MIN, Workers, blocks, product_bl
 
 
 def test_blocks_cover_the_range_in_order_and_depend_on_the_size_alone():
-    assert blocks(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
-    assert blocks(3, 4) == [slice(0, 3)]
-    assert blocks(0, 4) == [slice(0, 0)]
+    assert blocks(10, 4) == (slice(0, 4), slice(4, 8), slice(8, 10))
+    assert blocks(3, 4) == (slice(0, 3),)
+    assert blocks(0, 4) == (slice(0, 0),)
 
 
 def test_large_products_are_split_and_small_ones_not():

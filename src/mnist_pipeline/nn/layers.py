@@ -151,7 +151,7 @@ class Dense(Layer):
         self.workers.map_blocks(columns, self.n_out, product_block(x.shape[0], self.n_in, self.n_out))
         return out
 
-    def weight_blocks(self, rows: int) -> list[slice]:
+    def weight_blocks(self, rows: int) -> tuple[slice, ...]:
         """The blocks of input features backward cuts its products into, for a batch of `rows`."""
         return blocks(self.n_in, product_block(rows, self.n_out, self.n_in))
 

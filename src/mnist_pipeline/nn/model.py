@@ -150,6 +150,7 @@ class Model:
         # Layers before the first with parameters (a reshape) need no backward pass at all.
         self._first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
         self.workers = SERIAL
+        self._update_runs: dict[int, list[slice]] = {}  # batch size -> Model.backward's runs of small parameters
         self._gather(dtype)
 
     def _gather(self, dtype) -> None:
@@ -233,7 +234,11 @@ class Model:
         if optimizer is not None:
             # Each update costs a dozen NumPy calls whatever its size: the small parameters
             # (biases, batch-norm scales, convolution kernels) go in a few contiguous runs.
-            for run in _runs(later):
+            # Which these are depends on the batch size alone, so they are found once per size.
+            runs = self._update_runs.get(len(dlogits))
+            if runs is None:
+                runs = self._update_runs[len(dlogits)] = _runs(later)
+            for run in runs:
                 optimizer.update(run)
         for job in pending:
             self.workers.wait(job)

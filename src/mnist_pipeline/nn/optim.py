@@ -39,7 +39,6 @@ class Optimizer:
         self.weight_decay, self.n_decay = float(weight_decay), int(n_decay)
         self.t = 0  # steps taken
         self._tmp: np.ndarray | None = None
-        self._decayed: np.ndarray | None = None  # the gradient with the decay term added
 
     def step(self, w: np.ndarray, g: np.ndarray, lr: float) -> None:
         self.begin(w, g, lr)
@@ -55,9 +54,6 @@ class Optimizer:
         self.t += 1
         if self._tmp is None or self._tmp.shape != w.shape:
             self._tmp = np.empty_like(w)
-        if self.weight_decay and (self._decayed is None or self._decayed.dtype != w.dtype
-                                  or len(self._decayed) != min(self.n_decay, w.size)):
-            self._decayed = np.empty(min(self.n_decay, w.size), w.dtype)
         for name in self.STATE:
             if getattr(self, name, None) is None:
                 setattr(self, name, np.zeros_like(w))
@@ -72,16 +68,19 @@ class Optimizer:
         # so the same bytes as one step over s.
         for part in (slice(s.start, split), slice(split, s.stop)):
             if part.stop > part.start:
-                gradient = self._decay(w[part], g[part], lr, self._decayed[part]) if part.start < split else g[part]
+                gradient = self._decay(w[part], g[part], lr, tmp[part]) if part.start < split else g[part]
                 self._update(w[part], gradient, lr, tmp[part], *(state[part] for state in self._states))
 
-    def _decay(self, w: np.ndarray, g: np.ndarray, lr: float, decayed: np.ndarray) -> np.ndarray:
-        """Apply weight decay to the entries w; returns the gradient the step then follows (L2: g + wd w)."""
-        np.multiply(w, self.weight_decay, out=decayed)
-        decayed += g
-        return decayed
+    def _decay(self, w: np.ndarray, g: np.ndarray, lr: float, tmp: np.ndarray) -> np.ndarray:
+        """Apply weight decay to the entries w; returns the gradient the step then follows (L2:
+        g + wd w, in tmp: the step's scratch, not another vector to stream through memory)."""
+        np.multiply(w, self.weight_decay, out=tmp)
+        tmp += g
+        return tmp
 
     def _update(self, w: np.ndarray, g: np.ndarray, lr: float, tmp: np.ndarray, *state: np.ndarray) -> None:
+        """One rule's step on a piece. g may be tmp itself (the decayed gradient): read g before
+        the first write to tmp."""
         raise NotImplementedError
 
 
@@ -116,8 +115,8 @@ class Nesterov(Momentum):
     def _update(self, w, g, lr, tmp, v):
         v *= self.momentum
         v += g
-        np.multiply(v, self.momentum, out=tmp)
-        tmp += g
+        # g + mu v, into tmp, which may be g: through a temporary of this piece's size.
+        np.add(g, v * self.momentum, out=tmp)
         tmp *= lr
         w -= tmp
 
@@ -160,7 +159,7 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov and Hutter): w *= 1 - lr * wd, then Adam."""
 
-    def _decay(self, w, g, lr, decayed):
+    def _decay(self, w, g, lr, tmp):
         w *= 1 - lr * self.weight_decay
         return g
 

@@ -9,6 +9,7 @@ whichever thread runs a block and however many threads there are.
 from __future__ import annotations
 
 import contextvars
+import functools
 import itertools
 import os
 import queue
@@ -68,9 +69,12 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def blocks(n: int, size: int) -> list[slice]:
-    """[0, n) cut into consecutive slices of `size` (the last one shorter); one slice if n <= size."""
-    return [slice(start, min(start + size, n)) for start in range(0, max(n, 1), size)]
+@functools.lru_cache(maxsize=1024)
+def blocks(n: int, size: int) -> tuple[slice, ...]:
+    """[0, n) cut into consecutive slices of `size` (the last one shorter); one slice if n <= size.
+
+    Kept once made: a training step asks for the same few cuttings every time."""
+    return tuple(slice(start, min(start + size, n)) for start in range(0, max(n, 1), size))
 
 
 def share_cores(cores: int, jobs: int, index: int) -> int:
@@ -92,15 +96,18 @@ class Job:
     `clock`, when given, receives the seconds each task took (Workers.shared_seconds).
     """
 
-    def __init__(self, task: Callable[[int], None], n_tasks: int, clock: list[float] | None = None) -> None:
+    def __init__(self, task: Callable[[int], None], n_tasks: int, clock: list[float] | None = None,
+                 shared: bool = True) -> None:
         self.task, self.n_tasks, self.clock = task, n_tasks, clock
         # next() on these iterators is atomic under the GIL: each index goes to one thread,
         # and each count to one finished (or skipped) task.
         self.indices = iter(range(n_tasks))
         self.finished = itertools.count(1)
-        self.done = threading.Event()
+        # A job no helper was given is the caller's alone: no event to set and wait for (a
+        # training step makes a few such jobs each time, at one thread all of them).
+        self.done = threading.Event() if shared else None
         self.error: BaseException | None = None
-        if n_tasks <= 0:
+        if n_tasks <= 0 and self.done is not None:
             self.done.set()
 
     def work(self) -> None:
@@ -119,7 +126,7 @@ class Job:
             self._end()
 
     def _end(self) -> None:
-        if next(self.finished) == self.n_tasks:
+        if next(self.finished) == self.n_tasks and self.done is not None:
             self.done.set()
 
 
@@ -175,7 +182,7 @@ class Workers:
 
     def _hand_out(self, task: Callable[[int], None], n_tasks: int, helpers: int) -> Job:
         # A single task never runs on two threads at once: it counts as one thread's work.
-        job = Job(task, n_tasks, self._clock if n_tasks > 1 else None)
+        job = Job(task, n_tasks, self._clock if n_tasks > 1 else None, shared=helpers > 0)
         # Starting from the next helper each time, so that small jobs do not all go to one.
         for k in range(helpers):
             inbox = self._inboxes[(self._next + k) % len(self._inboxes)]
@@ -188,7 +195,8 @@ class Workers:
     def wait(self, job: Job) -> None:
         """Run the tasks of `job` no helper has taken, wait for those they have, raise the first error."""
         job.work()
-        job.done.wait()
+        if job.done is not None:
+            job.done.wait()
         if job.error is not None:
             raise job.error
 
