@@ -331,14 +331,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     try:
         stores = _stores(args)
         if args.diff:
-            if len(stores) > 1:
-                # A dataset whose runs all failed before training (a download with no network)
-                # has a store but no run: it cannot hold A or B.
-                stores = [dataset for dataset in stores if read_store(Path(args.results) / dataset)] or stores
+            kept = {dataset: read_store(Path(args.results) / dataset) for dataset in stores}
+            # A dataset whose runs all failed before training (a download with no network)
+            # has a store but no run: it cannot hold A or B.
+            stores = [dataset for dataset, runs in kept.items() if runs] or stores
             if len(stores) > 1:
                 return _fail(f"runs of several datasets ({', '.join(stores)}): say which with --dataset")
-            runs = read_store(Path(args.results) / stores[0])
-            diff = diff_runs(*(resolve(runs, ref) for ref in args.diff))
+            diff = diff_runs(*(resolve(kept[stores[0]], ref) for ref in args.diff))
             print(json.dumps(diff_entry(diff), indent=2) if args.json else "\n".join(format_diff(diff)))
             return 0
         if args.prune:

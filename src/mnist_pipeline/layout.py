@@ -101,7 +101,7 @@ class DatasetLayout:
 
     def trained(self, experiment: str) -> list[str]:
         """What training an experiment is for: its published model and metrics."""
-        return [self.experiment(experiment, "model.npz"), self.experiment(experiment, "metrics.json")]
+        return [self.experiment(experiment, RUN_FILES[role]) for role in ("model", "metrics")]
 
     def final_outputs(self, experiments: Iterable[str]) -> list[str]:
         """What a run of the workflow is for (its default target): every experiment trained,

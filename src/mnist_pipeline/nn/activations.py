@@ -77,7 +77,7 @@ class Tanh(Layer):
     overwrites, makes_new_arrays = True, False
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        y = np.tanh(x, out=x if self.chained else None)
+        y = np.tanh(x, out=self._over(x))
         self._y = self._keep(y)
         return y
 
@@ -88,7 +88,7 @@ class Tanh(Layer):
         tmp = self._buffer("tmp", dout.shape, dout.dtype)
         np.square(self._y, out=tmp)
         np.subtract(1, tmp, out=tmp)
-        return np.multiply(dout, tmp, out=dout if self.chained else None)
+        return np.multiply(dout, tmp, out=self._over(dout))
 
 
 class Sigmoid(Layer):
@@ -99,7 +99,7 @@ class Sigmoid(Layer):
         # 1 / (1 + exp(-x)): exp overflows to inf for very negative x, and 1/inf is the right 0;
         # it underflows to 0 for very positive x, and 1/1 is the right 1.
         with np.errstate(over="ignore", under="ignore"):
-            y = np.negative(x, out=x if self.chained else None)
+            y = np.negative(x, out=self._over(x))
             np.exp(y, out=y)
         y += 1
         np.reciprocal(y, out=y)
@@ -113,7 +113,7 @@ class Sigmoid(Layer):
         tmp = self._buffer("tmp", dout.shape, dout.dtype)
         np.subtract(1, self._y, out=tmp)
         tmp *= self._y
-        return np.multiply(dout, tmp, out=dout if self.chained else None)
+        return np.multiply(dout, tmp, out=self._over(dout))
 
 
 ACTIVATIONS = {cls.kind: cls for cls in (ReLU, LeakyReLU, Tanh, Sigmoid)}

@@ -90,6 +90,10 @@ class Layer:
             return self._buffer(name, shape, dtype, fill)
         return np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
 
+    def _over(self, a: np.ndarray) -> np.ndarray | None:
+        """The `out=` of a result that may be written over `a`: a itself when chained, else None (new)."""
+        return a if self.chained else None
+
     def _keep(self, x: np.ndarray) -> np.ndarray:
         """`x`, to be read again by backward: chained, the array itself (no one writes it before
         then); on its own, a copy, so that whatever the caller does with x later changes nothing."""
@@ -260,7 +264,7 @@ class Dropout(Layer):
             return None
         if not self._train:
             return dout
-        return np.multiply(dout, self._scratch["mask"], out=dout if self.chained else None)
+        return np.multiply(dout, self._scratch["mask"], out=self._over(dout))
 
 
 class BatchNorm(Layer):
