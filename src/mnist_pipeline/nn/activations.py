@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnist_pipeline.nn import parallel
 from mnist_pipeline.nn.layers import Layer
+from mnist_pipeline.nn.parallel import blocks
 
 
 class _PiecewiseLinear(Layer):
@@ -18,8 +20,8 @@ class _PiecewiseLinear(Layer):
 
     overwrites, makes_new_arrays = True, False
 
-    def _slope(self, x: np.ndarray, out: np.ndarray) -> None:
-        raise NotImplementedError
+    #: (0 for ReLU): the slope where x <= 0
+    alpha = 0.0
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         # Building a 0/1 float mask and multiplying by it beats np.maximum(x, 0) (about 1.5x
@@ -36,22 +38,28 @@ class _PiecewiseLinear(Layer):
         """a * slope, block by block (in place when chained); `find`: a is x, and each block's
         slope is found first, while the block is in cache."""
         out = a if self.chained else np.empty_like(a)
-        flat, slope, flat_out = a.reshape(-1), self._dydx.reshape(-1), out.reshape(-1)
-
-        def block(s: slice) -> None:
-            if find:
-                self._slope(flat[s], slope[s])
-            np.multiply(flat[s], slope[s], out=flat_out[s])
-
-        self.workers.map_blocks(block, flat.size, elements=flat.size)
+        flat = a.reshape(-1)
+        cut = (flat.size, parallel.BLOCK)
+        self.workers.run_kernel(_times_slope_block, len(blocks(*cut)), cut, self.alpha if find else None, flat,
+                                self._dydx.reshape(-1), out.reshape(-1), elements=flat.size, passes=2 if find else 1)
         return out
+
+
+def _times_slope_block(i: int, cut: tuple[int, int], alpha: float | None, flat: np.ndarray,
+                       slope: np.ndarray, out: np.ndarray) -> None:
+    """Block i of out = flat * slope; with `alpha` (forward), the slope is found first: 1 where
+    flat > 0, else alpha. A module-level function, so that a helper process can run it."""
+    s = blocks(*cut)[i]
+    if alpha is not None:
+        np.greater(flat[s], 0, out=slope[s])
+        if alpha:
+            slope[s] *= 1 - alpha
+            slope[s] += alpha
+    np.multiply(flat[s], slope[s], out=out[s])
 
 
 class ReLU(_PiecewiseLinear):
     kind = "relu"
-
-    def _slope(self, x: np.ndarray, out: np.ndarray) -> None:
-        np.greater(x, 0, out=out)
 
 
 class LeakyReLU(_PiecewiseLinear):
@@ -65,11 +73,6 @@ class LeakyReLU(_PiecewiseLinear):
 
     def spec(self) -> dict:
         return {"type": self.kind, "alpha": self.alpha}
-
-    def _slope(self, x: np.ndarray, out: np.ndarray) -> None:
-        np.greater(x, 0, out=out)
-        out *= 1 - self.alpha
-        out += self.alpha
 
 
 class Tanh(Layer):

@@ -5,7 +5,10 @@ the kernel (k*k*C, F) is the output (n, H, W, F) already in place.
 
 Both layers work on blocks of SAMPLES images, each block's im2col, product and pooling a task
 for whichever worker is free. The split depends on the batch size alone, so the results do not
-depend on the number of workers; the weight gradient is summed over the blocks in order.
+depend on the number of workers; the weight gradient is summed over the blocks in order. A
+block's work is a module-level kernel (_forward_block, _backward_block), so that a trainer's
+helper processes can run it (Workers.run_kernel): its dozen short NumPy calls do not share well
+between threads (nn/processes.py).
 
 A block's patch matrix lives in a scratch array of the worker's own, written and read while it
 is still in cache; backward builds it again rather than keep the whole batch's from forward.
@@ -24,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from mnist_pipeline.nn.layers import Layer
-from mnist_pipeline.nn.parallel import blocks
+from mnist_pipeline.nn.layers import Layer, sum_rows
+from mnist_pipeline.nn.parallel import blocks, thread_scratch
 
 #: Images per block of work.
 SAMPLES = 8
@@ -53,6 +56,99 @@ def _windows_of_patches(padded: np.ndarray, k: int, pooled: bool) -> np.ndarray:
     else:
         shape, strides = (b, H, W, k, k, C), (s0, s1, s2, s1, s2, s3)
     return as_strided(padded, shape, strides, writeable=False)
+
+
+def _block_scratch(name: str, images: int, shape: tuple[int, ...], dtype, fill: float | None = None) -> np.ndarray:
+    """The calling thread's scratch of `shape`, for a block of `images` images (on any axis).
+
+    Sized for SAMPLES images once, so that the last, shorter block of a batch reuses it: a
+    block takes the front of it. With the images on the first axis, a shorter block's images
+    sit where a full block's first ones do, so what `fill` set and no block writes stays as
+    filled. Each thread, and each helper process, has its own.
+    """
+    size = int(np.prod(shape)) // max(images, 1)
+    return thread_scratch(name, (SAMPLES * size,), dtype, fill)[: images * size].reshape(shape)
+
+
+def _padded(name: str, shape: tuple[int, ...], k: int, dtype, block: np.ndarray | None = None) -> np.ndarray:
+    """The calling thread's zero-bordered array for a block of images of `shape` (b, H, W, C), for im2col.
+
+    `block` is copied into its interior; without it the caller writes the interior, and what
+    it leaves (the odd edge a pool drops) stays zero.
+    """
+    b, H, W, C = shape
+    p = k // 2
+    padded = _block_scratch(f"{name} padded {shape[1:]} {k}", b, (b, H + k - 1, W + k - 1, C), dtype, fill=0)
+    if block is not None:
+        padded[:, p : p + H, p : p + W] = block
+    return padded
+
+
+def _block_patches(name: str, padded: np.ndarray, k: int, pooled: bool) -> np.ndarray:
+    """The patch matrix (rows, k*k*C) of a padded block, in the calling thread's scratch.
+
+    Rows are outputs, in image order or (`pooled`) grouped by pooling-window corner; see
+    _windows_of_patches. With few channels it is the transpose of a (k*k*C, rows) array.
+    """
+    windows = _windows_of_patches(padded, k, pooled)
+    positions, taps = windows.shape[:-3], windows.shape[-3:]
+    rows, depth, b = int(np.prod(positions)), int(np.prod(taps)), padded.shape[0]
+    key = f"{name} patches {padded.shape[1:]} {k} {pooled}"
+    if padded.shape[-1] < TAP_MAJOR_BELOW:
+        patches = _block_scratch(key, b, (*taps, *positions), padded.dtype)
+        n = len(positions)
+        np.copyto(patches, windows.transpose(n, n + 1, n + 2, *range(n)))
+        return patches.reshape(depth, rows).T
+    patches = _block_scratch(key, b, windows.shape, padded.dtype)
+    np.copyto(patches, windows)
+    return patches.reshape(rows, depth)
+
+
+# The work of one block of images, forward and backward: module-level functions of arrays, so
+# that a helper process can run them (Workers.run_kernel). Block i is blocks(*cut)[i]; `won` and
+# `taken` the fused pool's records (None: no pool, or no training).
+
+
+def _forward_block(i: int, cut: tuple[int, int], k: int, pooled: bool, x: np.ndarray, kernel: np.ndarray,
+                   bias: np.ndarray, out: np.ndarray, won: np.ndarray | None, taken: np.ndarray | None) -> None:
+    s = blocks(*cut)[i]
+    b, (H, W), F = s.stop - s.start, x.shape[1:3], kernel.shape[1]
+    padded = _padded("x", (b, *x.shape[1:]), k, x.dtype, x[s])
+    if not pooled:
+        rows = out[s].reshape(-1, F)
+        np.matmul(_block_patches("x", padded, k, pooled=False), kernel, out=rows)
+        rows += bias
+        return
+    corners = _block_scratch("corners", b, (4, b, H // 2, W // 2, F), kernel.dtype)
+    np.matmul(_block_patches("x", padded, k, pooled=True), kernel, out=corners.reshape(-1, F))
+    _pool(list(corners), out[s], None if won is None else won[:, s], None if taken is None else taken[s])
+    out[s] += bias
+
+
+def _backward_block(i: int, cut: tuple[int, int], k: int, x: np.ndarray, dout: np.ndarray,
+                    won: np.ndarray | None, flipped: np.ndarray | None, dW: np.ndarray, db: np.ndarray,
+                    dx: np.ndarray | None) -> None:
+    s = blocks(*cut)[i]
+    b, (_, H, W, C), F = s.stop - s.start, x.shape, dout.shape[-1]
+    padded = _padded("x", (b, H, W, C), k, x.dtype, x[s])
+    # The bias gradient: over dout's values, which a fused pool has 4x fewer of.
+    sum_rows(dout[s].reshape(-1, F), db[i])
+    if won is None:
+        dmaps = dout[s]
+    else:
+        dmaps = _block_scratch("dcorners", b, (4, b, H // 2, W // 2, F), dout.dtype)
+        _unpool(dout[s], won[:, s], list(dmaps))
+    np.matmul(_block_patches("x", padded, k, won is not None).T, dmaps.reshape(-1, F), out=dW[i])
+    if dx is not None:
+        dpadded = _padded(f"dout {won is not None}", (b, H, W, F), k, dout.dtype)
+        p = k // 2
+        inside = dpadded[:, p : p + H, p : p + W]
+        if won is None:
+            inside[...] = dmaps
+        else:
+            # Each corner back to its place in the maps.
+            np.copyto(_windows(inside), dmaps.reshape(2, 2, *dmaps.shape[1:]))
+        np.matmul(_block_patches("dout", dpadded, k, pooled=False), flipped, out=dx[s].reshape(-1, C))
 
 
 class Conv2D(Layer):
@@ -95,48 +191,6 @@ class Conv2D(Layer):
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (*shape[:2], self.out_channels)
 
-    def _block_scratch(self, name: str, images: int, shape: tuple[int, ...], dtype, fill: float | None = None) -> np.ndarray:
-        """The calling thread's scratch of `shape`, for a block of `images` images (on any axis).
-
-        Sized for SAMPLES images once, so that the last, shorter block of a batch reuses it: a
-        block takes the front of it. With the images on the first axis, a shorter block's
-        images sit where a full block's first ones do, so what `fill` set and no block writes
-        stays as filled.
-        """
-        size = int(np.prod(shape)) // max(images, 1)
-        return self._buffer(name, (SAMPLES * size,), dtype, fill, per_thread=True)[: images * size].reshape(shape)
-
-    def _padded(self, name: str, shape: tuple[int, ...], dtype, block: np.ndarray | None = None) -> np.ndarray:
-        """The calling thread's zero-bordered array for a block of images of `shape` (b, H, W, C), for im2col.
-
-        `block` is copied into its interior; without it the caller writes the interior, and
-        what it leaves (the odd edge a pool drops) stays zero.
-        """
-        b, H, W, C = shape
-        k, p = self.k, self.k // 2
-        padded = self._block_scratch(f"{name} padded", b, (b, H + k - 1, W + k - 1, C), dtype, fill=0)
-        if block is not None:
-            padded[:, p : p + H, p : p + W] = block
-        return padded
-
-    def _block_patches(self, name: str, padded: np.ndarray, pooled: bool) -> np.ndarray:
-        """The patch matrix (rows, k*k*C) of a padded block, in the calling thread's scratch.
-
-        Rows are outputs, in image order or (`pooled`) grouped by pooling-window corner; see
-        _windows_of_patches. With few channels it is the transpose of a (k*k*C, rows) array.
-        """
-        windows = _windows_of_patches(padded, self.k, pooled)
-        positions, taps = windows.shape[:-3], windows.shape[-3:]
-        rows, depth, b = int(np.prod(positions)), int(np.prod(taps)), padded.shape[0]
-        if padded.shape[-1] < TAP_MAJOR_BELOW:
-            patches = self._block_scratch(f"{name} patches", b, (*taps, *positions), padded.dtype)
-            n = len(positions)
-            np.copyto(patches, windows.transpose(n, n + 1, n + 2, *range(n)))
-            return patches.reshape(depth, rows).T
-        patches = self._block_scratch(f"{name} patches", b, windows.shape, padded.dtype)
-        np.copyto(patches, windows)
-        return patches.reshape(rows, depth)
-
     def fuse(self, pool: MaxPool2D) -> None:
         """Pool this layer's output block by block, while each block is still in cache.
 
@@ -154,24 +208,12 @@ class Conv2D(Layer):
         kernel, bias = self.params["W"].reshape(-1, F), self.params["b"]
         pool = self.pool
         if pool is None:
-            out = self._result("out", (n, H, W, F), kernel.dtype)
+            out, won, taken = self._result("out", (n, H, W, F), kernel.dtype), None, None
         else:
-            out = pool.start_forward((n, H, W, F), kernel.dtype, train)
-
-        def block(s: slice) -> None:
-            b = s.stop - s.start
-            padded = self._padded("x", (b, *x.shape[1:]), x.dtype, x[s])
-            if pool is None:
-                rows = out[s].reshape(-1, F)
-                np.matmul(self._block_patches("x", padded, pooled=False), kernel, out=rows)
-                rows += bias
-            else:
-                corners = self._block_scratch("corners", b, (4, b, H // 2, W // 2, F), kernel.dtype)
-                np.matmul(self._block_patches("x", padded, pooled=True), kernel, out=corners.reshape(-1, F))
-                pool.pool_block(list(corners), s)
-                out[s] += bias
-
-        self.workers.map_blocks(block, n, SAMPLES)
+            out, won, taken = pool.start_forward((n, H, W, F), kernel.dtype, train)
+        cut = (n, SAMPLES)
+        self.workers.run_kernel(_forward_block, len(blocks(*cut)), cut, self.k, pool is not None, x, kernel, bias,
+                                out, won, taken)
         self._x = self._keep(x)
         return out
 
@@ -184,38 +226,17 @@ class Conv2D(Layer):
         # One weight (and bias) gradient per block, summed in block order below.
         dW = self._buffer("dW blocks", (len(slices), *self.grads["W"].reshape(-1, F).shape), dout.dtype)
         db = self._buffer("db blocks", (len(slices), F), dout.dtype)
+        flipped = dx = None
         if need_dx:
             # dx[b, y, z, c] = sum over i, j, f of dout[b, y + i - p, z + j - p, f] * W[k-1-i, k-1-j, c, f]
-            flipped = np.ascontiguousarray(self.params["W"][::-1, ::-1].transpose(0, 1, 3, 2)).reshape(-1, C)
+            flipped = self._buffer("flipped", (self.k * self.k * F, C), dout.dtype)
+            flipped.reshape(self.k, self.k, F, C)[...] = self.params["W"][::-1, ::-1].transpose(0, 1, 3, 2)
             dx = self._result("dx", (n, H, W, C), dout.dtype)
-
-        def block(i: int) -> None:
-            s = slices[i]
-            b = s.stop - s.start
-            padded = self._padded("x", (b, H, W, C), x.dtype, x[s])
-            # The bias gradient: over dout's values, which a fused pool has 4x fewer of.
-            self._sum_rows(dout[s].reshape(-1, F), db[i])
-            if pool is None:
-                dmaps = dout[s]
-            else:
-                dmaps = self._block_scratch("dcorners", b, (4, b, H // 2, W // 2, F), dout.dtype)
-                pool.unpool_block(dout[s], s, list(dmaps))
-            np.matmul(self._block_patches("x", padded, pool is not None).T, dmaps.reshape(-1, F), out=dW[i])
-            if need_dx:
-                dpadded = self._padded("dout", (b, H, W, F), dout.dtype)
-                p = self.k // 2
-                inside = dpadded[:, p : p + H, p : p + W]
-                if pool is None:
-                    inside[...] = dmaps
-                else:
-                    # Each corner back to its place in the maps.
-                    np.copyto(_windows(inside), dmaps.reshape(2, 2, *dmaps.shape[1:]))
-                np.matmul(self._block_patches("dout", dpadded, pooled=False), flipped, out=dx[s].reshape(-1, C))
-
-        self.workers.run(block, len(slices))
+        won = None if pool is None else pool.won
+        self.workers.run_kernel(_backward_block, len(slices), (n, SAMPLES), self.k, x, dout, won, flipped, dW, db, dx)
         np.sum(dW, axis=0, out=self.grads["W"].reshape(-1, F))
         np.sum(db, axis=0, out=self.grads["b"])
-        return dx if need_dx else None
+        return dx
 
 
 def _windows(a: np.ndarray) -> np.ndarray:
@@ -249,50 +270,25 @@ class MaxPool2D(Layer):
 
     kind = "max_pool"
     fused = False
-    _out: np.ndarray | None = None  # the output start_forward made, that pool_block fills
+    _out: np.ndarray | None = None  # the output start_forward made, that the blocks fill
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (shape[0] // 2, shape[1] // 2, shape[2])
 
-    def start_forward(self, shape: tuple[int, ...], dtype, train: bool) -> np.ndarray:
-        """Make ready to pool a batch of `shape` (n, H, W, C) block by block; returns the output buffer."""
+    def start_forward(self, shape: tuple[int, ...], dtype, train: bool) -> tuple[np.ndarray, ...]:
+        """Make ready to pool a batch of `shape` (n, H, W, C) block by block: (the output buffer,
+        and in training the arrays that record the winners, `won` and its scratch `taken`, else None)."""
         n, H, W, C = shape
-        self._in_shape, self._train = shape, train
+        self._in_shape = shape
         out = self._out = self._result("out", (n, H // 2, W // 2, C), dtype)
-        if train:
-            self._buffer("won", (4, *out.shape), np.bool_)
-            self._buffer("taken", out.shape, np.bool_)
-        return out
+        if not train:
+            return out, None, None
+        return out, self._buffer("won", (4, *out.shape), np.bool_), self._buffer("taken", out.shape, np.bool_)
 
-    def pool_block(self, taps: list[np.ndarray], s: slice) -> None:
-        """Pool the images s of the batch into their rows of the output.
-
-        taps: the four corners of their pooling windows, each (b, H//2, W//2, C), in _CORNERS
-        order: strided views of the maps, or (after a fused conv) contiguous arrays.
-        """
-        out = self._out[s]
-        np.maximum(taps[0], taps[1], out=out)
-        np.maximum(out, taps[2], out=out)
-        np.maximum(out, taps[3], out=out)
-        if self._train:
-            won, taken = self._scratch["won"][:, s], self._scratch["taken"][s]
-            # won[t]: tap t equals the maximum and no earlier tap did (boolean ops are cheap).
-            np.equal(taps[0], out, out=won[0])
-            taken[...] = won[0]
-            for t in (1, 2):
-                np.equal(taps[t], out, out=won[t])
-                np.greater(won[t], taken, out=won[t])
-                taken |= won[t]
-            np.logical_not(taken, out=won[3])
-
-    def unpool_block(self, dout: np.ndarray, s: slice, taps: list[np.ndarray]) -> None:
-        """Each window's gradient (dout, the images s) to the corner that won, zero to the others.
-
-        taps: where the four corners' gradients go, as for pool_block.
-        """
-        won = self._scratch["won"][:, s]
-        for t, tap in enumerate(taps):
-            np.multiply(dout, won[t], out=tap)
+    @property
+    def won(self) -> np.ndarray:
+        """(4, *output shape) bool: which corner of each window won in the last training forward."""
+        return self._scratch["won"]
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         if self.fused:
@@ -302,8 +298,9 @@ class MaxPool2D(Layer):
                 raise RuntimeError("this max-pool layer is fused with the convolution before it (Conv2D.fuse): "
                                    "it takes only that convolution's output, which is already pooled")
             return x
-        out = self.start_forward(x.shape, x.dtype, train)
-        self.workers.map_blocks(lambda s: self.pool_block(_taps(x[s]), s), len(x), SAMPLES, elements=x.size)
+        out, won, taken = self.start_forward(x.shape, x.dtype, train)
+        self.workers.map_blocks(lambda s: _pool(_taps(x[s]), out[s], None if won is None else won[:, s],
+                                                None if taken is None else taken[s]), len(x), SAMPLES, elements=x.size)
         return out
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
@@ -313,5 +310,33 @@ class MaxPool2D(Layer):
             return dout
         # Filled once when chained: odd edge rows/cols are never written, every window cell is written each time.
         dx = self._result("dx", self._in_shape, dout.dtype, fill=0)
-        self.workers.map_blocks(lambda s: self.unpool_block(dout[s], s, _taps(dx[s])), len(dout), SAMPLES, elements=dx.size)
+        won = self.won
+        self.workers.map_blocks(lambda s: _unpool(dout[s], won[:, s], _taps(dx[s])), len(dout), SAMPLES, elements=dx.size)
         return dx
+
+
+def _pool(taps: list[np.ndarray], out: np.ndarray, won: np.ndarray | None, taken: np.ndarray | None) -> None:
+    """Pool a block of images into `out`, and with `won` (training) record the winners.
+
+    taps: the four corners of their pooling windows, each (b, H//2, W//2, C), in _CORNERS
+    order: strided views of the maps, or (after a fused conv) contiguous arrays. won[t]: tap t
+    equals the maximum and no earlier tap did (boolean ops are cheap); taken is its scratch.
+    """
+    np.maximum(taps[0], taps[1], out=out)
+    np.maximum(out, taps[2], out=out)
+    np.maximum(out, taps[3], out=out)
+    if won is not None:
+        np.equal(taps[0], out, out=won[0])
+        taken[...] = won[0]
+        for t in (1, 2):
+            np.equal(taps[t], out, out=won[t])
+            np.greater(won[t], taken, out=won[t])
+            taken |= won[t]
+        np.logical_not(taken, out=won[3])
+
+
+def _unpool(dout: np.ndarray, won: np.ndarray, taps: list[np.ndarray]) -> None:
+    """Each window's gradient (dout, a block of images) to the corner that won (won, that
+    block's records), zero to the others; taps: where the four corners' gradients go."""
+    for t, tap in enumerate(taps):
+        np.multiply(dout, won[t], out=tap)

@@ -23,7 +23,18 @@ from collections.abc import Callable
 import numpy as np
 
 from mnist_pipeline.nn import parallel
-from mnist_pipeline.nn.parallel import SERIAL, Job, Workers, blocks, product_block, row_block
+from mnist_pipeline.nn.parallel import SERIAL, Job, Workers, blocks, product_block, row_block, thread_scratch
+
+
+def sum_rows(a: np.ndarray, out: np.ndarray) -> None:
+    """out (m,) = a (n, m) summed over rows, as ones (n,) @ a: BLAS does it 2-3x faster than np.sum.
+
+    The vector of ones is the calling thread's own (parallel.thread_scratch).
+    """
+    n = a.shape[0]
+    # Powers of two from 1024 on: the few lengths a training run asks for make few vectors.
+    ones = thread_scratch("ones", (max(1024, 1 << (n - 1).bit_length()),), a.dtype, fill=1)
+    np.matmul(ones[:n], a, out=out)
 
 
 class Layer:
@@ -76,11 +87,23 @@ class Layer:
 
         per_thread: one array for each thread that asks, for work inside a worker's task that
         must not share its scratch with the task another worker runs at the same time.
+        Under workers with helper processes, the others live in their shared arena (kept at
+        the largest size asked for, a smaller shape taking the front), so those can write them.
         """
         key = (name, threading.get_ident()) if per_thread else name
         buf = self._scratch.get(key)
         if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
+            arena = None if per_thread else self.workers.arena
+            if arena is None:
+                buf = np.empty(shape, dtype)
+            else:
+                nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                room = self._scratch.get((name, "arena"))
+                if room is None or room.size < nbytes or arena.locate(room) is None:
+                    room = self._scratch[(name, "arena")] = arena.empty(nbytes, np.uint8)
+                buf = room[:nbytes].view(dtype).reshape(shape)
+            if fill is not None:
+                buf[...] = fill
             self._scratch[key] = buf
         return buf
 
@@ -98,17 +121,6 @@ class Layer:
         """`x`, to be read again by backward: chained, the array itself (no one writes it before
         then); on its own, a copy, so that whatever the caller does with x later changes nothing."""
         return x if self.chained else x.copy()
-
-    def _sum_rows(self, a: np.ndarray, out: np.ndarray) -> None:
-        """out (m,) = a (n, m) summed over rows, as ones (n,) @ a: BLAS does it 2-3x faster than np.sum.
-
-        Safe from several workers at once: the vector of ones only ever grows, and is replaced
-        whole, so whichever one a worker fetched holds ones enough for its rows.
-        """
-        ones = self._scratch.get("ones")
-        if ones is None or len(ones) < a.shape[0] or ones.dtype != a.dtype:
-            ones = self._scratch["ones"] = np.ones(a.shape[0], a.dtype)
-        np.matmul(ones[: a.shape[0]], a, out=out)
 
     def _add_param(self, name: str, shape: tuple[int, ...], dtype) -> None:
         self.params[name] = np.zeros(shape, dtype)
@@ -193,7 +205,7 @@ class Dense(Layer):
             self.workers.run(lambda i: np.matmul(dout, W[slices[i]].T, out=dx[:, slices[i]]), len(slices))
         if update is not None:
             job = self.workers.submit(grad_rows, len(slices))
-        self._sum_rows(dout, self.grads["b"])
+        sum_rows(dout, self.grads["b"])
         return dx, job
 
 class Dropout(Layer):
@@ -302,21 +314,17 @@ class BatchNorm(Layer):
         out = self._result("out", x2.shape, gamma.dtype)
         xhat = self._buffer("xhat", x2.shape, gamma.dtype)
         self._train, self._shape = train, x.shape
-        slices = blocks(len(x2), row_block(self.n_features))
+        cut = (len(x2), row_block(self.n_features))
+        slices = blocks(*cut)
+        run = self.workers.run_kernel
         if train:
             # Sums over the rows, as one sum per block of rows added up in block order: the same
             # bytes however many workers compute the blocks.
             n = x2.shape[0]
             sums = self._buffer("sums", (len(slices), self.n_features), gamma.dtype)
-            self.workers.run(lambda i: self._sum_rows(x2[slices[i]], sums[i]), len(slices), x2.size)
+            run(_batch_sums, len(slices), cut, x2, sums, elements=x2.size)
             mean = sums.sum(axis=0) / gamma.dtype.type(n)
-
-            def centre(i: int) -> None:
-                s = slices[i]
-                np.subtract(x2[s], mean, out=xhat[s])
-                self._sum_rows(np.square(xhat[s], out=out[s]), sums[i])
-
-            self.workers.run(centre, len(slices), x2.size)
+            run(_batch_centre, len(slices), cut, x2, mean, xhat, out, sums, elements=x2.size, passes=3)
             var = sums.sum(axis=0) / gamma.dtype.type(n)
             m = gamma.dtype.type(self.momentum)
             for name, batch_value in (("running_mean", mean), ("running_var", var)):
@@ -325,30 +333,20 @@ class BatchNorm(Layer):
         else:
             var = self.buffers["running_var"]
         self._inv_std = 1.0 / np.sqrt(var + gamma.dtype.type(self.eps))
-
-        def normalise(s: slice) -> None:
-            if not train:
-                np.subtract(x2[s], self.buffers["running_mean"], out=xhat[s])
-            xhat[s] *= self._inv_std
-            np.multiply(xhat[s], gamma, out=out[s])
-            out[s] += beta
-
-        self.workers.run(lambda i: normalise(slices[i]), len(slices), x2.size)
+        running_mean = None if train else self.buffers["running_mean"]
+        run(_normalise, len(slices), cut, x2, running_mean, self._inv_std, gamma, beta, xhat, out,
+            elements=x2.size, passes=3 if train else 4)
         return out.reshape(x.shape)
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         d2 = dout.reshape(-1, self.n_features)
         xhat = self._scratch["xhat"]
-        slices = blocks(len(d2), row_block(self.n_features))
+        cut = (len(d2), row_block(self.n_features))
+        slices = blocks(*cut)
         dx = self._result("dx", d2.shape, d2.dtype)
         sums = self._buffer("grad sums", (2, len(slices), self.n_features), d2.dtype)
-
-        def parameter_grads(i: int) -> None:
-            s = slices[i]
-            self._sum_rows(d2[s], sums[0, i])
-            self._sum_rows(np.multiply(d2[s], xhat[s], out=dx[s]), sums[1, i])
-
-        self.workers.run(parameter_grads, len(slices), d2.size)
+        run = self.workers.run_kernel
+        run(_parameter_grads, len(slices), cut, d2, xhat, dx, sums, elements=d2.size, passes=3)
         dbeta, dgamma = self.grads["beta"], self.grads["gamma"]
         np.sum(sums[0], axis=0, out=dbeta)
         np.sum(sums[1], axis=0, out=dgamma)
@@ -356,20 +354,60 @@ class BatchNorm(Layer):
             return None
         scale = self.params["gamma"] * self._inv_std
         n = d2.shape[0]
-
-        def input_grad(s: slice) -> None:
-            if self._train:
-                # The batch statistics depend on every input too:
-                # dx = gamma / (n * std) * (n * dout - sum(dout) - xhat * sum(dout * xhat))
-                np.multiply(xhat[s], dgamma / n, out=dx[s])
-                dx[s] += dbeta / n
-                np.subtract(d2[s], dx[s], out=dx[s])
-            else:
-                dx[s] = d2[s]
-            dx[s] *= scale
-
-        self.workers.run(lambda i: input_grad(slices[i]), len(slices), d2.size)
+        # In training the batch statistics depend on every input too:
+        # dx = gamma / (n * std) * (n * dout - sum(dout) - xhat * sum(dout * xhat))
+        shift = (dgamma / n, dbeta / n) if self._train else (None, None)
+        run(_input_grad, len(slices), cut, d2, xhat, *shift, scale, dx, elements=d2.size,
+            passes=4 if self._train else 2)
         return dx.reshape(self._shape)
+
+
+# BatchNorm's work on block i of rows, blocks(*cut)[i]: module-level functions of arrays, so
+# that a helper process can run them too (Workers.run_kernel).
+
+
+def _batch_sums(i: int, cut: tuple[int, int], x2: np.ndarray, sums: np.ndarray) -> None:
+    sum_rows(x2[blocks(*cut)[i]], sums[i])
+
+
+def _batch_centre(i: int, cut: tuple[int, int], x2: np.ndarray, mean: np.ndarray, xhat: np.ndarray,
+                  out: np.ndarray, sums: np.ndarray) -> None:
+    """xhat = x - mean on the block, and the block's sums of squares (out as scratch)."""
+    s = blocks(*cut)[i]
+    np.subtract(x2[s], mean, out=xhat[s])
+    sum_rows(np.square(xhat[s], out=out[s]), sums[i])
+
+
+def _normalise(i: int, cut: tuple[int, int], x2: np.ndarray, running_mean: np.ndarray | None,
+               inv_std: np.ndarray, gamma: np.ndarray, beta: np.ndarray, xhat: np.ndarray, out: np.ndarray) -> None:
+    """out = gamma * xhat + beta, xhat scaled by inv_std; at inference (running_mean) xhat is made here."""
+    s = blocks(*cut)[i]
+    if running_mean is not None:
+        np.subtract(x2[s], running_mean, out=xhat[s])
+    xhat[s] *= inv_std
+    np.multiply(xhat[s], gamma, out=out[s])
+    out[s] += beta
+
+
+def _parameter_grads(i: int, cut: tuple[int, int], d2: np.ndarray, xhat: np.ndarray, dx: np.ndarray,
+                     sums: np.ndarray) -> None:
+    """The block's sums of dout and of dout * xhat (dx as scratch): beta's and gamma's gradients."""
+    s = blocks(*cut)[i]
+    sum_rows(d2[s], sums[0, i])
+    sum_rows(np.multiply(d2[s], xhat[s], out=dx[s]), sums[1, i])
+
+
+def _input_grad(i: int, cut: tuple[int, int], d2: np.ndarray, xhat: np.ndarray, dgamma_n: np.ndarray | None,
+                dbeta_n: np.ndarray | None, scale: np.ndarray, dx: np.ndarray) -> None:
+    """dx = scale * (dout - xhat dgamma / n - dbeta / n) in training, scale * dout at inference."""
+    s = blocks(*cut)[i]
+    if dgamma_n is not None:
+        np.multiply(xhat[s], dgamma_n, out=dx[s])
+        dx[s] += dbeta_n
+        np.subtract(d2[s], dx[s], out=dx[s])
+    else:
+        dx[s] = d2[s]
+    dx[s] *= scale
 
 
 class Reshape(Layer):

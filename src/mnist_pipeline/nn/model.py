@@ -153,14 +153,15 @@ class Model:
         self._update_runs: dict[int, list[slice]] = {}  # batch size -> Model.backward's runs of small parameters
         self._gather(dtype)
 
-    def _gather(self, dtype) -> None:
-        """Move every parameter, gradient and buffer into flat vectors the layers keep views of."""
+    def _gather(self, dtype, empty=np.empty) -> None:
+        """Move every parameter, gradient and buffer into flat vectors the layers keep views of
+        (made by `empty(size, dtype)`), their values kept."""
         params = [(layer, name) for layer in self.layers for name in layer.params]
         # Stable sort: decayed weights first, each group in layer order.
         params.sort(key=lambda entry: entry[1] not in entry[0].decay)
         self.n_decay = sum(layer.params[name].size for layer, name in params if name in layer.decay)
-        self.flat_params = _flatten(params, "params", dtype)
-        self.flat_grads = _flatten(params, "grads", dtype)
+        self.flat_params = _flatten(params, "params", dtype, empty)
+        self.flat_grads = _flatten(params, "grads", dtype, empty)
         # Where each parameter sits in the flat vectors, for updates made layer by layer.
         sizes = [layer.params[name].size for layer, name in params]
         starts = np.cumsum([0, *sizes])
@@ -170,7 +171,11 @@ class Model:
         self._rest = [self._ranges[(id(layer), name)] for layer, name in params
                       if not (isinstance(layer, Dense) and name == "W")]
         buffers = [(layer, name) for layer in self.layers for name in layer.buffers]
-        self.flat_buffers = _flatten(buffers, "buffers", dtype)
+        self.flat_buffers = _flatten(buffers, "buffers", dtype, empty)
+
+    @property
+    def has_convolutions(self) -> bool:
+        return any(isinstance(layer, Conv2D) for layer in self.layers)
 
     @property
     def n_parameters(self) -> int:
@@ -179,7 +184,7 @@ class Model:
     @property
     def eval_batch_size(self) -> int:
         """Rows per inference chunk: convolutions keep n*H*W*9*C patch matrices, so fewer of them."""
-        return 256 if any(isinstance(layer, Conv2D) for layer in self.layers) else 1024
+        return 256 if self.has_convolutions else 1024
 
     def initialize(self, init: str, rng: np.random.Generator) -> None:
         initialiser = INITIALISERS[init]
@@ -196,6 +201,10 @@ class Model:
         self.workers = workers
         for layer in self.layers:
             layer.workers = workers
+        arena = workers.arena
+        if arena is not None and arena.locate(self.flat_params) is None:
+            # Helper processes read the parameters and write gradients: into the shared arena.
+            self._gather(self.flat_params.dtype, arena.empty)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits (n, n_classes), a new array; x is left as it was.
@@ -290,8 +299,8 @@ def _runs(pieces: list[slice]) -> list[slice]:
     return runs
 
 
-def _flatten(entries: list[tuple[Layer, str]], attribute: str, dtype) -> np.ndarray:
-    flat = np.empty(sum(getattr(layer, attribute)[name].size for layer, name in entries), dtype)
+def _flatten(entries: list[tuple[Layer, str]], attribute: str, dtype, empty=np.empty) -> np.ndarray:
+    flat = empty(sum(getattr(layer, attribute)[name].size for layer, name in entries), dtype)
     offset = 0
     for layer, name in entries:
         arrays = getattr(layer, attribute)

@@ -17,6 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+
+from mnist_pipeline.nn.processes import Arena, Helpers, processes_available
+
 #: Elements per block of element-wise work. Waking a worker costs some 10-50 us here (more in a
 #: VM whose idle CPU must be woken), about what one pass over 64k float32 values takes, so
 #: smaller blocks would spend more on the hand-off than they save.
@@ -29,6 +33,15 @@ BLOCK = 1 << 16
 #: 1024 features ran slower on two threads than on one. Smaller work runs in the caller, over
 #: the same blocks in the same order: the result is the same bytes either way.
 PARALLEL_MIN = 1 << 19
+
+
+#: Fewest element passes (array elements times the passes over them) in element-wise work
+#: worth handing to helper processes (Workers.run_kernel). A job costs 50-90 us here (its
+#: arguments pickled, a pipe, the helper's poll or wake, its answer); 2M element passes take
+#: some 0.4 ms on one core, so halving them pays for it. Measured on the CNN's first maps
+#: (128x14x14x32, benchmarks/threads_vs_processes.py): ReLU's two passes ran slower on a helper
+#: process than in the caller alone (0.91x), batch norm's jobs of 3-4 passes faster (1.36x).
+PROCESS_MIN = 1 << 21
 
 
 #: Most columns per block of a product. On a 128-row batch, blocks of 128 columns cost 6-18%
@@ -130,20 +143,50 @@ class Job:
             self.done.set()
 
 
+_local = threading.local()
+
+
+def thread_scratch(name: str, shape: tuple[int, ...], dtype, fill: float | None = None) -> np.ndarray:
+    """A scratch array of the calling thread's own (and process's: a helper process has its own),
+    kept for the next call with the same name, shape and dtype; `fill` sets it when it is made."""
+    arrays = getattr(_local, "arrays", None)
+    if arrays is None:
+        arrays = _local.arrays = {}
+    key = (name, shape, dtype)
+    array = arrays.get(key)
+    if array is None:
+        array = arrays[key] = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
+    return array
+
+
 class Workers:
     """`threads` threads, the caller's included, that run the tasks of `run` between them.
 
     The caller takes tasks too, so one thread means no extra thread at all. Tasks are handed
     out one at a time from a shared iterator (whoever is free takes the next), which balances
     the load; the result does not depend on who ran what, as long as the tasks are independent.
+
+    With `processes` (and threads > 1, on Linux), `run_kernel` runs its tasks on the caller and
+    threads - 1 helper processes instead (processes.Helpers): for tasks made of many short NumPy
+    calls, which threads cannot share (see processes.py). The arrays those tasks write must
+    then be in `arena`, where the layers put their buffers (Layer._buffer) and a Model its
+    parameters (Model.set_workers).
     """
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, processes: bool = False) -> None:
         if int(threads) < 1:
             raise ValueError(f"threads {threads!r}: expected an integer >= 1")
         self.threads = int(threads)
+        self.processes = bool(processes) and processes_available()
+        self.arena: Arena | None = None
+        self._helpers: Helpers | None = None
+        if self.processes and self.threads > 1:
+            # Forked before any thread of ours starts: a child gets only the forking thread.
+            self.arena = Arena()
+            self._helpers = Helpers(self.threads - 1, self.arena)
         self._clock: list[float] | None = None
         self._next = 0  # the helper whose inbox a job goes to first
+        self._submitted: list[Job] = []  # jobs submit() returned that no one has waited for yet
         self._inboxes: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(self.threads - 1)]
         self._threads = [
             threading.Thread(target=self._serve, args=(inbox,), name=f"nn-worker-{i + 1}", daemon=True)
@@ -168,6 +211,31 @@ class Workers:
         # The caller takes tasks at once: the helpers are needed for the rest only.
         self.wait(self._hand_out(task, n_tasks, min(n_tasks, self.threads) - 1))
 
+    def run_kernel(self, kernel: Callable[..., None], n_tasks: int, *args, elements: int | None = None,
+                   passes: int = 1) -> None:
+        """kernel(i, *args) for i in range(n_tasks): spread over the helper processes when the pool
+        has them, else as run() spreads (`elements` as there). `kernel` is a module-level function
+        (a helper process finds it by name) that writes only into arrays it is given.
+
+        Under processes, element-wise work (`elements` given) of fewer than PROCESS_MIN element
+        passes (elements x `passes`, the passes over memory a task makes) runs in the caller.
+        """
+        if not self.processes:
+            self.run(lambda i: kernel(i, *args), n_tasks, elements)
+            return
+        if elements is not None and elements * passes < PROCESS_MIN:
+            for i in range(n_tasks):
+                kernel(i, *args)
+            return
+        if self._helpers is None:  # one thread: as run() (and counted as work that spreads)
+            self.run(lambda i: kernel(i, *args), n_tasks)
+            return
+        # A job submitted earlier (a dense layer's weight gradient) would share the cores with
+        # the helper processes: it is finished first, the caller helping.
+        while self._submitted:
+            self.wait(self._submitted[-1])
+        self._helpers.run(kernel, n_tasks, *args)
+
     def submit(self, task: Callable[[int], None], n_tasks: int) -> Job:
         """Hand task(0), ..., task(n_tasks - 1) to the helpers and return at once; see wait().
 
@@ -178,7 +246,9 @@ class Workers:
         for the caller (measured on the SGD MLP, whose weight gradients are single blocks:
         handing them over made its 2-thread epoch slower, 0.57 s against 0.51 s).
         """
-        return self._hand_out(task, n_tasks, min(n_tasks, self.threads) - 1)
+        job = self._hand_out(task, n_tasks, min(n_tasks, self.threads) - 1)
+        self._submitted.append(job)
+        return job
 
     def _hand_out(self, task: Callable[[int], None], n_tasks: int, helpers: int) -> Job:
         # A single task never runs on two threads at once: it counts as one thread's work.
@@ -194,6 +264,8 @@ class Workers:
 
     def wait(self, job: Job) -> None:
         """Run the tasks of `job` no helper has taken, wait for those they have, raise the first error."""
+        if job in self._submitted:
+            self._submitted.remove(job)
         job.work()
         if job.done is not None:
             job.done.wait()
@@ -225,7 +297,10 @@ class Workers:
             inbox.put(None)
         for thread in self._threads:
             thread.join()
-        self._inboxes, self._threads, self.threads = [], [], 1
+        if self._helpers is not None:
+            self._helpers.close()
+        # The arena stays: a model's parameters live there after training.
+        self._inboxes, self._threads, self._helpers, self.threads = [], [], None, 1
 
     def __enter__(self) -> Workers:
         return self

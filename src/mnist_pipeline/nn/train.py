@@ -66,13 +66,16 @@ class Trainer:
         self.steps_per_epoch = math.ceil(n_train / self.batch_size)
         self.schedule = make_schedule(settings, self.steps_per_epoch)
         self.step = 0
-        # Every minibatch is gathered into these, so an epoch allocates nothing per batch.
-        self._xb = np.empty((self.batch_size, n_inputs), np.float32)
-        self._yb = np.empty(self.batch_size, np.intp)
         # Last, so that a bad setting above leaves no thread behind and BLAS as it was.
         self.threads = int(threads or available_cores())
-        self.workers = Workers(self.threads)
+        # A convolution's blocks of images go to helper processes (see nn/processes.py).
+        self.workers = Workers(self.threads, processes=self.model.has_convolutions)
         self.model.set_workers(self.workers)
+        # Every minibatch is gathered into these, so an epoch allocates nothing per batch (in
+        # the shared arena, if any, where helper processes read the first layer's input).
+        empty = np.empty if self.workers.arena is None else self.workers.arena.empty
+        self._xb = empty((self.batch_size, n_inputs), np.float32)
+        self._yb = np.empty(self.batch_size, np.intp)
         self.optimizer.workers = self.workers
         # Two BLAS calls side by side, each with its own thread team, fight over the cores.
         self._blas = threadpool_limits(limits=1, user_api="blas")

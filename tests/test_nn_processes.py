@@ -1,0 +1,231 @@
+"""Helper processes (nn.processes) and the convolutions they run: the shared arena, handing out
+tasks, errors and a helper's death, and the same bytes as one thread.
+
+Workers(threads, processes=True) forks threads - 1 helper processes that run a kernel's tasks
+(Conv2D's blocks of images) beside the caller, in arrays of a shared arena. These tests hold it
+to what the threads give: every result the same bytes, and every failure raised in the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from mnist_pipeline.nn import conv
+from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
+from mnist_pipeline.nn.init import INITIALISERS
+from mnist_pipeline.nn.model import Model, architecture
+from mnist_pipeline.nn.parallel import Workers
+from mnist_pipeline.nn.processes import Arena, processes_available
+from mnist_pipeline.nn.settings import TrainSettings
+from mnist_pipeline.nn.train import Trainer
+
+pytestmark = pytest.mark.skipif(not processes_available() and not os.environ.get("CI"),
+                                reason="helper processes need Linux (fork and memfd_create)")
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@pytest.fixture
+def pool():
+    with Workers(3, processes=True) as workers:
+        yield workers
+
+
+# Kernels: module-level, as a helper finds them by name. ---------------------------------------
+
+
+def record_pid(i: int, pids: np.ndarray, seconds: float) -> None:
+    """Task i notes which process ran it; each takes `seconds`, so that every helper gets some."""
+    time.sleep(seconds)
+    pids[i] = os.getpid()
+
+
+def square_into(i: int, rows: tuple[slice, ...], x: np.ndarray, out: np.ndarray) -> None:
+    np.square(x[rows[i]], out=out[rows[i]])
+
+
+def fail_in_helpers(i: int, parent: int) -> None:
+    if os.getpid() != parent:
+        raise ValueError(f"task {i} refused in a helper")
+    time.sleep(0.01)
+
+
+def fail_in_caller(i: int, parent: int, done: np.ndarray) -> None:
+    if os.getpid() == parent:
+        raise KeyError("the caller's task")
+    time.sleep(0.01)
+    done[i] = 1
+
+
+def die_in_helpers(i: int, parent: int) -> None:
+    if os.getpid() != parent:
+        os._exit(3)
+    time.sleep(0.01)
+
+
+# The arena -----------------------------------------------------------------------------------
+
+
+def test_the_arena_gives_aligned_arrays_and_finds_any_view_of_them_again():
+    arena = Arena(1 << 20)
+    a = arena.empty((10, 7), np.float32)
+    b = arena.empty(5, np.int64)
+    assert a.ctypes.data % 64 == 0 and b.ctypes.data % 64 == 0
+    assert not np.shares_memory(a, b)
+    a[...] = np.arange(70).reshape(10, 7)
+    for view in (a, a[2:5], a[:, 3], a.T, a[::-2, 1:]):
+        assert np.array_equal(arena.view(*arena.locate(view)), view)
+    assert arena.locate(np.zeros(3)) is None, "an array of the process's own memory is not in the arena"
+
+
+def test_a_full_arena_says_how_full_and_what_was_asked():
+    arena = Arena(1024)
+    arena.empty(200, np.float32)
+    with pytest.raises(MemoryError, match=r"arena of 1024 bytes is full: 800 used, 1600 more .*\(400,\)"):
+        arena.empty(400, np.float32)
+
+
+# Handing out tasks ---------------------------------------------------------------------------
+
+
+def test_every_task_runs_once_and_the_helpers_take_some(pool):
+    pids = pool.arena.empty(12, np.int64)
+    pids[...] = 0
+    pool.run_kernel(record_pid, 12, pids, 0.02)
+    assert (pids != 0).all()
+    assert len(set(pids.tolist()) - {os.getpid()}) == 2, "both helper processes ran tasks"
+
+
+def test_arrays_outside_the_arena_are_copied_in_and_results_copied_back(pool):
+    x = np.arange(40, dtype=np.float32).reshape(8, 5)  # the caller's own memory
+    out = np.zeros_like(x)
+    rows = tuple(slice(i, i + 2) for i in range(0, 8, 2))
+    pool.run_kernel(square_into, len(rows), rows, x, out)
+    assert np.array_equal(out, np.square(x))
+    out[...] = 0
+    pool.run_kernel(square_into, len(rows), rows, x, out)  # the staging buffers are reused
+    assert np.array_equal(out, np.square(x))
+
+
+def test_a_helpers_error_is_raised_in_the_caller_with_its_traceback(pool):
+    with pytest.raises(RuntimeError, match=r"(?s)nn-helper-\d failed in fail_in_helpers.*ValueError: task \d+ refused"):
+        pool.run_kernel(fail_in_helpers, 20, os.getpid())
+    # The pool still works afterwards.
+    pids = pool.arena.empty(4, np.int64)
+    pool.run_kernel(record_pid, 4, pids, 0.0)
+    assert (pids != 0).all()
+
+
+def test_the_callers_error_is_raised_once_the_helpers_have_stopped(pool):
+    done = pool.arena.empty(30, np.int64)
+    done[...] = 0
+    with pytest.raises(KeyError, match="the caller's task"):
+        pool.run_kernel(fail_in_caller, 30, os.getpid(), done)
+    taken = int(done.sum())
+    time.sleep(0.1)
+    assert int(done.sum()) == taken, "no helper writes into the arena after run_kernel has returned"
+    assert taken < 30, "the tasks left were not handed out after the error"
+
+
+def test_a_helper_that_dies_fails_the_step_instead_of_hanging():
+    dies = r"nn-helper-1 \(pid \d+\) ended with exit code 3 during die_in_helpers"
+    with Workers(2, processes=True) as workers, pytest.raises(RuntimeError, match=dies):
+        workers.run_kernel(die_in_helpers, 50, os.getpid())
+
+
+def test_closing_the_pool_ends_its_helper_processes():
+    workers = Workers(3, processes=True)
+    processes = list(workers._helpers._processes)
+    assert all(process.is_alive() for process in processes)
+    workers.close()
+    assert not any(process.is_alive() for process in processes)
+    # What was in the arena stays readable, and the pool now works in the caller alone.
+    pids = workers.arena.empty(3, np.int64)
+    workers.run_kernel(record_pid, 3, pids, 0.0)
+    assert set(pids.tolist()) == {os.getpid()}
+
+
+# The convolutions on helper processes --------------------------------------------------------
+
+
+def conv_step(workers: Workers, fused: bool, need_dx: bool, train: bool = True) -> dict[str, np.ndarray]:
+    """One forward and backward of a 3x3 convolution (fused with a pool or not), every result copied."""
+    rng = np.random.default_rng(4)
+    layer, pool = Conv2D(3, 5), MaxPool2D()
+    layer.initialize(INITIALISERS["he"], rng)
+    if fused:
+        layer.fuse(pool)
+    for each in (layer, pool):
+        each.chained, each.workers = True, workers
+    x = rng.standard_normal((11, 9, 7, 3)).astype(np.float32)
+    out = layer.forward(x, train)
+    if fused:
+        out = pool.forward(out, train)
+    results = {"out": out.copy()}
+    if train:
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        dx = layer.backward(pool.backward(dout) if fused else dout, need_dx)
+        results |= {"dW": layer.grads["W"].copy(), "db": layer.grads["b"].copy()}
+        if need_dx:
+            results["dx"] = dx.copy()
+    return results
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused with a pool", "alone"])
+@pytest.mark.parametrize("need_dx", [True, False], ids=["with dx", "without dx"])
+def test_a_convolution_on_helper_processes_gives_the_bytes_of_one_thread(monkeypatch, fused, need_dx):
+    monkeypatch.setattr(conv, "SAMPLES", 2)  # six blocks of images, the last one short
+    one = conv_step(Workers(1), fused, need_dx)
+    for processes in (2, 3):
+        with Workers(processes, processes=True) as workers:
+            assert workers._helpers is not None
+            for _ in range(3):  # blocks go to whoever is free: each time another split
+                got = conv_step(workers, fused, need_dx)
+                assert sorted(got) == sorted(one)
+                for name, expected in one.items():
+                    assert got[name].tobytes() == expected.tobytes(), (name, processes)
+
+
+def test_inference_through_helper_processes_gives_the_bytes_of_one_thread(monkeypatch):
+    monkeypatch.setattr(conv, "SAMPLES", 2)
+    one = conv_step(Workers(1), fused=True, need_dx=False, train=False)
+    with Workers(2, processes=True) as workers:
+        assert conv_step(workers, fused=True, need_dx=False, train=False)["out"].tobytes() == one["out"].tobytes()
+
+
+def test_a_model_under_helper_processes_keeps_its_parameters_in_the_arena():
+    settings = TrainSettings(model="cnn", conv_channels=[4, 6], hidden=[12], batch_norm=True)
+    model = Model(architecture(settings, 196, 4, (14, 14)))
+    model.initialize("he", np.random.default_rng(0))
+    before = {name: array.copy() for name, array in model.named_arrays().items()}
+    with Workers(2, processes=True) as workers:
+        model.set_workers(workers)
+        assert workers.arena.locate(model.flat_params) is not None
+        assert workers.arena.locate(model.flat_grads) is not None
+        for name, array in model.named_arrays().items():
+            assert np.array_equal(array, before[name]), name
+            assert np.shares_memory(array, model.flat_params) or np.shares_memory(array, model.flat_buffers), name
+        logits = model.forward(np.random.default_rng(1).standard_normal((10, 196)).astype(np.float32))
+    model.set_workers(Workers(1))
+    again = model.forward(np.random.default_rng(1).standard_normal((10, 196)).astype(np.float32))
+    assert logits.tobytes() == again.tobytes()
+
+
+def test_a_cnn_trainer_uses_helper_processes_and_an_mlp_trainer_none():
+    cnn = TrainSettings(model="cnn", conv_channels=[4], hidden=[8], batch_size=16, epochs=1)
+    with Trainer(cnn, 196, 4, 64, image_shape=(14, 14), threads=2) as trainer:
+        assert trainer.workers._helpers is not None and trainer.workers._helpers.processes == 1
+        assert trainer.workers.arena.locate(trainer._xb) is not None
+        helpers = list(trainer.workers._helpers._processes)
+    assert not any(process.is_alive() for process in helpers), "closing the trainer ends them"
+    with Trainer(TrainSettings(hidden=[8], epochs=1), 196, 4, 64, threads=2) as trainer:
+        assert trainer.workers._helpers is None and trainer.workers.arena is None
