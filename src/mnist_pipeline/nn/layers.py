@@ -23,18 +23,22 @@ from collections.abc import Callable
 import numpy as np
 
 from mnist_pipeline.nn import parallel
-from mnist_pipeline.nn.parallel import SERIAL, Job, Workers, blocks, product_block, row_block, thread_scratch
+from mnist_pipeline.nn.parallel import SERIAL, Job, Workers, blocks, product_block, row_block
 
 
 def sum_rows(a: np.ndarray, out: np.ndarray) -> None:
     """out (m,) = a (n, m) summed over rows, as ones (n,) @ a: BLAS does it 2-3x faster than np.sum.
 
-    The vector of ones is the calling thread's own (parallel.thread_scratch).
+    Safe from several threads at once: a vector of ones only ever grows, and is replaced whole,
+    so whichever one a thread fetched holds ones enough for its rows.
     """
-    n = a.shape[0]
-    # Powers of two from 1024 on: the few lengths a training run asks for make few vectors.
-    ones = thread_scratch("ones", (max(1024, 1 << (n - 1).bit_length()),), a.dtype, fill=1)
-    np.matmul(ones[:n], a, out=out)
+    ones = _ONES.get(a.dtype)
+    if ones is None or len(ones) < a.shape[0]:
+        ones = _ONES[a.dtype] = np.ones(max(a.shape[0], 1024), a.dtype)
+    np.matmul(ones[: a.shape[0]], a, out=out)
+
+
+_ONES: dict[np.dtype, np.ndarray] = {}
 
 
 class Layer:
