@@ -138,8 +138,13 @@ def test_the_callers_error_is_raised_once_the_helpers_have_stopped(pool):
 
 def test_a_helper_that_dies_fails_the_step_instead_of_hanging():
     dies = r"nn-helper-1 \(pid \d+\) ended with exit code 3 during die_in_helpers"
-    with Workers(2, processes=True) as workers, pytest.raises(RuntimeError, match=dies):
-        workers.run_kernel(die_in_helpers, 50, os.getpid())
+    with Workers(2, processes=True) as workers:
+        with pytest.raises(RuntimeError, match=dies):
+            workers.run_kernel(die_in_helpers, 50, os.getpid())
+        # The pool is not used again with a helper missing: its work goes on in the caller.
+        pids = workers.arena.empty(4, np.int64)
+        workers.run_kernel(record_pid, 4, pids, 0.0)
+        assert set(pids.tolist()) == {os.getpid()}
 
 
 def test_closing_the_pool_ends_its_helper_processes():

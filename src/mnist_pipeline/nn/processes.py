@@ -167,7 +167,15 @@ class Helpers:
         except BaseException as exc:  # the helpers still write into the arena: wait for them first
             error = exc
             _stop_handing_out(self._counter, self._lock)
-        failures = self._answers(helpers, kernel)
+        try:
+            failures, died = self._answers(helpers, kernel)
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C): an answer may still be on its way and would
+            # be taken for the next job's. The pool ends here; run() goes on in the caller alone.
+            self.close()
+            raise
+        if died:
+            self.close()  # the same: a pool with a helper missing is not used again
         if error is not None:
             raise error
         if failures:
@@ -185,9 +193,9 @@ class Helpers:
         buffer[...] = array
         return buffer
 
-    def _answers(self, helpers: int, kernel: Callable) -> list[str]:
-        """Wait for each helper's answer to the job; the failures, as messages."""
-        failures = []
+    def _answers(self, helpers: int, kernel: Callable) -> tuple[list[str], bool]:
+        """Wait for each helper's answer to the job: (the failures, as messages; whether one died)."""
+        failures, died = [], False
         for pipe, process in zip(self._pipes[:helpers], self._processes, strict=False):
             if not _poll(pipe):
                 wait_for([pipe, process.sentinel])
@@ -195,12 +203,13 @@ class Helpers:
                 answer = pipe.recv()
             except EOFError:  # it died: its end of the pipe closed with it
                 process.join()
+                died = True
                 failures.append(f"training helper process {process.name} (pid {process.pid}) ended with exit "
                                 f"code {process.exitcode} during {kernel.__name__}; the step cannot go on")
                 continue
             if answer is not None:
                 failures.append(f"training helper process {process.name} failed in {kernel.__name__}:\n{answer}")
-        return failures
+        return failures, died
 
     def close(self) -> None:
         """Stop the helpers (a helper that does not stop within 5 s is terminated)."""
