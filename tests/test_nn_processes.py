@@ -9,7 +9,11 @@ to what the threads give: every result the same bytes, and every failure raised 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,3 +238,64 @@ def test_a_cnn_trainer_uses_helper_processes_and_an_mlp_trainer_none():
     assert not any(process.is_alive() for process in helpers), "closing the trainer ends them"
     with Trainer(TrainSettings(hidden=[8], epochs=1), 196, 4, 64, threads=2) as trainer:
         assert trainer.workers._helpers is None and trainer.workers.arena is None
+
+
+INTERRUPTED = """
+import sys
+import time
+import numpy as np
+from mnist_pipeline.nn.activations import _times_slope_block
+from mnist_pipeline.nn.parallel import Workers
+with Workers(int(sys.argv[1]), processes=True) as workers:
+    x = workers.arena.empty(1 << 22, np.float32)
+    slope, out = workers.arena.empty(x.size, np.float32), workers.arena.empty(x.size, np.float32)
+    print("training", flush=True)
+    while True:
+        workers.run_kernel(_times_slope_block, 64, (x.size, 1 << 16), 0.0, x, slope, out)
+        time.sleep(0.2)  # the helper waits for its next job: where Ctrl-C mostly finds it
+"""
+
+
+def process_group(pgid: int) -> list[int]:
+    """The live processes of group `pgid` (from /proc: no pgrep needed)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] if entry.name.isdigit() else "Z"
+            if state != "Z" and os.getpgid(int(entry.name)) == pgid:  # a zombie has ended
+                members.append(int(entry.name))
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+    return members
+
+
+def test_ctrl_c_stops_the_caller_and_its_helpers_with_the_callers_traceback_only():
+    # Ctrl-C at a terminal sends SIGINT to the whole process group: helpers included.
+    child = subprocess.Popen([sys.executable, "-c", INTERRUPTED, "2"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert child.stdout.readline() == "training\n"
+    time.sleep(0.5)
+    assert len(process_group(child.pid)) == 2, "the caller and its helper process"
+    os.killpg(child.pid, signal.SIGINT)
+    _, stderr = child.communicate(timeout=20)
+    assert child.returncode != 0
+    assert stderr.rstrip().endswith("KeyboardInterrupt")
+    assert stderr.count("Traceback") == 1, stderr
+    time.sleep(0.5)
+    assert process_group(child.pid) == []
+
+
+def test_helpers_whose_parent_is_killed_end_too():
+    # Two helpers: the second inherits the first one's pipe too, which must not keep it open.
+    child = subprocess.Popen([sys.executable, "-c", INTERRUPTED, "3"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert child.stdout.readline() == "training\n"
+    time.sleep(0.5)
+    assert len(process_group(child.pid)) == 3
+    child.kill()  # SIGKILL: no close(), no atexit; the helper sees its pipe's end close
+    child.communicate(timeout=20)
+    deadline = time.monotonic() + 10
+    while process_group(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process_group(child.pid) == [], "the orphaned helpers ended by themselves"

@@ -126,8 +126,10 @@ class Helpers:
         self._pipes, self._processes = [], []
         for i in range(processes):
             ours, theirs = context.Pipe()
-            process = context.Process(target=_serve, args=(theirs, arena, self._counter, self._lock),
-                                      name=f"nn-helper-{i + 1}", daemon=True)
+            # The child closes every parent end it inherits, so that the parent's death reads as
+            # the end of its pipe (EOFError) and an orphaned helper ends.
+            process = context.Process(target=_serve, args=(theirs, [*self._pipes, ours], arena, self._counter,
+                                                           self._lock), name=f"nn-helper-{i + 1}", daemon=True)
             process.start()
             theirs.close()
             self._pipes.append(ours)
@@ -250,8 +252,10 @@ def _stop_handing_out(counter: np.ndarray, lock) -> None:
         counter[0] = counter[1]
 
 
-def _serve(pipe, arena: Arena, counter: np.ndarray, lock) -> None:
+def _serve(pipe, parent_ends: list, arena: Arena, counter: np.ndarray, lock) -> None:
     """A helper's life: run the tasks of each job it is sent, answer None or the traceback."""
+    for end in parent_ends:
+        end.close()
     # Ctrl-C reaches the whole process group: the parent stops us, we print nothing of our own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(limits=1, user_api="blas")
