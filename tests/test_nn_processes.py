@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from mnist_pipeline.nn import conv
+from mnist_pipeline.nn import conv, parallel
 from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
 from mnist_pipeline.nn.init import INITIALISERS
 from mnist_pipeline.nn.model import Model, architecture
@@ -149,6 +149,22 @@ def test_a_helper_that_dies_fails_the_step_instead_of_hanging():
         pids = workers.arena.empty(4, np.int64)
         workers.run_kernel(record_pid, 4, pids, 0.0)
         assert set(pids.tolist()) == {os.getpid()}
+
+
+def test_where_helper_processes_cannot_start_the_pool_says_so_and_uses_threads(monkeypatch):
+    def refused(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(parallel, "Arena", refused)
+    with pytest.warns(UserWarning, match=r"helper processes could not be started \(\[Errno 24\] Too many open "
+                                         r"files\); the convolutions run on 2 threads instead"):
+        workers = Workers(2, processes=True)
+    with workers:
+        assert (workers.processes, workers.arena, workers._helpers) == (False, None, None)
+        assert workers.threads == 2
+        one = conv_step(Workers(1), fused=True, need_dx=True)
+        got = conv_step(workers, fused=True, need_dx=True)
+        assert all(got[name].tobytes() == one[name].tobytes() for name in one)
 
 
 def test_closing_the_pool_ends_its_helper_processes():

@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -182,8 +183,13 @@ class Workers:
         self._helpers: Helpers | None = None
         if self.processes and self.threads > 1:
             # Forked before any thread of ours starts: a child gets only the forking thread.
-            self.arena = Arena()
-            self._helpers = Helpers(self.threads - 1, self.arena)
+            try:
+                self.arena = Arena()
+                self._helpers = Helpers(self.threads - 1, self.arena)
+            except OSError as error:  # no memory file, no fork (limits of the machine or its sandbox)
+                warnings.warn(f"helper processes could not be started ({error}); the convolutions run on "
+                              f"{self.threads} threads instead, more slowly, with the same results", stacklevel=2)
+                self.processes, self.arena, self._helpers = False, None, None
         self._clock: list[float] | None = None
         self._next = 0  # the helper whose inbox a job goes to first
         self._submitted: list[Job] = []  # jobs submit() returned that no one has waited for yet
