@@ -1,5 +1,6 @@
 """Helper processes (nn.processes) and the convolutions they run: the shared arena, handing out
-tasks, errors and a helper's death, and the same bytes as one thread.
+tasks, errors, a helper's death, Ctrl-C, a killed parent, a machine where they cannot start,
+and the same bytes as one thread.
 
 Workers(threads, processes=True) forks threads - 1 helper processes that run a kernel's tasks
 (Conv2D's blocks of images) beside the caller, in arrays of a shared arena. These tests hold it
