@@ -17,7 +17,6 @@ checks); nothing is upcast on the way.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -85,19 +84,16 @@ class Layer:
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         raise NotImplementedError
 
-    def _buffer(self, name: str, shape: tuple[int, ...], dtype, fill: float | None = None,
-                per_thread: bool = False) -> np.ndarray:
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype, fill: float | None = None) -> np.ndarray:
         """A scratch array kept between calls; reallocated (and filled) only when the shape or dtype changes.
 
-        per_thread: one array for each thread that asks, for work inside a worker's task that
-        must not share its scratch with the task another worker runs at the same time.
-        Under workers with helper processes, the others live in their shared arena (kept at
-        the largest size asked for, a smaller shape taking the front), so those can write them.
+        Under workers with helper processes it lives in their shared arena (kept at the largest
+        size asked for, a smaller shape taking the front), so that they can write it. Scratch of
+        a worker's own, inside a task, is parallel.thread_scratch.
         """
-        key = (name, threading.get_ident()) if per_thread else name
-        buf = self._scratch.get(key)
+        buf = self._scratch.get(name)
         if buf is None or buf.shape != shape or buf.dtype != dtype:
-            arena = None if per_thread else self.workers.arena
+            arena = self.workers.arena
             if arena is None:
                 buf = np.empty(shape, dtype)
             else:
@@ -108,7 +104,7 @@ class Layer:
                 buf = room[:nbytes].view(dtype).reshape(shape)
             if fill is not None:
                 buf[...] = fill
-            self._scratch[key] = buf
+            self._scratch[name] = buf
         return buf
 
     def _result(self, name: str, shape: tuple[int, ...], dtype, fill: float | None = None) -> np.ndarray:

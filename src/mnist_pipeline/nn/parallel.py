@@ -226,21 +226,19 @@ class Workers:
         Under processes, element-wise work (`elements` given) of fewer than PROCESS_MIN element
         passes (elements x `passes`, the passes over memory a task makes) runs in the caller.
         """
-        if not self.processes:
-            self.run(lambda i: kernel(i, *args), n_tasks, elements)
-            return
-        if elements is not None and elements * passes < PROCESS_MIN:
+        if self.processes and elements is not None and elements * passes < PROCESS_MIN:
             for i in range(n_tasks):
                 kernel(i, *args)
-            return
-        if self._helpers is None:  # one thread: as run() (and counted as work that spreads)
-            self.run(lambda i: kernel(i, *args), n_tasks)
-            return
-        # A job submitted earlier (a dense layer's weight gradient) would share the cores with
-        # the helper processes: it is finished first, the caller helping.
-        while self._submitted:
-            self.wait(self._submitted[-1])
-        self._helpers.run(kernel, n_tasks, *args)
+        elif self._helpers is not None:
+            # A job submitted earlier (a dense layer's weight gradient) would share the cores
+            # with the helper processes: it is finished first, the caller helping.
+            while self._submitted:
+                self.wait(self._submitted[-1])
+            self._helpers.run(kernel, n_tasks, *args)
+        else:
+            # Threads; or one thread of a process pool, where work that would go to the helpers
+            # counts as work that spreads, whatever PARALLEL_MIN says.
+            self.run(lambda i: kernel(i, *args), n_tasks, None if self.processes else elements)
 
     def submit(self, task: Callable[[int], None], n_tasks: int) -> Job:
         """Hand task(0), ..., task(n_tasks - 1) to the helpers and return at once; see wait().
