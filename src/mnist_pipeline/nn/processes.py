@@ -43,6 +43,10 @@ ALIGN = 64
 #: VM whose idle vCPU halts), and a training step's jobs come within a few hundred us of each
 #: other: polling that long saves a wake per job, at the cost of a core that has no task then.
 POLL_SECONDS = 0.0005
+#: Arrays whose places in the arena the caller keeps, and a helper the arrays it made from
+#: them (a kernel's job may pass twenty, each costing 1-2 us to locate or make); beyond this
+#: many each starts again.
+VIEWS_KEPT = 4096
 
 
 def processes_available() -> bool:
@@ -85,12 +89,17 @@ class Arena:
         """(offset, shape, strides, dtype) of a view of the arena; None if `array` is not wholly in it."""
         if array.size == 0:
             return None
-        offset = array.ctypes.data - self._base
+        offset = array.__array_interface__["data"][0] - self._base
         if array.flags.c_contiguous:
             low, high = offset, offset + array.nbytes
         else:
-            low = offset + sum(s * (n - 1) for s, n in zip(array.strides, array.shape, strict=True) if s < 0)
-            high = offset + array.itemsize + sum(s * (n - 1) for s, n in zip(array.strides, array.shape, strict=True) if s > 0)
+            low = high = offset
+            for stride, n in zip(array.strides, array.shape, strict=True):
+                if stride < 0:
+                    low += stride * (n - 1)
+                else:
+                    high += stride * (n - 1)
+            high += array.itemsize
         if low < 0 or high > len(self._bytes):
             return None
         return offset, array.shape, array.strides, array.dtype.str
@@ -98,15 +107,6 @@ class Arena:
     def view(self, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: str) -> np.ndarray:
         """The array `locate` described, over this process's mapping of the arena."""
         return np.ndarray(shape, np.dtype(dtype), self._map, offset, strides)
-
-
-class _InArena:
-    """An array argument of a job, sent as where it lies in the arena."""
-
-    __slots__ = ("where",)
-
-    def __init__(self, where: tuple) -> None:
-        self.where = where
 
 
 class Helpers:
@@ -135,6 +135,7 @@ class Helpers:
             self._pipes.append(ours)
             self._processes.append(process)
         self._staging: dict[tuple, np.ndarray] = {}
+        self._places: dict[int, tuple[np.ndarray, tuple]] = {}
 
     @property
     def processes(self) -> int:
@@ -146,23 +147,26 @@ class Helpers:
             for i in range(n_tasks):
                 kernel(i, *args)
             return
-        local, sent, copies = [], [], []
+        local, sent, places, copies = [], [], [], []
         for k, arg in enumerate(args):
             if isinstance(arg, np.ndarray):
-                where = self.arena.locate(arg)
+                where = self._place(arg)
                 if where is None:
                     # An array of the caller's the arena does not hold: the job works on a copy.
                     copy = self._staged(k, arg)
                     copies.append((arg, copy))
                     arg, where = copy, self.arena.locate(copy)
+                places.append(k)
                 local.append(arg)
-                sent.append(_InArena(where))
+                sent.append(where)
             else:
                 local.append(arg)
                 sent.append(arg)
         self._counter[:] = (0, n_tasks)
+        # Plain tuples pickle in a microsecond or two; the helper makes each array from its place.
+        message = (kernel, tuple(sent), tuple(places))
         for pipe in self._pipes[:helpers]:
-            pipe.send((kernel, sent))
+            pipe.send(message)
         error = None
         try:
             _take_tasks(kernel, local, self._counter, self._lock)
@@ -185,6 +189,19 @@ class Helpers:
         for arg, copy in copies:
             if arg.flags.writeable:
                 arg[...] = copy
+
+    def _place(self, array: np.ndarray) -> tuple | None:
+        """arena.locate(array), remembered for the array (held, so that its id is not reused):
+        a training step passes the same arrays step after step, and locating one costs 2 us."""
+        kept = self._places.get(id(array))
+        if kept is not None and kept[0] is array:
+            return kept[1]
+        where = self.arena.locate(array)
+        if where is not None:
+            if len(self._places) >= VIEWS_KEPT:
+                self._places.clear()
+            self._places[id(array)] = (array, where)
+        return where
 
     def _staged(self, position: int, array: np.ndarray) -> np.ndarray:
         """A copy of `array` in the arena, in a buffer kept for this argument position, shape and dtype."""
@@ -259,6 +276,8 @@ def _serve(pipe, parent_ends: list, arena: Arena, counter: np.ndarray, lock) -> 
     # Ctrl-C reaches the whole process group: the parent stops us, we print nothing of our own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(limits=1, user_api="blas")
+    # A training step sends the same arrays step after step: each is made once from its place.
+    views: dict[tuple, np.ndarray] = {}
     while True:
         try:
             _poll(pipe)
@@ -267,8 +286,15 @@ def _serve(pipe, parent_ends: list, arena: Arena, counter: np.ndarray, lock) -> 
             return
         if job is None:
             return
-        kernel, sent = job
-        args = [arena.view(*arg.where) if isinstance(arg, _InArena) else arg for arg in sent]
+        kernel, args, places = job
+        args = list(args)
+        for k in places:
+            view = views.get(args[k])
+            if view is None:
+                if len(views) >= VIEWS_KEPT:
+                    views.clear()
+                view = views[args[k]] = arena.view(*args[k])
+            args[k] = view
         try:
             _take_tasks(kernel, args, counter, lock)
         except BaseException:
