@@ -4,8 +4,8 @@
         [--threads 2] [--epochs 3] [--limit N]
     python benchmarks/profile_epoch.py DATA_DIR --experiment NAME [--configfile FILE] [--threads 2] ...
 
-Wraps every layer's forward and backward, the loss, the optimiser step and np.take with
-timers, runs --epochs epochs of SGD with momentum (lr 0.05, like train_speed.py), or of
+Wraps every layer's forward and backward (for an MLP trained by columns, nn/columns.py: its
+forward and each kind of job), the loss, the optimiser step and np.take with timers, runs --epochs epochs of SGD with momentum (lr 0.05, like train_speed.py), or of
 experiment NAME's recipe as train_speed.py's recipe mode reads it, and prints,
 for the last epoch, one JSON line per part: seconds and share of the epoch. What the parts do
 not cover is Python overhead of the loop itself. A dense layer's backward returns once its
@@ -70,11 +70,19 @@ def main() -> None:
         settings = sgd_settings(model=args.model, hidden=args.hidden, batch_size=args.batch,
                                 learning_rate=0.05 if args.model == "mlp" else 0.01, epochs=args.epochs)
     with Trainer(settings, x.shape[1], 10, len(x), threads=args.threads or None) as trainer:
-        for i, layer in enumerate(trainer.model.layers):
-            layer.forward = timed(f"{i:02d} {layer.kind} forward", layer.forward)
-            layer.backward = timed(f"{i:02d} {layer.kind} backward", layer.backward)
-            if hasattr(layer, "backward_deferred"):
-                layer.backward_deferred = timed(f"{i:02d} {layer.kind} backward (dx)", layer.backward_deferred)
+        columns = trainer.model.column_step
+        if columns is None:
+            for i, layer in enumerate(trainer.model.layers):
+                layer.forward = timed(f"{i:02d} {layer.kind} forward", layer.forward)
+                layer.backward = timed(f"{i:02d} {layer.kind} backward", layer.backward)
+                if hasattr(layer, "backward_deferred"):
+                    layer.backward_deferred = timed(f"{i:02d} {layer.kind} backward (dx)", layer.backward_deferred)
+        else:
+            # An MLP trained by columns (nn/columns.py): its forward, and each kind of job.
+            columns.forward = timed("columns forward (hidden groups' jobs, then the output layer)", columns.forward)
+            run_kernel = trainer.workers.run_kernel
+            trainer.workers.run_kernel = lambda kernel, n, *a, **k: timed(
+                f"job {kernel.__name__} ({n} tasks; within forward or backward)", run_kernel)(kernel, n, *a, **k)
         trainer.model.backward = timed("model backward (with the optimiser's step)", trainer.model.backward)
         trainer.optimizer.step = timed("optimizer step (grad_clip only)", trainer.optimizer.step)
         train_module.softmax_cross_entropy = timed("softmax cross-entropy", train_module.softmax_cross_entropy)
@@ -90,8 +98,9 @@ def main() -> None:
     whole = "model backward (with the optimiser's step)"
     for name, seconds in sorted(TOTALS.items()):
         print(json.dumps({"part": name, "seconds": round(seconds, 4), "share": round(seconds / epoch_s, 3)}))
-    # Layers' backward times lie inside the model's: only the model's counts towards the sum.
-    covered = sum(seconds for name, seconds in TOTALS.items() if "backward" not in name) + TOTALS[whole]
+    # Layers' backward times and the jobs' lie inside the model's forward and backward: only those count towards the sum.
+    covered = sum(seconds for name, seconds in TOTALS.items() if "backward" not in name and not name.startswith("job"))
+    covered += TOTALS[whole]
     rest = epoch_s - covered
     print(json.dumps({"part": "rest (loop, argmax, schedule)", "seconds": round(rest, 4), "share": round(rest / epoch_s, 3)}))
     serial = max(0.0, 1 - shared / epoch_s)

@@ -246,14 +246,19 @@ def test_a_model_under_helper_processes_keeps_its_parameters_in_the_arena():
     assert logits.tobytes() == again.tobytes()
 
 
-def test_a_cnn_trainer_uses_helper_processes_and_an_mlp_trainer_none():
+def test_cnn_and_relu_mlp_trainers_use_helper_processes_and_a_tanh_mlp_trainer_none():
     cnn = TrainSettings(model="cnn", conv_channels=[4], hidden=[8], batch_size=16, epochs=1)
     with Trainer(cnn, 196, 4, 64, image_shape=(14, 14), threads=2) as trainer:
         assert trainer.workers._helpers is not None and trainer.workers._helpers.processes == 1
         assert trainer.workers.arena.locate(trainer._xb) is not None
         helpers = list(trainer.workers._helpers._processes)
     assert not any(process.is_alive() for process in helpers), "closing the trainer ends them"
+    # The default MLP trains by columns (nn/columns.py), its step's arrays in the arena.
     with Trainer(TrainSettings(hidden=[8], epochs=1), 196, 4, 64, threads=2) as trainer:
+        assert trainer.model.column_step is not None and trainer.workers._helpers.processes == 1
+        assert trainer.workers.arena.locate(trainer.model.flat_params) is not None
+    with Trainer(TrainSettings(hidden=[8], epochs=1, activation="tanh"), 196, 4, 64, threads=2) as trainer:
+        assert trainer.model.column_step is None
         assert trainer.workers._helpers is None and trainer.workers.arena is None
 
 

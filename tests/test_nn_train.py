@@ -9,7 +9,6 @@ from threadpoolctl import threadpool_info
 
 from helpers import quadrant_images
 from mnist_pipeline.errors import TrainingDivergedError
-from mnist_pipeline.nn import conv, optim, parallel
 from mnist_pipeline.nn import train as train_module
 from mnist_pipeline.nn.layers import Dense
 from mnist_pipeline.nn.losses import softmax_cross_entropy
@@ -146,17 +145,6 @@ def test_a_batch_size_beyond_the_training_set_is_full_batch_gradient_descent():
     # One step per epoch over every example: the same weights as a batch of exactly the set.
     assert all(np.array_equal(a, b) for a, b in zip(full.model.flat_params, exact.model.flat_params, strict=False))
     assert [row["train_loss"] for row in full.history] == [row["train_loss"] for row in exact.history]
-
-
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Blocks small enough that every layer and the optimiser split their work on tiny data."""
-    monkeypatch.setattr(parallel, "BLOCK", 100)
-    monkeypatch.setattr(parallel, "COLUMNS", 8)
-    monkeypatch.setattr(parallel, "MIN_PRODUCT", 1)
-    monkeypatch.setattr(parallel, "PARALLEL_MIN", 0)
-    monkeypatch.setattr(optim, "STEP_BLOCK", 100)
-    monkeypatch.setattr(conv, "SAMPLES", 3)
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])

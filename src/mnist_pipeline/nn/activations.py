@@ -15,7 +15,7 @@ from mnist_pipeline.nn.layers import Layer
 from mnist_pipeline.nn.parallel import blocks
 
 
-class _PiecewiseLinear(Layer):
+class PiecewiseLinear(Layer):
     """y = x * slope(x); the slope is kept, since it is also dy/dx."""
 
     overwrites, makes_new_arrays = True, False
@@ -51,18 +51,23 @@ def _times_slope_block(i: int, cut: tuple[int, int], alpha: float | None, flat: 
     flat > 0, else alpha. A module-level function, so that a helper process can run it."""
     s = blocks(*cut)[i]
     if alpha is not None:
-        np.greater(flat[s], 0, out=slope[s])
-        if alpha:
-            slope[s] *= 1 - alpha
-            slope[s] += alpha
+        find_slope(flat[s], alpha, slope[s])
     np.multiply(flat[s], slope[s], out=out[s])
 
 
-class ReLU(_PiecewiseLinear):
+def find_slope(x: np.ndarray, alpha: float, slope: np.ndarray) -> None:
+    """slope = 1 where x > 0, else alpha: dy/dx of a piecewise-linear activation, and what y = x * slope."""
+    np.greater(x, 0, out=slope)
+    if alpha:
+        slope *= 1 - alpha
+        slope += alpha
+
+
+class ReLU(PiecewiseLinear):
     kind = "relu"
 
 
-class LeakyReLU(_PiecewiseLinear):
+class LeakyReLU(PiecewiseLinear):
     """x for x > 0, alpha * x otherwise."""
 
     kind = "leaky_relu"

@@ -15,6 +15,7 @@ import numpy as np
 
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.nn.activations import ACTIVATIONS
+from mnist_pipeline.nn.columns import ColumnStep, column_groups
 from mnist_pipeline.nn.conv import Conv2D, MaxPool2D
 from mnist_pipeline.nn.init import INITIALISERS
 from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout, Flatten, Layer, Reshape
@@ -150,6 +151,7 @@ class Model:
         # Layers before the first with parameters (a reshape) need no backward pass at all.
         self._first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
         self.workers = SERIAL
+        self._columns: ColumnStep | None = None  # training's forward and backward, when train_by_columns is on
         self._update_runs: dict[int, list[slice]] = {}  # batch size -> Model.backward's runs of small parameters
         self._gather(dtype)
 
@@ -206,11 +208,37 @@ class Model:
             # Helper processes read the parameters and write gradients: into the shared arena.
             self._gather(self.flat_params.dtype, arena.empty)
 
+    @property
+    def column_step(self) -> ColumnStep | None:
+        """The step train_by_columns made, or None: training then goes layer by layer."""
+        return self._columns
+
+    @property
+    def trains_by_columns(self) -> bool:
+        """Whether the layers are an MLP that columns.ColumnStep can train (see train_by_columns)."""
+        return column_groups(self.layers) is not None
+
+    def train_by_columns(self, seed: int) -> None:
+        """Make training's forward and backward a columns.ColumnStep over `self.workers`: each
+        hidden layer's work as one job of feature blocks, its dropout masks keyed by `seed`.
+        ValueError unless trains_by_columns. The weights trained differ from the layer-by-layer
+        step's (other sums, other masks) and are the same bytes at any worker count."""
+        groups = column_groups(self.layers)
+        if groups is None:
+            raise ValueError("train_by_columns: the layers are not an MLP of dense, [batch norm], ReLU or leaky ReLU, "
+                             "[dropout] groups")
+        arena = self.workers.arena
+        weights = {id(group.dense): self._ranges[(id(group.dense), "W")] for group in groups}
+        self._columns = ColumnStep(groups, self.layers[-1], weights, self.flat_params.size, self.workers, seed,
+                                   np.empty if arena is None else arena.empty)
+
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits (n, n_classes), a new array; x is left as it was.
 
         With train=True it also keeps what backward needs, for the backward that follows.
         """
+        if train and self._columns is not None:
+            return self._columns.forward(x).copy()
         for layer in self.layers:
             x = layer.forward(x, train)
         # The last layer's own buffer would change at the next forward; the logits are small.
@@ -225,6 +253,9 @@ class Model:
         layers below are still going back. The step is element-wise, so the weights are the
         same bytes as backward() then optimizer.step().
         """
+        if self._columns is not None:
+            self._columns.backward(dlogits, optimizer)
+            return
         d, pending, later = dlogits, [], list(self._rest)
         for i in range(len(self.layers) - 1, self._first - 1, -1):
             layer, need_dx = self.layers[i], i > self._first

@@ -53,23 +53,51 @@ class Optimizer:
         """
         self.t += 1
         if self._tmp is None or self._tmp.shape != w.shape:
-            self._tmp = np.empty_like(w)
+            self._tmp = self._zeros(w)
         for name in self.STATE:
             if getattr(self, name, None) is None:
-                setattr(self, name, np.zeros_like(w))
+                setattr(self, name, self._zeros(w))
         self._w, self._g, self._lr = w, g, lr
         self._states = [getattr(self, name) for name in self.STATE]
 
+    def _zeros(self, w: np.ndarray) -> np.ndarray:
+        """A vector of zeros like w: in the workers' shared arena if they have one, where helper
+        processes update it (columns.ColumnStep)."""
+        arena = self.workers.arena
+        if arena is None:
+            return np.zeros_like(w)
+        zeros = arena.empty(w.shape, w.dtype)
+        zeros[...] = 0
+        return zeros
+
     def update(self, s: slice) -> None:
         """The step begun by begin(), on the entries s of w."""
-        w, g, lr, tmp = self._w, self._g, self._lr, self._tmp
+        self.apply(s, self._w, self._g, self._lr, self._tmp, self._states)
+
+    def apply(self, s: slice, w: np.ndarray, g: np.ndarray, lr: float, tmp: np.ndarray, states) -> None:
+        """The step on the entries s of the vectors given (update's, or a helper process's views
+        of them: see flat_arguments and state_vectors)."""
         split = max(s.start, min(s.stop, self.n_decay)) if self.weight_decay else s.start
         # The entries under weight decay, then the rest, each a step of its own: element-wise,
         # so the same bytes as one step over s.
         for part in (slice(s.start, split), slice(split, s.stop)):
             if part.stop > part.start:
                 gradient = self._decay(w[part], g[part], lr, tmp[part]) if part.start < split else g[part]
-                self._update(w[part], gradient, lr, tmp[part], *(state[part] for state in self._states))
+                self._update(w[part], gradient, lr, tmp[part], *(state[part] for state in states))
+
+    def flat_arguments(self) -> tuple:
+        """(w, g, scratch, lr) of the step begun, for apply() elsewhere."""
+        return self._w, self._g, self._tmp, self._lr
+
+    def state_vectors(self) -> list[np.ndarray]:
+        """The rule's state vectors (STATE, in order) of the step begun, for apply() elsewhere."""
+        return self._states
+
+    def __getstate__(self) -> dict:
+        # Sent to helper processes with each job (columns.ColumnStep) for its rule and numbers
+        # alone: the vectors go as the job's arrays, from the shared arena.
+        vectors = {*self.STATE, "_tmp", "_w", "_g", "_states", "workers"}
+        return {name: value for name, value in self.__dict__.items() if name not in vectors}
 
     def _decay(self, w: np.ndarray, g: np.ndarray, lr: float, tmp: np.ndarray) -> np.ndarray:
         """Apply weight decay to the entries w; returns the gradient the step then follows (L2:

@@ -68,9 +68,13 @@ class Trainer:
         self.step = 0
         # Last, so that a bad setting above leaves no thread behind and BLAS as it was.
         self.threads = int(threads or available_cores())
-        # A convolution's blocks of images go to helper processes (see nn/processes.py).
-        self.workers = Workers(self.threads, processes=self.model.has_convolutions)
+        # A convolution's blocks of images, and an MLP's blocks of features (nn/columns.py), go
+        # to helper processes (see nn/processes.py).
+        by_columns = self.model.trains_by_columns
+        self.workers = Workers(self.threads, processes=self.model.has_convolutions or by_columns)
         self.model.set_workers(self.workers)
+        if by_columns:
+            self.model.train_by_columns(int(dropout_seed.generate_state(1, np.uint64)[0]))
         # Every minibatch is gathered into these, so an epoch allocates nothing per batch (in
         # the shared arena, if any, where helper processes read the first layer's input).
         empty = np.empty if self.workers.arena is None else self.workers.arena.empty

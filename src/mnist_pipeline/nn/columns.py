@@ -1,0 +1,323 @@
+"""A multilayer perceptron's training step as a whole, cut by blocks of features (issue 23).
+
+Layer by layer, a step's element-wise work (batch norm, activation, dropout on 128 x 1024
+values: a dozen NumPy calls of 5-25 us) stays on one thread: threads cannot share such short
+calls (the GIL), and a job to a helper process per layer costs as much as the work. Here each
+hidden layer - dense, batch norm, ReLU or leaky ReLU, dropout - is one *group*, and a group's
+forward is one job whose task b takes block b of the group's output features through all of it:
+its columns of the product, then their batch norm, activation and dropout. Batch norm works
+feature by feature and so do the others, so a block needs no other block: the tasks meet only
+where the maths needs every feature, once per layer. Backward is the same by blocks of a
+group's features (the product that brings the gradient down from the layer above, then the
+group's backward on those features), and a last job makes the dense layers' weight gradients by
+blocks of input rows, each followed at once by the optimiser's update of those rows.
+
+So a step is 2 jobs per hidden layer and one more, whatever the number of workers, and every
+piece of the step's work but the output layer's small product and the loss is in a task that
+any worker may run. The tasks run on helper processes (processes.py: no GIL between them) or,
+where those cannot start, on threads; with one worker, in the caller.
+
+The blocks are fixed by the layers' widths and the batch (parallel.product_block), never by the
+workers, so the weights are the same bytes at any worker count. The arithmetic is the layers'
+own, by columns instead of rows: a batch norm's sums over the batch are one sum per feature,
+and dropout draws each block's mask from a generator of its own, keyed by the group, the block
+and the step, so that a helper draws the mask of the block it runs without any state kept
+between steps. Training through this step therefore gives other bytes than the layer-by-layer
+step (tests/test_nn_columns.py holds the two to each other's values, dropout masks aside).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mnist_pipeline.nn import optim, parallel
+from mnist_pipeline.nn.activations import PiecewiseLinear, find_slope
+from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout, Layer, sum_rows
+from mnist_pipeline.nn.optim import Optimizer
+from mnist_pipeline.nn.parallel import blocks, product_block, thread_scratch
+
+
+@dataclass(frozen=True)
+class Group:
+    """A hidden layer of an MLP: dense, then optionally batch norm, a piecewise-linear activation,
+    optionally dropout, as Model's architecture() builds them."""
+
+    dense: Dense
+    norm: BatchNorm | None
+    activation: PiecewiseLinear
+    dropout: Dropout | None
+
+
+def column_groups(layers: list[Layer]) -> list[Group] | None:
+    """The hidden groups of `layers` when they are an MLP this step can train (each group dense,
+    [batch norm], ReLU or leaky ReLU, [dropout]; a dense output layer last), else None."""
+    groups, i = [], 0
+    while i < len(layers) - 1:
+        if not isinstance(layers[i], Dense):
+            return None
+        dense, i = layers[i], i + 1
+        norm = layers[i] if i < len(layers) and isinstance(layers[i], BatchNorm) else None
+        i += norm is not None
+        if i >= len(layers) or not isinstance(layers[i], PiecewiseLinear):
+            return None
+        activation, i = layers[i], i + 1
+        dropout = layers[i] if i < len(layers) and isinstance(layers[i], Dropout) else None
+        i += dropout is not None
+        groups.append(Group(dense, norm, activation, dropout))
+    if i != len(layers) - 1 or not isinstance(layers[-1], Dense) or not groups:
+        return None
+    return groups
+
+
+class ColumnStep:
+    """Forward (training) and backward of a Model whose layers column_groups accepts.
+
+    `empty(shape, dtype)` makes the step's buffers (the shared arena's, under helper processes);
+    `workers` runs the jobs (Workers.run_kernel); `seed` keys the dropout masks.
+    """
+
+    def __init__(self, groups: list[Group], output: Dense, weights: dict[int, slice], size: int, workers, seed: int,
+                 empty=np.empty) -> None:
+        self.groups, self.output, self.workers = groups, output, workers
+        # Where each hidden dense layer's W lies in the flat vectors (by id of the layer), and their size.
+        self.weights, self.size = weights, int(size)
+        self.seed, self.empty = int(seed), empty
+        self.steps = 0  # forward passes made: the dropout masks' step key
+        self._buffers: dict[int, list[dict[str, np.ndarray]]] = {}  # batch size -> per group
+        self._plans: dict[tuple, tuple] = {}  # (batch size, with updates) -> the weights job's tasks
+        # The last forward's input and each group's output.
+        self._inputs: list[np.ndarray] = []
+
+    def _group_buffers(self, n: int) -> list[dict[str, np.ndarray]]:
+        """Each group's arrays for a batch of n: `a`, its output, and `dy`, the gradient over its
+        dense output, as (n, width) rows (the products above and below read them whole); and as
+        *panels*, flat arrays holding each block of features' (n, block) values contiguously
+        (panel()), what only the block's own task reads: out (the dense output, then the
+        activation), slope (the activation's, times dropout's mask) and, with batch norm,
+        centred (the dense output less its batch mean); inv_std per feature.
+
+        In panels, because NumPy runs element-wise work on a (128, 256) block of a (128, 1024)
+        array about 5x slower than on a contiguous one (a loop over rows for each call)."""
+        kept = self._buffers.get(n)
+        if kept is None:
+            kept = []
+            for group in self.groups:
+                width, dtype = group.dense.n_out, group.dense.params["W"].dtype
+                arrays = {"a": self.empty((n, width), dtype), "dy": self.empty((n, width), dtype),
+                          "out": self.empty(n * width, dtype), "slope": self.empty(n * width, dtype)}
+                if group.norm is not None:
+                    arrays["centred"] = self.empty(n * width, dtype)
+                    arrays["inv_std"] = self.empty(width, dtype)
+                kept.append(arrays)
+            self._buffers[n] = kept
+        return kept
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The logits of a training step (the output layer's buffer); keeps what backward needs."""
+        n = len(x)
+        self.steps += 1
+        self._inputs = [x]
+        buffers = self._group_buffers(n)
+        for index, (group, arrays) in enumerate(zip(self.groups, buffers, strict=True)):
+            dense, norm, dropout = group.dense, group.norm, group.dropout
+            cut = (dense.n_out, product_block(n, dense.n_in, dense.n_out))
+            bn = (None,) * 6 if norm is None else (
+                norm.params["gamma"], norm.params["beta"], norm.buffers["running_mean"], norm.buffers["running_var"],
+                arrays["centred"], arrays["inv_std"])
+            momentum, eps = (norm.momentum, norm.eps) if norm is not None else (0.0, 0.0)
+            threshold = 0 if dropout is None else round(dropout.rate * Dropout.LEVELS)
+            self.workers.run_kernel(_forward_block, len(blocks(*cut)), cut, x, dense.params["W"], dense.params["b"],
+                                    *bn, momentum, eps, group.activation.alpha, arrays["slope"], arrays["out"],
+                                    threshold, (self.seed, index, self.steps), arrays["a"],
+                                    **_worth(n * dense.n_in * dense.n_out, n * dense.n_out, FORWARD_PASSES))
+            x = arrays["a"]
+            self._inputs.append(x)
+        return self.output.forward(x, train=True)
+
+    def backward(self, dlogits: np.ndarray, optimizer: Optimizer | None = None) -> None:
+        """Fill the model's gradients from dlogits, and with `optimizer` (begun) make its step."""
+        n, buffers = len(dlogits), self._group_buffers(len(dlogits))
+        output = self.output
+        sum_rows(dlogits, output.grads["b"])
+        # From the top: the gradient over a group's output comes down through the layer above
+        # it, whose rows for this block of features are the block's own.
+        d_above, W_above, dW_above = dlogits, output.params["W"], output.grads["W"]
+        for k in range(len(self.groups) - 1, -1, -1):
+            group, arrays = self.groups[k], buffers[k]
+            dense, norm = group.dense, group.norm
+            cut = (dense.n_out, product_block(n, dense.n_in, dense.n_out))
+            bn = (None,) * 5 if norm is None else (
+                arrays["centred"], arrays["inv_std"], norm.params["gamma"], norm.grads["gamma"], norm.grads["beta"])
+            self.workers.run_kernel(_backward_block, len(blocks(*cut)), cut, d_above, W_above, dW_above,
+                                    arrays["a"], arrays["slope"],
+                                    *bn, dense.grads["b"], arrays["dy"],
+                                    **_worth(n * d_above.shape[1] * dense.n_out, n * dense.n_out, BACKWARD_PASSES))
+            d_above, W_above, dW_above = arrays["dy"], dense.params["W"], None
+        plan, flat = self._plan(n, optimizer)
+        layer_arrays = [array for group, x, arrays in zip(self.groups, self._inputs, buffers, strict=False)
+                        for array in (x, arrays["dy"], group.dense.grads["W"])]
+        states = () if optimizer is None else optimizer.state_vectors()
+        # As layer by layer (Model.backward): a weight gradient of one block is not worth a
+        # hand-off (the SGD MLP's, 784-256-128-10, ran 10% slower at 2 workers handed over).
+        spread = any(len(group.dense.weight_blocks(n)) > 1 for group in self.groups)
+        self.workers.run_kernel(_weights_block, len(plan), plan, optimizer, *flat, len(states), *states, *layer_arrays,
+                                **({} if spread else {"elements": 0}))
+
+    def _plan(self, n: int, optimizer: Optimizer | None) -> tuple[tuple, tuple]:
+        """The weights job's tasks: each hidden dense layer's weight gradient by blocks of input
+        rows (Dense.weight_blocks), each with the update of its rows; then, under an optimizer,
+        the update of everything else in the flat vectors (the output layer, biases, batch-norm
+        scales) in pieces of its block. And its flat arguments: (params, grads, scratch, lr)."""
+        key = (n, optimizer is not None)
+        tasks = self._plans.get(key)
+        if tasks is None:
+            tasks, covered = [], []
+            for k, group in enumerate(self.groups):
+                span = self.weights[id(group.dense)]
+                for r in group.dense.weight_blocks(n):
+                    tasks.append((k, r.start, r.stop, span.start))
+                covered.append((span.start, span.stop))
+            if optimizer is not None:
+                for lo, hi in _gaps(sorted(covered), self.size):
+                    tasks += [(-1, lo + piece.start, lo + piece.stop, 0) for piece in blocks(hi - lo, optim.STEP_BLOCK)]
+            tasks = self._plans[key] = tuple(tasks)
+        return tasks, (None, None, None, 0.0) if optimizer is None else optimizer.flat_arguments()
+
+
+#: Passes over a block's values, about, of a group's forward (bias, batch norm, activation,
+#: dropout) and backward: what the jobs' element-wise work costs where their products are too
+#: small to count (see _worth).
+FORWARD_PASSES, BACKWARD_PASSES = 16, 10
+
+
+def _worth(products: int, elements: int, passes: int) -> dict:
+    """run_kernel's arguments for a job of `products` multiply-adds and element-wise work over
+    `elements` values, `passes` times: products of MIN_PRODUCT or more always spread over the
+    workers; a job of smaller ones is element-wise work, which the pool gives to its helpers
+    only when it is large enough to pay for the hand-off (parallel.PARALLEL_MIN, PROCESS_MIN).
+    The top group's backward in the default recipe (its gradient comes from the 10 logits) is
+    such a job: 0.18 ms in the caller alone, 0.19 ms as two tasks of a thread and a process."""
+    return {} if products >= parallel.MIN_PRODUCT else {"elements": elements, "passes": passes}
+
+
+def _gaps(covered: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """The parts of [0, size) that no (start, stop) of `covered` (sorted, disjoint) holds."""
+    gaps, at = [], 0
+    for start, stop in covered:
+        if start > at:
+            gaps.append((at, start))
+        at = stop
+    if at < size:
+        gaps.append((at, size))
+    return gaps
+
+
+# The jobs' kernels: module-level functions of arrays, so that a helper process runs them too
+# (processes.py). Block i of a group's features is blocks(*cut)[i].
+
+
+def panel(flat: np.ndarray, rows: int, c: slice) -> np.ndarray:
+    """Block c of a panel array (see ColumnStep._group_buffers): its (rows, block) values."""
+    return flat[rows * c.start : rows * c.stop].reshape(rows, c.stop - c.start)
+
+
+def _forward_block(i: int, cut: tuple[int, int], x, W, b, gamma, beta, running_mean, running_var, centred, inv_std,
+                   momentum: float, eps: float, alpha: float, slope, out, threshold: int, key, a) -> None:
+    """Block i of a group's output features: product, bias, [batch norm], activation, [dropout],
+    into the block's columns of `a`."""
+    c, n = blocks(*cut)[i], x.shape[0]
+    h, s = panel(out, n, c), panel(slope, n, c)
+    np.matmul(x, W[:, c], out=h)
+    h += b[c]
+    if gamma is not None:
+        _normalise_columns(h, gamma[c], beta[c], running_mean[c], running_var[c], panel(centred, n, c), inv_std[c],
+                           momentum, eps)
+    find_slope(h, alpha, s)
+    if threshold:
+        # Dropout's mask joins the activation's slope: backward needs only their product.
+        m = thread_scratch("column mask", h.shape, h.dtype)
+        _draw_mask(m, threshold, (*key, i))
+        s *= m
+    np.multiply(h, s, out=a[:, c])
+
+
+def _normalise_columns(h, gamma, beta, running_mean, running_var, centred, inv_std, momentum: float, eps: float) -> None:
+    """Batch norm of h's features over its rows, in place; keeps h - mean and 1/std for backward
+    and updates the running estimates, as BatchNorm.forward does (there by blocks of rows).
+
+    BatchNorm keeps xhat = (h - mean) / std; here the centred values are kept and the 1/std
+    joins gamma, out = (h - mean) * (gamma / std) + beta: a pass fewer over the block, and
+    backward folds 1/std into its per-feature factors instead."""
+    dtype, n = h.dtype.type, h.shape[0]
+    mean = thread_scratch("column mean", (h.shape[1],), h.dtype)
+    var = thread_scratch("column var", (h.shape[1],), h.dtype)
+    sum_rows(h, mean)
+    mean /= dtype(n)
+    np.subtract(h, mean, out=centred)
+    sum_rows(np.square(centred, out=h), var)
+    var /= dtype(n)
+    m = dtype(momentum)
+    for running, batch_value in ((running_mean, mean), (running_var, var)):
+        running *= m
+        running += (1 - m) * batch_value
+    np.add(var, dtype(eps), out=inv_std)
+    np.sqrt(inv_std, out=inv_std)
+    np.divide(1, inv_std, out=inv_std)
+    np.multiply(centred, np.multiply(gamma, inv_std, out=var), out=h)
+    h += beta
+
+
+def _draw_mask(mask, threshold: int, key: tuple[int, ...]) -> None:
+    """mask = (16-bit draws >= threshold) / keep probability, as Dropout draws it, from a
+    generator of the block's own (seed, group, step, block): no state carried between steps."""
+    rows, width = mask.shape
+    size = rows * width
+    bits = np.random.SFC64(np.random.SeedSequence(key)).random_raw(-(-size // 4)).view(np.uint16)[:size]
+    np.greater_equal(bits.reshape(rows, width), threshold, out=mask)
+    mask *= mask.dtype.type(Dropout.LEVELS / (Dropout.LEVELS - threshold))
+
+
+def _backward_block(i: int, cut: tuple[int, int], d_above, W_above, dW_above, a, slope, centred, inv_std, gamma,
+                    dgamma, dbeta, db, dy) -> None:
+    """Block i of a group's features going back: their gradient from the layer above (and, when
+    that is the output layer, its weight gradient's rows for these features), then dropout and
+    activation (their slope) and batch norm backward into the block's columns of dy, and the
+    dense bias's gradient."""
+    c, n = blocks(*cut)[i], d_above.shape[0]
+    da = thread_scratch("column gradient", (n, c.stop - c.start), d_above.dtype)
+    np.matmul(d_above, W_above[c].T, out=da)
+    if dW_above is not None:
+        np.matmul(a[:, c].T, d_above, out=dW_above[c])
+    da *= panel(slope, n, c)
+    if centred is not None:
+        xc, work = panel(centred, n, c), thread_scratch("column work", da.shape, da.dtype)
+        inv, scale = inv_std[c], thread_scratch("column scale", (c.stop - c.start,), da.dtype)
+        sum_rows(da, dbeta[c])
+        # dgamma = sum(dout * xhat), xhat = centred / std.
+        sum_rows(np.multiply(da, xc, out=work), dgamma[c])
+        dgamma[c] *= inv
+        # dx = gamma / std * (dout - xhat * dgamma / n - dbeta / n), as BatchNorm.backward.
+        np.multiply(inv, dgamma[c] / n, out=scale)
+        np.multiply(xc, scale, out=work)
+        work += dbeta[c] / n
+        da -= work
+        da *= np.multiply(gamma[c], inv, out=scale)
+    sum_rows(da, db[c])
+    dy[:, c] = da
+
+
+def _weights_block(i: int, plan: tuple, rule, w, g, tmp, lr: float, n_states: int, *arrays) -> None:
+    """Task i of the weights job: a dense layer's weight gradient for a block of input rows
+    (x.T @ dy, as Dense.backward), then the optimiser's update of the flat entries it covers."""
+    k, start, stop, flat_start = plan[i]
+    states, layers = arrays[:n_states], arrays[n_states:]
+    if k >= 0:
+        x, dy, dW = layers[3 * k : 3 * k + 3]
+        np.matmul(x[:, start:stop].T, dy, out=dW[start:stop])
+        if rule is None:
+            return
+        width = dW.shape[1]
+        start, stop = flat_start + start * width, flat_start + stop * width
+    rule.apply(slice(start, stop), w, g, lr, tmp, states)
