@@ -42,6 +42,15 @@ def test_relu_mlps_train_by_columns_and_other_models_layer_by_layer():
             model.train_by_columns(0)
 
 
+def test_the_trainer_trains_an_mlp_by_columns_unless_told_not_to():
+    from mnist_pipeline.nn.train import Trainer
+
+    with Trainer(TrainSettings(hidden=[8]), 30, 5, 64, threads=1) as trainer:
+        assert trainer.model.column_step is not None
+    with Trainer(TrainSettings(hidden=[8]), 30, 5, 64, threads=1, by_columns=False) as trainer:
+        assert trainer.model.column_step is None
+
+
 def masks_of(model: Model, n: int) -> list[np.ndarray]:
     """The dropout masks the column step drew in its last forward, as (n, width) arrays."""
     step, masks = model.column_step, []

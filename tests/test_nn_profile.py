@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -22,3 +24,16 @@ def test_profile_epoch_reports_the_share_of_the_epoch_on_one_thread(synthetic_di
     bounds = summary["amdahl_bound"]
     s = summary["one_thread_share"]
     assert bounds["8"] == round(1 / (s + (1 - s) / 8), 2)
+
+
+def test_columns_vs_layers_times_both_steps_of_an_mlp(synthetic_dir):
+    command = [sys.executable, str(BENCHMARKS / "columns_vs_layers.py"), str(synthetic_dir), "--threads", "1",
+               "--rounds", "2", "--limit", "256"]
+    lines = [json.loads(line) for line in subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()]
+    assert [(line["round"], line["step"]) for line in lines[:-1]] == [(1, "columns"), (1, "layers"), (2, "layers"),
+                                                                      (2, "columns")]
+    summary = lines[-1]
+    # The medians are printed rounded to 0.1 ms, the ratio from the unrounded ones.
+    ratio = summary["columns_median_epoch_s"] / summary["layers_median_epoch_s"]
+    assert summary["ratio_columns_over_layers"] == pytest.approx(ratio, rel=0.01)
+    assert len(summary["round_ratios"]) == 2

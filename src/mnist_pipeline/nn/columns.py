@@ -22,8 +22,9 @@ workers, so the weights are the same bytes at any worker count. The arithmetic i
 own, by columns instead of rows: a batch norm's sums over the batch are one sum per feature,
 and dropout draws each block's mask from a generator of its own, keyed by the group, the block
 and the step, so that a helper draws the mask of the block it runs without any state kept
-between steps. Training through this step therefore gives other bytes than the layer-by-layer
-step (tests/test_nn_columns.py holds the two to each other's values, dropout masks aside).
+between steps; and 1/std joins batch norm's scale (a pass fewer). Training through this step
+therefore gives other bytes than the layer-by-layer step (tests/test_nn_columns.py holds the
+two to each other's values to float32 rounding, with dropout's masks carried over).
 """
 
 from __future__ import annotations

@@ -44,11 +44,14 @@ class Trainer:
     layers and the optimiser split their work over, in blocks fixed by the array sizes. BLAS
     runs one thread per call for the trainer's life (each block is one call), so the weights
     are the same bytes whatever `threads` is. Use it as a context manager, or close() it.
+
+    An MLP of ReLU or leaky-ReLU layers trains by columns (nn/columns.py); `by_columns=False`
+    trains it layer by layer instead, as before that step was built (other bytes: see there).
     """
 
     def __init__(
         self, settings: TrainSettings, n_inputs: int, n_classes: int, n_train: int,
-        image_shape: tuple[int, int] | None = None, threads: int | None = None,
+        image_shape: tuple[int, int] | None = None, threads: int | None = None, by_columns: bool = True,
     ) -> None:
         self.settings = settings
         # spawn(4)'s first three children are spawn(3)'s: adding the augmentation stream kept
@@ -70,7 +73,7 @@ class Trainer:
         self.threads = int(threads or available_cores())
         # A convolution's blocks of images, and an MLP's blocks of features (nn/columns.py), go
         # to helper processes (see nn/processes.py).
-        by_columns = self.model.trains_by_columns
+        by_columns = by_columns and self.model.trains_by_columns
         self.workers = Workers(self.threads, processes=self.model.has_convolutions or by_columns)
         self.model.set_workers(self.workers)
         if by_columns:
