@@ -158,7 +158,8 @@ def test_where_helper_processes_cannot_start_the_pool_says_so_and_uses_threads(m
 
     monkeypatch.setattr(parallel, "Arena", refused)
     with pytest.warns(UserWarning, match=r"helper processes could not be started \(\[Errno 24\] Too many open "
-                                         r"files\); the convolutions run on 2 threads instead"):
+                                         r"files\); their work \(convolutions, an MLP's column jobs\) runs "
+                                         r"on 2 threads instead"):
         workers = Workers(2, processes=True)
     with workers:
         assert (workers.processes, workers.arena, workers._helpers) == (False, None, None)

@@ -187,8 +187,9 @@ class Workers:
                 self.arena = Arena()
                 self._helpers = Helpers(self.threads - 1, self.arena)
             except OSError as error:  # no memory file, no fork (limits of the machine or its sandbox)
-                warnings.warn(f"helper processes could not be started ({error}); the convolutions run on "
-                              f"{self.threads} threads instead, more slowly, with the same results", stacklevel=2)
+                warnings.warn(f"helper processes could not be started ({error}); their work (convolutions, an "
+                              f"MLP's column jobs) runs on {self.threads} threads instead, more slowly, with the same "
+                              f"results", stacklevel=2)
                 self.processes, self.arena, self._helpers = False, None, None
         self._clock: list[float] | None = None
         self._next = 0  # the helper whose inbox a job goes to first
