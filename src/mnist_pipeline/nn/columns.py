@@ -35,7 +35,7 @@ import numpy as np
 
 from mnist_pipeline.nn import optim, parallel
 from mnist_pipeline.nn.activations import PiecewiseLinear, find_slope
-from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout, Layer, sum_rows
+from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout, Layer, draw_mask, sum_rows, update_running
 from mnist_pipeline.nn.optim import Optimizer
 from mnist_pipeline.nn.parallel import blocks, product_block, thread_scratch
 
@@ -128,7 +128,7 @@ class ColumnStep:
                 norm.params["gamma"], norm.params["beta"], norm.buffers["running_mean"], norm.buffers["running_var"],
                 arrays["centred"], arrays["inv_std"])
             momentum, eps = (norm.momentum, norm.eps) if norm is not None else (0.0, 0.0)
-            threshold = 0 if dropout is None else round(dropout.rate * Dropout.LEVELS)
+            threshold = 0 if dropout is None else dropout.threshold
             self.workers.run_kernel(_forward_block, len(blocks(*cut)), cut, x, dense.params["W"], dense.params["b"],
                                     *bn, momentum, eps, group.activation.alpha, arrays["slope"], arrays["out"],
                                     threshold, (self.seed, index, self.steps), arrays["a"],
@@ -259,10 +259,8 @@ def _normalise_columns(h, gamma, beta, running_mean, running_var, centred, inv_s
     np.subtract(h, mean, out=centred)
     sum_rows(np.square(centred, out=h), var)
     var /= dtype(n)
-    m = dtype(momentum)
-    for running, batch_value in ((running_mean, mean), (running_var, var)):
-        running *= m
-        running += (1 - m) * batch_value
+    update_running(running_mean, mean, momentum)
+    update_running(running_var, var, momentum)
     np.add(var, dtype(eps), out=inv_std)
     np.sqrt(inv_std, out=inv_std)
     np.divide(1, inv_std, out=inv_std)
@@ -271,13 +269,9 @@ def _normalise_columns(h, gamma, beta, running_mean, running_var, centred, inv_s
 
 
 def _draw_mask(mask, threshold: int, key: tuple[int, ...]) -> None:
-    """mask = (16-bit draws >= threshold) / keep probability, as Dropout draws it, from a
-    generator of the block's own (seed, group, step, block): no state carried between steps."""
-    rows, width = mask.shape
-    size = rows * width
-    bits = np.random.SFC64(np.random.SeedSequence(key)).random_raw(-(-size // 4)).view(np.uint16)[:size]
-    np.greater_equal(bits.reshape(rows, width), threshold, out=mask)
-    mask *= mask.dtype.type(Dropout.LEVELS / (Dropout.LEVELS - threshold))
+    """Dropout's mask (layers.draw_mask) from a generator of the block's own, keyed by (seed,
+    group, step, block): no state carried between steps."""
+    draw_mask(np.random.SFC64(np.random.SeedSequence(key)), threshold, mask)
 
 
 def _backward_block(i: int, cut: tuple[int, int], d_above, W_above, dW_above, a, slope, centred, inv_std, gamma,

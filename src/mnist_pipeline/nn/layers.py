@@ -244,8 +244,13 @@ class Dropout(Layer):
     def spec(self) -> dict:
         return {"type": self.kind, "rate": self.rate}
 
+    @property
+    def threshold(self) -> int:
+        """A unit is dropped when its 16-bit draw is below this (0: the layer drops nothing)."""
+        return round(self.rate * self.LEVELS)
+
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        threshold = round(self.rate * self.LEVELS)
+        threshold = self.threshold
         self._train = train and threshold > 0
         if not self._train:
             return x
@@ -257,15 +262,10 @@ class Dropout(Layer):
         slices = blocks(flat_x.size, parallel.BLOCK)
         if len(self._block_rngs) < len(slices):
             self._block_rngs += self._rng.spawn(len(slices) - len(self._block_rngs))
-        scale = mask.dtype.type(self.LEVELS / (self.LEVELS - threshold))
 
         def block(i: int) -> None:
             s = slices[i]
-            size = s.stop - s.start
-            bits = self._block_rngs[i].bit_generator.random_raw(-(-size // 4)).view(np.uint16)[:size]
-            # A comparison into a float array gives the 0/1 mask without a boolean temporary.
-            np.greater_equal(bits, threshold, out=flat_mask[s])
-            flat_mask[s] *= scale
+            draw_mask(self._block_rngs[i].bit_generator, threshold, flat_mask[s])
             np.multiply(flat_x[s], flat_mask[s], out=flat_out[s])
 
         self.workers.run(block, len(slices), flat_x.size)
@@ -277,6 +277,23 @@ class Dropout(Layer):
         if not self._train:
             return dout
         return np.multiply(dout, self._scratch["mask"], out=self._over(dout))
+
+
+def draw_mask(bit_generator: np.random.BitGenerator, threshold: int, mask: np.ndarray) -> None:
+    """Dropout's mask, drawn into `mask` (any shape): each unit kept when its 16-bit draw is at
+    least `threshold`, and then scaled by 1 / keep probability; one 64-bit draw gives four units."""
+    size = mask.size
+    bits = bit_generator.random_raw(-(-size // 4)).view(np.uint16)[:size]
+    # A comparison into a float array gives the 0/1 mask without a boolean temporary.
+    np.greater_equal(bits.reshape(mask.shape), threshold, out=mask)
+    mask *= mask.dtype.type(Dropout.LEVELS / (Dropout.LEVELS - threshold))
+
+
+def update_running(running: np.ndarray, batch_value: np.ndarray, momentum: float) -> None:
+    """A batch norm's running estimate: running = momentum * running + (1 - momentum) * batch_value."""
+    m = running.dtype.type(momentum)
+    running *= m
+    running += (1 - m) * batch_value
 
 
 class BatchNorm(Layer):
@@ -326,10 +343,8 @@ class BatchNorm(Layer):
             mean = sums.sum(axis=0) / gamma.dtype.type(n)
             run(_batch_centre, len(slices), cut, x2, mean, xhat, out, sums, elements=x2.size, passes=3)
             var = sums.sum(axis=0) / gamma.dtype.type(n)
-            m = gamma.dtype.type(self.momentum)
-            for name, batch_value in (("running_mean", mean), ("running_var", var)):
-                self.buffers[name] *= m
-                self.buffers[name] += (1 - m) * batch_value
+            update_running(self.buffers["running_mean"], mean, self.momentum)
+            update_running(self.buffers["running_var"], var, self.momentum)
         else:
             var = self.buffers["running_var"]
         self._inv_std = 1.0 / np.sqrt(var + gamma.dtype.type(self.eps))
