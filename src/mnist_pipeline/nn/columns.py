@@ -79,11 +79,12 @@ class ColumnStep:
     `workers` runs the jobs (Workers.run_kernel); `seed` keys the dropout masks.
     """
 
-    def __init__(self, groups: list[Group], output: Dense, weights: dict[int, slice], size: int, workers, seed: int,
-                 empty=np.empty) -> None:
+    def __init__(self, groups: list[Group], output: Dense, weights: dict[int, slice], rest: list[slice], workers,
+                 seed: int, empty=np.empty) -> None:
         self.groups, self.output, self.workers = groups, output, workers
-        # Where each hidden dense layer's W lies in the flat vectors (by id of the layer), and their size.
-        self.weights, self.size = weights, int(size)
+        # Where each hidden dense layer's W lies in the flat vectors (by id of the layer), and the
+        # contiguous runs of everything else there (the output layer, biases, batch-norm scales).
+        self.weights, self.rest = weights, rest
         self.seed, self.empty = int(seed), empty
         self.steps = 0  # forward passes made: the dropout masks' step key
         self._buffers: dict[int, list[dict[str, np.ndarray]]] = {}  # batch size -> per group
@@ -174,15 +175,12 @@ class ColumnStep:
         key = (n, optimizer is not None)
         tasks = self._plans.get(key)
         if tasks is None:
-            tasks, covered = [], []
-            for k, group in enumerate(self.groups):
-                span = self.weights[id(group.dense)]
-                for r in group.dense.weight_blocks(n):
-                    tasks.append((k, r.start, r.stop, span.start))
-                covered.append((span.start, span.stop))
+            tasks = [(k, r.start, r.stop, self.weights[id(group.dense)].start)
+                     for k, group in enumerate(self.groups) for r in group.dense.weight_blocks(n)]
             if optimizer is not None:
-                for lo, hi in _gaps(sorted(covered), self.size):
-                    tasks += [(-1, lo + piece.start, lo + piece.stop, 0) for piece in blocks(hi - lo, optim.STEP_BLOCK)]
+                for run in self.rest:
+                    tasks += [(-1, run.start + piece.start, run.start + piece.stop, 0)
+                              for piece in blocks(run.stop - run.start, optim.STEP_BLOCK)]
             tasks = self._plans[key] = tuple(tasks)
         return tasks, (None, None, None, 0.0) if optimizer is None else optimizer.flat_arguments()
 
@@ -201,18 +199,6 @@ def _worth(products: int, elements: int, passes: int) -> dict:
     The top group's backward in the default recipe (its gradient comes from the 10 logits) is
     such a job: 0.18 ms in the caller alone, 0.19 ms as two tasks of a thread and a process."""
     return {} if products >= parallel.MIN_PRODUCT else {"elements": elements, "passes": passes}
-
-
-def _gaps(covered: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
-    """The parts of [0, size) that no (start, stop) of `covered` (sorted, disjoint) holds."""
-    gaps, at = [], 0
-    for start, stop in covered:
-        if start > at:
-            gaps.append((at, start))
-        at = stop
-    if at < size:
-        gaps.append((at, size))
-    return gaps
 
 
 # The jobs' kernels: module-level functions of arrays, so that a helper process runs them too

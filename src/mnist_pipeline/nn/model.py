@@ -227,9 +227,10 @@ class Model:
         if groups is None:
             raise ValueError("train_by_columns: the layers are not an MLP of dense, [batch norm], ReLU or leaky ReLU, "
                              "[dropout] groups")
-        arena = self.workers.arena
+        arena, output = self.workers.arena, self.layers[-1]
         weights = {id(group.dense): self._ranges[(id(group.dense), "W")] for group in groups}
-        self._columns = ColumnStep(groups, self.layers[-1], weights, self.flat_params.size, self.workers, seed,
+        rest = _runs([*self._rest, self._ranges[(id(output), "W")]])
+        self._columns = ColumnStep(groups, output, weights, rest, self.workers, seed,
                                    np.empty if arena is None else arena.empty)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
