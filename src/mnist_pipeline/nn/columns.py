@@ -75,17 +75,17 @@ def column_groups(layers: list[Layer]) -> list[Group] | None:
 class ColumnStep:
     """Forward (training) and backward of a Model whose layers column_groups accepts.
 
-    `empty(shape, dtype)` makes the step's buffers (the shared arena's, under helper processes);
-    `workers` runs the jobs (Workers.run_kernel); `seed` keys the dropout masks.
+    `workers` runs the jobs (Workers.run_kernel) and makes the step's buffers (Workers.empty:
+    the shared arena's, under helper processes); `seed` keys the dropout masks.
     """
 
     def __init__(self, groups: list[Group], output: Dense, weights: dict[int, slice], rest: list[slice], workers,
-                 seed: int, empty=np.empty) -> None:
+                 seed: int) -> None:
         self.groups, self.output, self.workers = groups, output, workers
         # Where each hidden dense layer's W lies in the flat vectors (by id of the layer), and the
         # contiguous runs of everything else there (the output layer, biases, batch-norm scales).
         self.weights, self.rest = weights, rest
-        self.seed, self.empty = int(seed), empty
+        self.seed = int(seed)
         self.steps = 0  # forward passes made: the dropout masks' step key
         self._buffers: dict[int, list[dict[str, np.ndarray]]] = {}  # batch size -> per group
         self._plans: dict[tuple, tuple] = {}  # (batch size, with updates) -> the weights job's tasks
@@ -107,11 +107,11 @@ class ColumnStep:
             kept = []
             for group in self.groups:
                 width, dtype = group.dense.n_out, group.dense.params["W"].dtype
-                arrays = {"a": self.empty((n, width), dtype), "dy": self.empty((n, width), dtype),
-                          "out": self.empty(n * width, dtype), "slope": self.empty(n * width, dtype)}
+                arrays = {"a": self.workers.empty((n, width), dtype), "dy": self.workers.empty((n, width), dtype),
+                          "out": self.workers.empty(n * width, dtype), "slope": self.workers.empty(n * width, dtype)}
                 if group.norm is not None:
-                    arrays["centred"] = self.empty(n * width, dtype)
-                    arrays["inv_std"] = self.empty(width, dtype)
+                    arrays["centred"] = self.workers.empty(n * width, dtype)
+                    arrays["inv_std"] = self.workers.empty(width, dtype)
                 kept.append(arrays)
             self._buffers[n] = kept
         return kept

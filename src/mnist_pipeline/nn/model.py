@@ -227,11 +227,10 @@ class Model:
         if groups is None:
             raise ValueError("train_by_columns: the layers are not an MLP of dense, [batch norm], ReLU or leaky ReLU, "
                              "[dropout] groups")
-        arena, output = self.workers.arena, self.layers[-1]
+        output = self.layers[-1]
         weights = {id(group.dense): self._ranges[(id(group.dense), "W")] for group in groups}
         rest = _runs([*self._rest, self._ranges[(id(output), "W")]])
-        self._columns = ColumnStep(groups, output, weights, rest, self.workers, seed,
-                                   np.empty if arena is None else arena.empty)
+        self._columns = ColumnStep(groups, output, weights, rest, self.workers, seed)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits (n, n_classes), a new array; x is left as it was.

@@ -63,10 +63,7 @@ class Optimizer:
     def _zeros(self, w: np.ndarray) -> np.ndarray:
         """A vector of zeros like w: in the workers' shared arena if they have one, where helper
         processes update it (columns.ColumnStep)."""
-        arena = self.workers.arena
-        if arena is None:
-            return np.zeros_like(w)
-        zeros = arena.empty(w.shape, w.dtype)
+        zeros = self.workers.empty(w.shape, w.dtype)
         zeros[...] = 0
         return zeros
 

@@ -202,6 +202,11 @@ class Workers:
         for thread in self._threads:
             thread.start()
 
+    def empty(self, shape: int | tuple[int, ...], dtype) -> np.ndarray:
+        """A new array the pool's workers may all write: in the shared arena when it has helper
+        processes, else an ordinary one."""
+        return np.empty(shape, dtype) if self.arena is None else self.arena.empty(shape, dtype)
+
     def run(self, task: Callable[[int], None], n_tasks: int, elements: int | None = None) -> None:
         """task(0), ..., task(n_tasks - 1), spread over the threads; returns when all are done.
 

@@ -155,7 +155,7 @@ class Helpers:
                     # An array of the caller's the arena does not hold: the job works on a copy.
                     copy = self._staged(k, arg)
                     copies.append((arg, copy))
-                    arg, where = copy, self.arena.locate(copy)
+                    arg, where = copy, self._place(copy)
                 places.append(k)
                 local.append(arg)
                 sent.append(where)

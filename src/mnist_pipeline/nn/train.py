@@ -80,8 +80,7 @@ class Trainer:
             self.model.train_by_columns(int(dropout_seed.generate_state(1, np.uint64)[0]))
         # Every minibatch is gathered into these, so an epoch allocates nothing per batch (in
         # the shared arena, if any, where helper processes read the first layer's input).
-        empty = np.empty if self.workers.arena is None else self.workers.arena.empty
-        self._xb = empty((self.batch_size, n_inputs), np.float32)
+        self._xb = self.workers.empty((self.batch_size, n_inputs), np.float32)
         self._yb = np.empty(self.batch_size, np.intp)
         self.optimizer.workers = self.workers
         # Two BLAS calls side by side, each with its own thread team, fight over the cores.
