@@ -116,7 +116,10 @@ class Trainer:
         total_loss, correct, lr = 0.0, 0, 0.0
         for batch, start in enumerate(range(0, n, self.batch_size)):
             index = order[start : start + self.batch_size]
-            xb, yb = self._xb[: len(index)], self._yb[: len(index)]
+            # The buffers themselves for a whole batch: a job for the helper processes finds an
+            # array it has seen before at once, where a new view must be located again.
+            xb, yb = (self._xb, self._yb) if len(index) == len(self._xb) else (
+                self._xb[: len(index)], self._yb[: len(index)])
             # mode="clip" skips the bounds check that would make take() buffer its output.
             np.take(x, index, axis=0, out=xb, mode="clip")
             np.take(y, index, out=yb, mode="clip")
