@@ -10,6 +10,12 @@ called a helper starts its half, and how long after the helper's half ends run()
 (the caller waking). Where the halves take longer than the whole product, the product is too
 small to split: this is the measurement behind parallel.MIN_PRODUCT. Unset
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for the command when they force a slower kernel.
+
+It also times a job of two empty tasks handed to the helper processes (Workers(threads,
+processes=True)): its round trip, the floor under every job of a column step or a convolution,
+as a new job each time (sent as what changed) and as a prepared chain (the same list of jobs).
+In a loop the code and the board stay in cache; in a training step, after a task has streamed
+megabytes through the core, the same hand-off takes some three times as long.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ def median_us(function, repeat: int) -> float:
         function()
         times.append(time.perf_counter() - start)
     return round(statistics.median(times) * 1e6, 1)
+
+
+def nothing(i: int, scratch: np.ndarray) -> None:
+    """An empty task: a helper process finds it by name, as every kernel."""
 
 
 def main() -> None:
@@ -77,6 +87,12 @@ def main() -> None:
             "helper_starts_after_us": round(statistics.median(starts) * 1e6, 1) if starts else None,
             "caller_returns_after_helper_us": round(statistics.median(waits) * 1e6, 1) if waits else None,
         }
+    with Workers(args.threads, processes=True) as workers:
+        if workers.processes:
+            scratch = workers.arena.empty(8, np.float32)
+            prepared = [(nothing, 2, (scratch,), {})]
+            result["process_job_us"] = median_us(lambda: workers.run_kernel(nothing, 2, scratch), args.repeat)
+            result["process_prepared_job_us"] = median_us(lambda: workers.run_kernels(prepared), args.repeat)
     print(json.dumps(result))
 
 

@@ -58,3 +58,5 @@ def test_handoff_prints_the_product_times_and_the_cost_of_splitting_it():
     # The helper's timings, or null when the caller ran both halves every time (a loaded machine).
     for key in ("helper_starts_after_us", "caller_returns_after_helper_us"):
         assert result[key] is None or result[key] >= 0, (key, result)
+    # A job of empty tasks to the helper processes, there and back.
+    assert result["process_job_us"] > 0 and result["process_prepared_job_us"] > 0

@@ -77,6 +77,37 @@ def die_in_helpers(i: int, parent: int) -> None:
     time.sleep(0.01)
 
 
+def write_index(i: int, out: np.ndarray, seconds: float) -> None:
+    time.sleep(seconds * (i % 2))  # some tasks late, so that a later kernel's early tasks would overtake them
+    out[i] = i + 1
+
+
+def check_all_written(i: int, written: np.ndarray, seen: np.ndarray) -> None:
+    """Task i of the kernel after write_index: what it finds written of the one before."""
+    seen[i] = np.count_nonzero(written)
+
+
+def write_value(i: int, out: np.ndarray, value: float) -> None:
+    time.sleep(0.002)  # every worker gets tasks
+    out[i] = value
+
+
+def fail_first(i: int, parent: int) -> None:
+    time.sleep(0.005)
+    if i == 1:
+        raise ValueError("the first kernel failed")
+
+
+def die_first(i: int, parent: int) -> None:
+    if os.getpid() != parent:
+        os._exit(4)
+    time.sleep(0.05)
+
+
+def count_run(i: int, ran: np.ndarray) -> None:
+    ran[i] = 1
+
+
 # The arena -----------------------------------------------------------------------------------
 
 
@@ -179,6 +210,79 @@ def test_closing_the_pool_ends_its_helper_processes():
     pids = workers.arena.empty(3, np.int64)
     workers.run_kernel(record_pid, 3, pids, 0.0)
     assert set(pids.tolist()) == {os.getpid()}
+
+
+# Chains: several kernels in one hand-off ------------------------------------------------------
+
+
+def test_a_kernel_of_a_chain_starts_once_every_task_of_the_one_before_is_done(pool):
+    written, seen = pool.arena.empty(12, np.float64), pool.arena.empty(12, np.int64)
+    for _ in range(3):
+        written[...], seen[...] = 0, -1
+        pool._helpers.run_chain([(write_index, 12, (written, 0.01)), (check_all_written, 12, (written, seen))])
+        assert np.array_equal(written, np.arange(1, 13))
+        assert (seen == 12).all(), seen
+
+
+def test_a_chain_sent_again_carries_its_new_values_to_every_helper(pool):
+    out = pool.arena.empty(12, np.float64)
+    jobs = [(write_value, 12, (out, 1.0), {})]
+    pool.run_kernels(jobs)
+    assert (out == 1.0).all()
+    # The same kernels with another value: a new list, sent as what changed.
+    pool.run_kernels([(write_value, 12, (out, 2.5), {})])
+    assert (out == 2.5).all(), out
+    # Another array in the same place of the arguments.
+    other = pool.arena.empty(12, np.float64)
+    pool.run_kernels([(write_value, 12, (other, 3.0), {})])
+    assert (other == 3.0).all() and (out == 2.5).all()
+    # The first list again, run as it stands (a prepared chain): its array's values are the ones now.
+    out[...] = 0
+    pool.run_kernels(jobs)
+    assert (out == 1.0).all()
+
+
+def test_a_failure_in_a_chain_stops_it_before_the_next_kernel(pool):
+    ran = pool.arena.empty(8, np.int64)
+    ran[...] = 0
+    with pytest.raises(RuntimeError, match=r"(?s)failed in fail_first then count_run.*the first kernel failed"):
+        pool._helpers.run_chain([(fail_first, 6, (os.getpid(),)), (count_run, 8, (ran,))])
+    assert not ran.any(), "no task of the kernel after the failure ran"
+    # The pool still works afterwards.
+    pool._helpers.run_chain([(count_run, 8, (ran,))])
+    assert ran.all()
+
+
+def test_a_caller_failure_in_a_chain_stops_the_helpers_waiting_for_it(pool):
+    ran = pool.arena.empty(8, np.int64)
+    ran[...] = 0
+    with pytest.raises(KeyError, match="the caller's task"):
+        pool._helpers.run_chain([(fail_in_caller, 4, (os.getpid(), pool.arena.empty(4, np.int64))),
+                                 (count_run, 8, (ran,))])
+    assert not ran.any()
+
+
+def test_a_helper_that_dies_in_a_chain_fails_it_instead_of_hanging():
+    with Workers(2, processes=True) as workers:
+        ran = workers.arena.empty(8, np.int64)
+        ran[...] = 0
+        with pytest.raises(RuntimeError, match=r"nn-helper-1 \(pid \d+\) ended with exit code 4 during die_first then"):
+            workers._helpers.run_chain([(die_first, 6, (os.getpid(),)), (count_run, 8, (ran,))])
+        assert not ran.any()
+
+
+def test_small_element_wise_work_goes_along_in_a_hand_off_made_anyway():
+    big, small, never = (record_pid, 4, (), {}), (record_pid, 2, (), {"elements": 10}), (record_pid, 2, (), {"elements": 0})
+    assert Workers._cut([small, big, never, small]) == [[small[:3], big[:3]], never, [small[:3]]]
+    assert Workers._cut([small, never]) == [small, never], "no hand-off to go along with: all in the caller"
+
+
+def test_a_job_too_large_for_the_board_is_refused_with_its_size(pool):
+    out = pool.arena.empty(4, np.float64)
+    with pytest.raises(ValueError, match=r"the job write_value pickles to \d+ bytes, more than the 1048576 the board holds"):
+        pool.run_kernel(write_value, 4, out, b"x" * (1 << 21))
+    pool.run_kernel(write_value, 4, out, 1.5)
+    assert (out == 1.5).all()
 
 
 # The convolutions on helper processes --------------------------------------------------------

@@ -37,11 +37,13 @@ PARALLEL_MIN = 1 << 19
 
 
 #: Fewest element passes (array elements times the passes over them) in element-wise work
-#: worth handing to helper processes (Workers.run_kernel). A job costs 50-90 us here (its
-#: arguments pickled, a pipe, the helper's poll or wake, its answer); 2M element passes take
-#: some 0.4 ms on one core, so halving them pays for it. Measured on the CNN's first maps
-#: (128x14x14x32, benchmarks/threads_vs_processes.py): ReLU's two passes ran slower on a helper
-#: process than in the caller alone (0.91x), batch norm's jobs of 3-4 passes faster (1.36x).
+#: worth handing to helper processes (Workers.run_kernel). A job costs 11 us there and back in
+#: a loop and 60-90 us inside a training step, whose tasks leave the caches cold (its arguments
+#: placed and pickled, the board, the helper's start; benchmarks/handoff.py); 2M element passes
+#: take some 0.4 ms on one core, so halving them pays for it. Measured on the CNN's first maps
+#: (128x14x14x32, benchmarks/threads_vs_processes.py, with jobs down a pipe at 50-90 us): ReLU's
+#: two passes ran slower on a helper process than in the caller alone (0.91x), batch norm's
+#: jobs of 3-4 passes faster (1.36x).
 PROCESS_MIN = 1 << 21
 
 
@@ -55,6 +57,12 @@ COLUMNS = 256
 #: that: 16M multiply-adds are about 160 us at this core's 100 GMAC/s. The SGD MLP's products
 #: of 26M and less, split at 4M before, made a 2-thread epoch 0.52 s against 0.40 s unsplit.
 MIN_PRODUCT = 1 << 24
+
+
+def _worth_processes(elements: int | None, passes: int) -> bool:
+    """Whether a job is worth a hand-off to the helper processes alone: products and
+    convolutions (elements None) always, element-wise work from PROCESS_MIN element passes."""
+    return elements is None or elements * passes >= PROCESS_MIN
 
 
 def product_block(rows: int, depth: int, width: int) -> int:
@@ -194,6 +202,7 @@ class Workers:
         self._clock: list[float] | None = None
         self._next = 0  # the helper whose inbox a job goes to first
         self._submitted: list[Job] = []  # jobs submit() returned that no one has waited for yet
+        self._cuts: dict[int, tuple[list, list]] = {}  # run_kernels' lists of jobs, as they were cut
         self._inboxes: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(self.threads - 1)]
         self._threads = [
             threading.Thread(target=self._serve, args=(inbox,), name=f"nn-worker-{i + 1}", daemon=True)
@@ -232,19 +241,66 @@ class Workers:
         Under processes, element-wise work (`elements` given) of fewer than PROCESS_MIN element
         passes (elements x `passes`, the passes over memory a task makes) runs in the caller.
         """
-        if self.processes and elements is not None and elements * passes < PROCESS_MIN:
+        if self.processes and not _worth_processes(elements, passes):
             for i in range(n_tasks):
                 kernel(i, *args)
         elif self._helpers is not None:
-            # A job submitted earlier (a dense layer's weight gradient) would share the cores
-            # with the helper processes: it is finished first, the caller helping.
-            while self._submitted:
-                self.wait(self._submitted[-1])
-            self._helpers.run(kernel, n_tasks, *args)
+            self._run_chain([(kernel, n_tasks, args)])
         else:
             # Threads; or one thread of a process pool, where work that would go to the helpers
             # counts as work that spreads, whatever PARALLEL_MIN says.
             self.run(lambda i: kernel(i, *args), n_tasks, None if self.processes else elements)
+
+    def run_kernels(self, jobs: list[tuple[Callable[..., None], int, tuple, dict]]) -> None:
+        """Each job (kernel, n_tasks, args, options) in turn, as run_kernel(kernel, n_tasks, *args,
+        **options) runs it, but jobs for the helper processes one after another go in one
+        hand-off (processes.Helpers.run_chain), each starting once the one before is done.
+
+        Element-wise work too small to be handed over alone goes along in a hand-off made
+        anyway (when some job of `jobs` is handed over), sharing its cost; `elements=0` marks
+        work that stays in the caller even so."""
+        if self._helpers is None:
+            for kernel, n_tasks, args, options in jobs:
+                self.run_kernel(kernel, n_tasks, *args, **options)
+            return
+        # The same list of jobs, step after step (columns.ColumnStep), is cut the same way: into
+        # the same chains, which Helpers.run_chain then sends as what changed.
+        kept = self._cuts.get(id(jobs))
+        if kept is None or kept[0] is not jobs:
+            if len(self._cuts) >= 64:
+                self._cuts.clear()
+            kept = self._cuts[id(jobs)] = (jobs, self._cut(jobs))
+        for part in kept[1]:
+            if isinstance(part, list):
+                self._run_chain(part)
+            else:
+                kernel, n_tasks, args, options = part
+                self.run_kernel(kernel, n_tasks, *args, **options)
+
+    @staticmethod
+    def _cut(jobs: list[tuple[Callable[..., None], int, tuple, dict]]) -> list:
+        """run_kernels' jobs as they run: chains (lists of (kernel, n_tasks, args)) for the
+        helper processes, and jobs for the caller alone."""
+        handed = [_worth_processes(options.get("elements"), options.get("passes", 1)) for _, _, _, options in jobs]
+        parts, chain = [], []
+        for job, alone in zip(jobs, handed, strict=True):
+            if alone or (any(handed) and job[3]["elements"] > 0):
+                chain.append(job[:3])
+            else:
+                if chain:
+                    parts.append(chain)
+                parts.append(job)
+                chain = []
+        if chain:
+            parts.append(chain)
+        return parts
+
+    def _run_chain(self, chain: list[tuple[Callable[..., None], int, tuple]]) -> None:
+        # A job submitted earlier (a dense layer's weight gradient) would share the cores
+        # with the helper processes: it is finished first, the caller helping.
+        while self._submitted:
+            self.wait(self._submitted[-1])
+        self._helpers.run_chain(chain)
 
     def submit(self, task: Callable[[int], None], n_tasks: int) -> Job:
         """Hand task(0), ..., task(n_tasks - 1) to the helpers and return at once; see wait().
