@@ -122,7 +122,7 @@ def test_dropout_masks_keep_the_rate_differ_by_block_and_step_and_follow_the_key
         assert np.mean(again != mask) > 0.3, other
 
 
-def trained_bytes(settings: TrainSettings, workers: int, processes: bool, steps: int = 3) -> bytes:
+def trained_bytes(settings: TrainSettings, workers: int, processes: bool, steps: int = 4) -> bytes:
     x, y = batch()
     model = model_of(settings)
     optimizer = make_optimizer(settings, model.n_decay)
@@ -130,9 +130,12 @@ def trained_bytes(settings: TrainSettings, workers: int, processes: bool, steps:
         model.set_workers(pool)
         optimizer.workers = pool
         model.train_by_columns(seed=11)
-        for _ in range(steps):
-            _, dlogits = softmax_cross_entropy(model.forward(x, train=True), y, 0.1)
-            optimizer.begin(model.flat_params, model.flat_grads, 0.01)
+        for step in range(steps):
+            # The same input array twice (the jobs, made once, go to the helpers as unchanged),
+            # then other ones; a rate that changes at every step, as a schedule's does.
+            xb = x if step < 2 else x * np.float32(1 + step / 10)
+            _, dlogits = softmax_cross_entropy(model.forward(xb, train=True), y, 0.1)
+            optimizer.begin(model.flat_params, model.flat_grads, 0.01 * (step + 1))
             model.backward(dlogits, optimizer)
     return model.flat_params.tobytes() + model.flat_buffers.tobytes()
 

@@ -87,8 +87,10 @@ class ColumnStep:
         self.weights, self.rest = weights, rest
         self.seed = int(seed)
         self.steps = 0  # forward passes made: the dropout masks' step key
+        self._step = workers.empty(1, np.int64)  # the same, where a helper process reads it
         self._buffers: dict[int, list[dict[str, np.ndarray]]] = {}  # batch size -> per group
-        self._plans: dict[tuple, tuple] = {}  # (batch size, with updates) -> the weights job's tasks
+        # The jobs of a forward and of a backward, by batch size: made once (see _prepared).
+        self._jobs: dict[tuple[str, int], tuple[tuple, list]] = {}
         # The last forward's input and each group's output.
         self._inputs: list[np.ndarray] = []
 
@@ -98,7 +100,8 @@ class ColumnStep:
         *panels*, flat arrays holding each block of features' (n, block) values contiguously
         (panel()), what only the block's own task reads: out (the dense output, then the
         activation), slope (the activation's, times dropout's mask) and, with batch norm,
-        centred (the dense output less its batch mean); inv_std per feature.
+        centred (the dense output less its batch mean); inv_std per feature. And, with the
+        top group's, `d_logits`: the gradient over the logits, copied where the jobs read it.
 
         In panels, because NumPy runs element-wise work on a (128, 256) block of a (128, 1024)
         array about 5x slower than on a contiguous one (a loop over rows for each call)."""
@@ -113,6 +116,7 @@ class ColumnStep:
                     arrays["centred"] = self.workers.empty(n * width, dtype)
                     arrays["inv_std"] = self.workers.empty(width, dtype)
                 kept.append(arrays)
+            kept[-1]["d_logits"] = self.workers.empty((n, self.output.n_out), self.output.params["W"].dtype)
             self._buffers[n] = kept
         return kept
 
@@ -120,9 +124,40 @@ class ColumnStep:
         """The logits of a training step (the output layer's buffer); keeps what backward needs."""
         n = len(x)
         self.steps += 1
-        self._inputs = [x]
+        self._step[0] = self.steps
         buffers = self._group_buffers(n)
-        for index, (group, arrays) in enumerate(zip(self.groups, buffers, strict=True)):
+        self._inputs = [x, *(arrays["a"] for arrays in buffers)]
+        # In one hand-off where the workers allow (Workers.run_kernels): each group's job starts
+        # once the one below has written the whole of its output.
+        self.workers.run_kernels(self._prepared("forward", n, (), self._forward_jobs, buffers))
+        return self.output.forward(self._inputs[-1], train=True)
+
+    def backward(self, dlogits: np.ndarray, optimizer: Optimizer | None = None) -> None:
+        """Fill the model's gradients from dlogits, and with `optimizer` (begun) make its step."""
+        n, buffers = len(dlogits), self._group_buffers(len(dlogits))
+        # The logits' gradient is the caller's array, a new one each step: its jobs read it here.
+        d_logits = buffers[-1]["d_logits"]
+        d_logits[...] = dlogits
+        sum_rows(d_logits, self.output.grads["b"])
+        held = () if optimizer is None else (optimizer, *optimizer.flat_arguments(), *optimizer.state_vectors())
+        self.workers.run_kernels(self._prepared("backward", n, held, self._backward_jobs, buffers, optimizer))
+
+    def _prepared(self, kind: str, n: int, held: tuple, make, *args) -> list:
+        """make(n, *args), the jobs of a forward or backward of n rows, kept: made again only when
+        the input array, where the parameters lie, or the arrays and objects `held` (the
+        optimiser and its vectors) are not the same objects as last time. The same list of jobs
+        goes to the helper processes as what changed since, which is nothing (Helpers.run_chain):
+        their arrays' values are read where they lie, and so is what changes between steps (the
+        step count, the optimiser's rate and count)."""
+        held = (self._inputs[0], self.groups[0].dense.params["W"], *held)
+        kept = self._jobs.get((kind, n))
+        if kept is None or len(kept[0]) != len(held) or any(a is not b for a, b in zip(kept[0], held, strict=False)):
+            kept = self._jobs[kind, n] = (held, make(n, *args))
+        return kept[1]
+
+    def _forward_jobs(self, n: int, buffers: list[dict[str, np.ndarray]]) -> list:
+        jobs = []
+        for index, (group, x, arrays) in enumerate(zip(self.groups, self._inputs, buffers, strict=False)):
             dense, norm, dropout = group.dense, group.norm, group.dropout
             cut = (dense.n_out, product_block(n, dense.n_in, dense.n_out))
             bn = (None,) * 6 if norm is None else (
@@ -130,59 +165,52 @@ class ColumnStep:
                 arrays["centred"], arrays["inv_std"])
             momentum, eps = (norm.momentum, norm.eps) if norm is not None else (0.0, 0.0)
             threshold = 0 if dropout is None else dropout.threshold
-            self.workers.run_kernel(_forward_block, len(blocks(*cut)), cut, x, dense.params["W"], dense.params["b"],
-                                    *bn, momentum, eps, group.activation.alpha, arrays["slope"], arrays["out"],
-                                    threshold, (self.seed, index, self.steps), arrays["a"],
-                                    **_worth(n * dense.n_in * dense.n_out, n * dense.n_out, FORWARD_PASSES))
-            x = arrays["a"]
-            self._inputs.append(x)
-        return self.output.forward(x, train=True)
+            jobs.append((_forward_block, len(blocks(*cut)), (
+                cut, x, dense.params["W"], dense.params["b"], *bn, momentum, eps, group.activation.alpha,
+                arrays["slope"], arrays["out"], threshold, (self.seed, index), self._step, arrays["a"]),
+                _worth(n * dense.n_in * dense.n_out, n * dense.n_out, FORWARD_PASSES)))
+        return jobs
 
-    def backward(self, dlogits: np.ndarray, optimizer: Optimizer | None = None) -> None:
-        """Fill the model's gradients from dlogits, and with `optimizer` (begun) make its step."""
-        n, buffers = len(dlogits), self._group_buffers(len(dlogits))
-        output = self.output
-        sum_rows(dlogits, output.grads["b"])
+    def _backward_jobs(self, n: int, buffers: list[dict[str, np.ndarray]], optimizer: Optimizer | None) -> list:
         # From the top: the gradient over a group's output comes down through the layer above
         # it, whose rows for this block of features are the block's own.
-        d_above, W_above, dW_above = dlogits, output.params["W"], output.grads["W"]
+        output = self.output
+        d_above, W_above, dW_above = buffers[-1]["d_logits"], output.params["W"], output.grads["W"]
+        jobs = []
         for k in range(len(self.groups) - 1, -1, -1):
             group, arrays = self.groups[k], buffers[k]
             dense, norm = group.dense, group.norm
             cut = (dense.n_out, product_block(n, dense.n_in, dense.n_out))
             bn = (None,) * 5 if norm is None else (
                 arrays["centred"], arrays["inv_std"], norm.params["gamma"], norm.grads["gamma"], norm.grads["beta"])
-            self.workers.run_kernel(_backward_block, len(blocks(*cut)), cut, d_above, W_above, dW_above,
-                                    arrays["a"], arrays["slope"],
-                                    *bn, dense.grads["b"], arrays["dy"],
-                                    **_worth(n * d_above.shape[1] * dense.n_out, n * dense.n_out, BACKWARD_PASSES))
+            jobs.append((_backward_block, len(blocks(*cut)), (
+                cut, d_above, W_above, dW_above, arrays["a"], arrays["slope"], *bn, dense.grads["b"], arrays["dy"]),
+                _worth(n * d_above.shape[1] * dense.n_out, n * dense.n_out, BACKWARD_PASSES)))
             d_above, W_above, dW_above = arrays["dy"], dense.params["W"], None
-        plan, flat = self._plan(n, optimizer)
+        plan = self._plan(n, optimizer)
+        flat = (None,) * 4 if optimizer is None else optimizer.flat_arguments()
+        states = () if optimizer is None else optimizer.state_vectors()
         layer_arrays = [array for group, x, arrays in zip(self.groups, self._inputs, buffers, strict=False)
                         for array in (x, arrays["dy"], group.dense.grads["W"])]
-        states = () if optimizer is None else optimizer.state_vectors()
         # As layer by layer (Model.backward): a weight gradient of one block is not worth a
         # hand-off (the SGD MLP's, 784-256-128-10, ran 10% slower at 2 workers handed over).
         spread = any(len(group.dense.weight_blocks(n)) > 1 for group in self.groups)
-        self.workers.run_kernel(_weights_block, len(plan), plan, optimizer, *flat, len(states), *states, *layer_arrays,
-                                **({} if spread else {"elements": 0}))
+        jobs.append((_weights_block, len(plan), (plan, optimizer, *flat, len(states), *states, *layer_arrays),
+                     {} if spread else {"elements": 0}))
+        return jobs
 
-    def _plan(self, n: int, optimizer: Optimizer | None) -> tuple[tuple, tuple]:
+    def _plan(self, n: int, optimizer: Optimizer | None) -> tuple:
         """The weights job's tasks: each hidden dense layer's weight gradient by blocks of input
         rows (Dense.weight_blocks), each with the update of its rows; then, under an optimizer,
         the update of everything else in the flat vectors (the output layer, biases, batch-norm
-        scales) in pieces of its block. And its flat arguments: (params, grads, scratch, lr)."""
-        key = (n, optimizer is not None)
-        tasks = self._plans.get(key)
-        if tasks is None:
-            tasks = [(k, r.start, r.stop, self.weights[id(group.dense)].start)
-                     for k, group in enumerate(self.groups) for r in group.dense.weight_blocks(n)]
-            if optimizer is not None:
-                for run in self.rest:
-                    tasks += [(-1, run.start + piece.start, run.start + piece.stop, 0)
-                              for piece in blocks(run.stop - run.start, optim.STEP_BLOCK)]
-            tasks = self._plans[key] = tuple(tasks)
-        return tasks, (None, None, None, 0.0) if optimizer is None else optimizer.flat_arguments()
+        scales) in pieces of its block."""
+        tasks = [(k, r.start, r.stop, self.weights[id(group.dense)].start)
+                 for k, group in enumerate(self.groups) for r in group.dense.weight_blocks(n)]
+        if optimizer is not None:
+            for run in self.rest:
+                tasks += [(-1, run.start + piece.start, run.start + piece.stop, 0)
+                          for piece in blocks(run.stop - run.start, optim.STEP_BLOCK)]
+        return tuple(tasks)
 
 
 #: Passes over a block's values, about, of a group's forward (bias, batch norm, activation,
@@ -211,7 +239,7 @@ def panel(flat: np.ndarray, rows: int, c: slice) -> np.ndarray:
 
 
 def _forward_block(i: int, cut: tuple[int, int], x, W, b, gamma, beta, running_mean, running_var, centred, inv_std,
-                   momentum: float, eps: float, alpha: float, slope, out, threshold: int, key, a) -> None:
+                   momentum: float, eps: float, alpha: float, slope, out, threshold: int, key, step, a) -> None:
     """Block i of a group's output features: product, bias, [batch norm], activation, [dropout],
     into the block's columns of `a`."""
     c, n = blocks(*cut)[i], x.shape[0]
@@ -225,7 +253,7 @@ def _forward_block(i: int, cut: tuple[int, int], x, W, b, gamma, beta, running_m
     if threshold:
         # Dropout's mask joins the activation's slope: backward needs only their product.
         m = thread_scratch("column mask", h.shape, h.dtype)
-        _draw_mask(m, threshold, (*key, i))
+        _draw_mask(m, threshold, (*key, int(step[0]), i))
         s *= m
     np.multiply(h, s, out=a[:, c])
 
@@ -289,7 +317,7 @@ def _backward_block(i: int, cut: tuple[int, int], d_above, W_above, dW_above, a,
     dy[:, c] = da
 
 
-def _weights_block(i: int, plan: tuple, rule, w, g, tmp, lr: float, n_states: int, *arrays) -> None:
+def _weights_block(i: int, plan: tuple, rule, w, g, tmp, numbers, n_states: int, *arrays) -> None:
     """Task i of the weights job: a dense layer's weight gradient for a block of input rows
     (x.T @ dy, as Dense.backward), then the optimiser's update of the flat entries it covers."""
     k, start, stop, flat_start = plan[i]
@@ -301,4 +329,4 @@ def _weights_block(i: int, plan: tuple, rule, w, g, tmp, lr: float, n_states: in
             return
         width = dW.shape[1]
         start, stop = flat_start + start * width, flat_start + stop * width
-    rule.apply(slice(start, stop), w, g, lr, tmp, states)
+    rule.apply_numbered(slice(start, stop), w, g, tmp, numbers, states)

@@ -39,6 +39,7 @@ class Optimizer:
         self.weight_decay, self.n_decay = float(weight_decay), int(n_decay)
         self.t = 0  # steps taken
         self._tmp: np.ndarray | None = None
+        self._numbers: np.ndarray | None = None  # (lr, t) of the step begun: see flat_arguments
 
     def step(self, w: np.ndarray, g: np.ndarray, lr: float) -> None:
         self.begin(w, g, lr)
@@ -54,6 +55,9 @@ class Optimizer:
         self.t += 1
         if self._tmp is None or self._tmp.shape != w.shape:
             self._tmp = self._zeros(w)
+        if self._numbers is None:
+            self._numbers = self.workers.empty(2, np.float64)
+        self._numbers[:] = (lr, self.t)
         for name in self.STATE:
             if getattr(self, name, None) is None:
                 setattr(self, name, self._zeros(w))
@@ -83,17 +87,25 @@ class Optimizer:
                 self._update(w[part], gradient, lr, tmp[part], *(state[part] for state in states))
 
     def flat_arguments(self) -> tuple:
-        """(w, g, scratch, lr) of the step begun, for apply() elsewhere."""
-        return self._w, self._g, self._tmp, self._lr
+        """(w, g, scratch, numbers) of the step begun, for apply_numbered() elsewhere: `numbers`
+        holds the step's rate and count, written where the vectors lie (the shared arena under
+        helper processes), so that a copy of this optimiser sent once follows every step."""
+        return self._w, self._g, self._tmp, self._numbers
+
+    def apply_numbered(self, s: slice, w: np.ndarray, g: np.ndarray, tmp: np.ndarray, numbers: np.ndarray,
+                       states) -> None:
+        """apply() at the rate and step count in `numbers` (flat_arguments)."""
+        self.t = int(numbers[1])
+        self.apply(s, w, g, float(numbers[0]), tmp, states)
 
     def state_vectors(self) -> list[np.ndarray]:
         """The rule's state vectors (STATE, in order) of the step begun, for apply() elsewhere."""
         return self._states
 
     def __getstate__(self) -> dict:
-        # Sent to helper processes with each job (columns.ColumnStep) for its rule and numbers
-        # alone: the vectors go as the job's arrays, from the shared arena.
-        vectors = {*self.STATE, "_tmp", "_w", "_g", "_states", "workers"}
+        # Sent to helper processes once (columns.ColumnStep) for its rule and settings alone:
+        # the vectors and the step's numbers go as the job's arrays, from the shared arena.
+        vectors = {*self.STATE, "_tmp", "_w", "_g", "_states", "_numbers", "workers"}
         return {name: value for name, value in self.__dict__.items() if name not in vectors}
 
     def _decay(self, w: np.ndarray, g: np.ndarray, lr: float, tmp: np.ndarray) -> np.ndarray:
