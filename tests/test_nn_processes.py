@@ -413,6 +413,44 @@ def test_ctrl_c_stops_the_caller_and_its_helpers_with_the_callers_traceback_only
     assert process_group(child.pid) == []
 
 
+WAITING_IN_A_CHAIN = """
+import os
+import time
+import numpy as np
+from mnist_pipeline.nn.parallel import Workers
+
+def long_in_caller(i, parent):
+    if os.getpid() == parent:
+        print("caller busy", flush=True)
+        time.sleep(60)
+
+def after(i, out):
+    out[i] = 1
+
+with Workers(2, processes=True) as workers:
+    out = workers.arena.empty(4, np.float32)
+    # The helper takes the quick task, then a task of `after`, which waits for the caller's.
+    workers._helpers.run_chain([(long_in_caller, 2, (os.getpid(),)), (after, 4, (out,))])
+"""
+
+
+def test_a_helper_waiting_in_a_chain_for_its_killed_parent_ends():
+    child = subprocess.Popen([sys.executable, "-c", WAITING_IN_A_CHAIN], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert child.stdout.readline() == "caller busy\n"
+    time.sleep(0.5)
+    assert len(process_group(child.pid)) == 2
+    child.kill()
+    child.communicate(timeout=20)
+    deadline = time.monotonic() + 10
+    while process_group(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = process_group(child.pid)
+    for pid in left:  # not to leave a helper spinning on a core if it failed to end
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "the helper stopped waiting and ended"
+
+
 def test_helpers_whose_parent_is_killed_end_too():
     # Two helpers: the second inherits the first one's pipe too, which must not keep it open.
     child = subprocess.Popen([sys.executable, "-c", INTERRUPTED, "3"], stdout=subprocess.PIPE,
