@@ -156,9 +156,9 @@ class _Chain:
 class Helpers:
     """`processes` forked helper processes that run kernels' tasks together with the caller.
 
-    `run(kernel, n_tasks, *args)` runs kernel(i, *args) for i in range(n_tasks), spread over
-    the caller and the helpers, and returns when every task is done; the first error, the
-    caller's or a helper's, is raised there.
+    `run_chain([(kernel, n_tasks, args), ...])` runs kernel(i, *args) for i in range(n_tasks),
+    kernel after kernel, spread over the caller and the helpers, and returns when every task is
+    done; the first error, the caller's or a helper's, is raised there.
     """
 
     def __init__(self, processes: int, arena: Arena) -> None:
@@ -191,9 +191,6 @@ class Helpers:
     @property
     def processes(self) -> int:
         return len(self._processes)
-
-    def run(self, kernel: Callable, n_tasks: int, *args) -> None:
-        self.run_chain([(kernel, n_tasks, args)])
 
     def run_chain(self, kernels: list[tuple[Callable, int, tuple]]) -> None:
         """For each (kernel, n_tasks, args) in turn, kernel(i, *args) for i in range(n_tasks),
@@ -298,7 +295,8 @@ class Helpers:
         return where
 
     def _staged(self, position: int, array: np.ndarray) -> np.ndarray:
-        """A copy of `array` in the arena, in a buffer kept for this argument position, shape and dtype."""
+        """A copy of `array` in the arena, in a buffer kept for this position among a job's
+        copies, shape and dtype."""
         key = (position, array.shape, array.dtype.str)
         buffer = self._staging.get(key)
         if buffer is None:
