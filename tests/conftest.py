@@ -60,11 +60,12 @@ def model_path(trained_results) -> Path:
 def small_blocks(monkeypatch):
     """Blocks small enough that every layer, every job and the optimiser split their work on
     tiny data, on threads and on helper processes alike."""
-    from mnist_pipeline.nn import conv, optim, parallel
+    from mnist_pipeline.nn import columns, conv, optim, parallel
 
     monkeypatch.setattr(parallel, "BLOCK", 100)
     monkeypatch.setattr(parallel, "COLUMNS", 8)
     monkeypatch.setattr(parallel, "MIN_PRODUCT", 1)
+    monkeypatch.setattr(columns, "CHAINED_PRODUCT", 1)
     monkeypatch.setattr(parallel, "PARALLEL_MIN", 0)
     monkeypatch.setattr(parallel, "PROCESS_MIN", 0)
     monkeypatch.setattr(optim, "STEP_BLOCK", 100)

@@ -17,7 +17,7 @@ piece of the step's work but the output layer's small product and the loss is in
 any worker may run. The tasks run on helper processes (processes.py: no GIL between them) or,
 where those cannot start, on threads; with one worker, in the caller.
 
-The blocks are fixed by the layers' widths and the batch (parallel.product_block), never by the
+The blocks are fixed by the layers' widths and the batch (column_cut), never by the
 workers, so the weights are the same bytes at any worker count. The arithmetic is the layers'
 own, by columns instead of rows: a batch norm's sums over the batch are one sum per feature,
 and dropout draws each block's mask from a generator of its own, keyed by the group, the block
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_pipeline.nn import optim, parallel
+from mnist_pipeline.nn import optim
 from mnist_pipeline.nn.activations import PiecewiseLinear, find_slope
 from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout, Layer, draw_mask, sum_rows, update_running
 from mnist_pipeline.nn.optim import Optimizer
@@ -159,7 +159,7 @@ class ColumnStep:
         jobs = []
         for index, (group, x, arrays) in enumerate(zip(self.groups, self._inputs, buffers, strict=False)):
             dense, norm, dropout = group.dense, group.norm, group.dropout
-            cut = (dense.n_out, product_block(n, dense.n_in, dense.n_out))
+            cut = column_cut(n, dense.n_in, dense.n_out)
             bn = (None,) * 6 if norm is None else (
                 norm.params["gamma"], norm.params["beta"], norm.buffers["running_mean"], norm.buffers["running_var"],
                 arrays["centred"], arrays["inv_std"])
@@ -180,7 +180,7 @@ class ColumnStep:
         for k in range(len(self.groups) - 1, -1, -1):
             group, arrays = self.groups[k], buffers[k]
             dense, norm = group.dense, group.norm
-            cut = (dense.n_out, product_block(n, dense.n_in, dense.n_out))
+            cut = column_cut(n, dense.n_in, dense.n_out)
             bn = (None,) * 5 if norm is None else (
                 arrays["centred"], arrays["inv_std"], norm.params["gamma"], norm.grads["gamma"], norm.grads["beta"])
             jobs.append((_backward_block, len(blocks(*cut)), (
@@ -192,25 +192,48 @@ class ColumnStep:
         states = () if optimizer is None else optimizer.state_vectors()
         layer_arrays = [array for group, x, arrays in zip(self.groups, self._inputs, buffers, strict=False)
                         for array in (x, arrays["dy"], group.dense.grads["W"])]
-        # As layer by layer (Model.backward): a weight gradient of one block is not worth a
-        # hand-off (the SGD MLP's, 784-256-128-10, ran 10% slower at 2 workers handed over).
-        spread = any(len(group.dense.weight_blocks(n)) > 1 for group in self.groups)
+        # A weight gradient of one block is not worth a hand-off (the SGD MLP's, 784-256-128-10,
+        # ran 10% slower at 2 workers handed over, when its layers were one block each).
+        spread = any(len(weight_rows(n, group.dense)) > 1 for group in self.groups)
         jobs.append((_weights_block, len(plan), (plan, optimizer, *flat, len(states), *states, *layer_arrays),
                      {} if spread else {"elements": 0}))
         return jobs
 
     def _plan(self, n: int, optimizer: Optimizer | None) -> tuple:
         """The weights job's tasks: each hidden dense layer's weight gradient by blocks of input
-        rows (Dense.weight_blocks), each with the update of its rows; then, under an optimizer,
+        rows (weight_rows), each with the update of its rows; then, under an optimizer,
         the update of everything else in the flat vectors (the output layer, biases, batch-norm
         scales) in pieces of its block."""
         tasks = [(k, r.start, r.stop, self.weights[id(group.dense)].start)
-                 for k, group in enumerate(self.groups) for r in group.dense.weight_blocks(n)]
+                 for k, group in enumerate(self.groups) for r in weight_rows(n, group.dense)]
         if optimizer is not None:
             for run in self.rest:
                 tasks += [(-1, run.start + piece.start, run.start + piece.stop, 0)
                           for piece in blocks(run.stop - run.start, optim.STEP_BLOCK)]
         return tuple(tasks)
+
+
+#: Fewest multiply-adds in a block of the step's products. Layer by layer a block is worth a
+#: hand-off of its own (parallel.MIN_PRODUCT, 16M: some 60-100 us there and back on a 2-vCPU VM,
+#: a sleeping helper woken each time). Here a step's jobs go to the workers in two chains, and a
+#: block's task costs no hand-off: the workers are awake for the chain, and a task only waits
+#: for the job before it to end (the board's count) and packs its operands again, a few
+#: microseconds. So a block need only be worth that: 2M multiply-adds take 20-60 us on one core
+#: of any recent x86 (40-100 GMAC/s). On the SGD MLP (784-256-128-10, batch 128) this splits
+#: every product in two, where MIN_PRODUCT kept each whole and its step on one worker.
+CHAINED_PRODUCT = 1 << 21
+
+
+def column_cut(n: int, depth: int, width: int) -> tuple[int, int]:
+    """The cut of a group's `width` features into blocks, for a product (n, depth) @ (depth,
+    width): fixed by the sizes, never by the workers (blocks(*cut) are the blocks)."""
+    return width, product_block(n, depth, width, least=CHAINED_PRODUCT)
+
+
+def weight_rows(n: int, dense: Dense) -> tuple[slice, ...]:
+    """The blocks of a dense layer's input features (its weight gradient's rows) in the weights
+    job, for a batch of n: as Dense.weight_blocks, with the step's floor."""
+    return blocks(*column_cut(n, dense.n_out, dense.n_in))
 
 
 #: Passes over a block's values, about, of a group's forward (bias, batch norm, activation,
@@ -221,12 +244,12 @@ FORWARD_PASSES, BACKWARD_PASSES = 16, 10
 
 def _worth(products: int, elements: int, passes: int) -> dict:
     """run_kernel's arguments for a job of `products` multiply-adds and element-wise work over
-    `elements` values, `passes` times: products of MIN_PRODUCT or more always spread over the
+    `elements` values, `passes` times: products of CHAINED_PRODUCT or more always spread over the
     workers; a job of smaller ones is element-wise work, which the pool gives to its helpers
     only when it is large enough to pay for the hand-off (parallel.PARALLEL_MIN, PROCESS_MIN).
     The top group's backward in the default recipe (its gradient comes from the 10 logits) is
     such a job: 0.18 ms in the caller alone, 0.19 ms as two tasks of a thread and a process."""
-    return {} if products >= parallel.MIN_PRODUCT else {"elements": elements, "passes": passes}
+    return {} if products >= CHAINED_PRODUCT else {"elements": elements, "passes": passes}
 
 
 # The jobs' kernels: module-level functions of arrays, so that a helper process runs them too

@@ -56,6 +56,8 @@ COLUMNS = 256
 #: ends, and the two halves take 195-225 us against 245 us whole), so a block must do well over
 #: that: 16M multiply-adds are about 160 us at this core's 100 GMAC/s. The SGD MLP's products
 #: of 26M and less, split at 4M before, made a 2-thread epoch 0.52 s against 0.40 s unsplit.
+#: (An MLP's step by columns hands its jobs over in chains and has a floor of its own,
+#: columns.CHAINED_PRODUCT.)
 MIN_PRODUCT = 1 << 24
 
 
@@ -65,14 +67,16 @@ def _worth_processes(elements: int | None, passes: int) -> bool:
     return elements is None or elements * passes >= PROCESS_MIN
 
 
-def product_block(rows: int, depth: int, width: int) -> int:
+def product_block(rows: int, depth: int, width: int, least: int | None = None) -> int:
     """Columns per block when a (rows, depth) @ (depth, width) product is split by columns.
 
     An even number of equal blocks (784 -> 4 x 196, not 256 + 256 + 256 + 16), so that two
     threads get the same work: as many as blocks of at most COLUMNS columns need, but none
-    with fewer than MIN_PRODUCT multiply-adds. A product too small for two is one block.
+    with fewer than `least` multiply-adds (MIN_PRODUCT unless given). A product too small for
+    two is one block.
     """
-    pairs = min(-(-width // (2 * COLUMNS)), rows * depth * width // (2 * MIN_PRODUCT))
+    least = MIN_PRODUCT if least is None else least
+    pairs = min(-(-width // (2 * COLUMNS)), rows * depth * width // (2 * max(least, 1)))
     if pairs < 1:
         return max(width, 1)
     return -(-width // (2 * pairs))
