@@ -218,10 +218,13 @@ class ColumnStep:
 #: a sleeping helper woken each time). Here a step's jobs go to the workers in two chains, and a
 #: block's task costs no hand-off: the workers are awake for the chain, and a task only waits
 #: for the job before it to end (the board's count) and packs its operands again, a few
-#: microseconds. So a block need only be worth that: 2M multiply-adds take 20-60 us on one core
-#: of any recent x86 (40-100 GMAC/s). On the SGD MLP (784-256-128-10, batch 128) this splits
-#: every product in two, where MIN_PRODUCT kept each whole and its step on one worker.
-CHAINED_PRODUCT = 1 << 21
+#: microseconds, but with one worker each block costs BLAS a packing of its operands and the
+#: step more calls. So a block need be worth no more than that: 4M multiply-adds take 40-100 us
+#: on one core of any recent x86 (40-100 GMAC/s). On the SGD MLP (784-256-128-10, batch 128)
+#: this cuts the first layer's products (26M multiply-adds) in two, its weight gradient in
+#: four, where MIN_PRODUCT kept each whole and the step on one worker; the second layer's (4M)
+#: stay whole: at 2M too they gained nothing at 2 workers and cost 2% more at one.
+CHAINED_PRODUCT = 1 << 22
 
 
 def column_cut(n: int, depth: int, width: int) -> tuple[int, int]:
