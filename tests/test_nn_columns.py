@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from mnist_pipeline.nn.columns import _draw_mask, column_cut, column_groups, panel, weight_rows
+from mnist_pipeline.nn.columns import CHAINED_PRODUCT, _draw_mask, column_cut, column_groups, panel
 from mnist_pipeline.nn.layers import Dropout
 from mnist_pipeline.nn.losses import softmax_cross_entropy
 from mnist_pipeline.nn.model import Model, architecture
@@ -197,11 +197,11 @@ def test_the_step_cuts_the_sgd_mlps_products_in_two_and_the_recipes_as_layer_by_
     for model, forward, rows in ((sgd, [2, 1], [4, 1]), (recipe, [4, 2], [4, 4])):
         groups = column_groups(model.layers)
         assert [len(blocks(*column_cut(128, g.dense.n_in, g.dense.n_out))) for g in groups] == forward
-        assert [len(weight_rows(128, g.dense)) for g in groups] == rows
+        assert [len(g.dense.weight_blocks(128, CHAINED_PRODUCT)) for g in groups] == rows
     # Layer by layer the recipe's products are cut the same way (its dropout masks are drawn by
     # block: the cut is part of its bytes), the SGD MLP's not at all.
     for g in column_groups(recipe.layers):
-        assert weight_rows(128, g.dense) == g.dense.weight_blocks(128)
+        assert g.dense.weight_blocks(128, CHAINED_PRODUCT) == g.dense.weight_blocks(128)
     assert [len(g.dense.weight_blocks(128)) for g in column_groups(sgd.layers)] == [1, 1]
 
 

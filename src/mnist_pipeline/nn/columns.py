@@ -194,18 +194,18 @@ class ColumnStep:
                         for array in (x, arrays["dy"], group.dense.grads["W"])]
         # A weight gradient of one block is not worth a hand-off (the SGD MLP's, 784-256-128-10,
         # ran 10% slower at 2 workers handed over, when its layers were one block each).
-        spread = any(len(weight_rows(n, group.dense)) > 1 for group in self.groups)
+        spread = any(len(group.dense.weight_blocks(n, CHAINED_PRODUCT)) > 1 for group in self.groups)
         jobs.append((_weights_block, len(plan), (plan, optimizer, *flat, len(states), *states, *layer_arrays),
                      {} if spread else {"elements": 0}))
         return jobs
 
     def _plan(self, n: int, optimizer: Optimizer | None) -> tuple:
         """The weights job's tasks: each hidden dense layer's weight gradient by blocks of input
-        rows (weight_rows), each with the update of its rows; then, under an optimizer,
+        rows (Dense.weight_blocks at the step's floor), each with the update of its rows; then, under an optimizer,
         the update of everything else in the flat vectors (the output layer, biases, batch-norm
         scales) in pieces of its block."""
         tasks = [(k, r.start, r.stop, self.weights[id(group.dense)].start)
-                 for k, group in enumerate(self.groups) for r in weight_rows(n, group.dense)]
+                 for k, group in enumerate(self.groups) for r in group.dense.weight_blocks(n, CHAINED_PRODUCT)]
         if optimizer is not None:
             for run in self.rest:
                 tasks += [(-1, run.start + piece.start, run.start + piece.stop, 0)
@@ -231,12 +231,6 @@ def column_cut(n: int, depth: int, width: int) -> tuple[int, int]:
     """The cut of a group's `width` features into blocks, for a product (n, depth) @ (depth,
     width): fixed by the sizes, never by the workers (blocks(*cut) are the blocks)."""
     return width, product_block(n, depth, width, least=CHAINED_PRODUCT)
-
-
-def weight_rows(n: int, dense: Dense) -> tuple[slice, ...]:
-    """The blocks of a dense layer's input features (its weight gradient's rows) in the weights
-    job, for a batch of n: as Dense.weight_blocks, with the step's floor."""
-    return blocks(*column_cut(n, dense.n_out, dense.n_in))
 
 
 #: Passes over a block's values, about, of a group's forward (bias, batch norm, activation,

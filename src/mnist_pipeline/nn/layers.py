@@ -167,9 +167,10 @@ class Dense(Layer):
         self.workers.map_blocks(columns, self.n_out, product_block(x.shape[0], self.n_in, self.n_out))
         return out
 
-    def weight_blocks(self, rows: int) -> tuple[slice, ...]:
-        """The blocks of input features backward cuts its products into, for a batch of `rows`."""
-        return blocks(self.n_in, product_block(rows, self.n_out, self.n_in))
+    def weight_blocks(self, rows: int, least: int | None = None) -> tuple[slice, ...]:
+        """The blocks of input features backward cuts its products into, for a batch of `rows`;
+        `least`: the fewest multiply-adds in a block (product_block's; MIN_PRODUCT unless given)."""
+        return blocks(self.n_in, product_block(rows, self.n_out, self.n_in, least))
 
     def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         dx, job = self.backward_deferred(dout, need_dx)
