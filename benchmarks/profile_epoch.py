@@ -5,7 +5,9 @@
     python benchmarks/profile_epoch.py DATA_DIR --experiment NAME [--configfile FILE] [--threads 2] ...
 
 Wraps every layer's forward and backward (for an MLP trained by columns, nn/columns.py: its
-forward and each kind of job), the loss, the optimiser step and np.take with timers, runs --epochs epochs of SGD with momentum (lr 0.05, like train_speed.py), or of
+whole step, which goes to the workers in one hand-off, and each kind of job in it), the loss,
+the optimiser step and np.take with timers, runs --epochs epochs of SGD with momentum (lr 0.05,
+like train_speed.py), or of
 experiment NAME's recipe as train_speed.py's recipe mode reads it, and prints,
 for the last epoch, one JSON line per part: seconds and share of the epoch. What the parts do
 not cover is Python overhead of the loop itself. A dense layer's backward returns once its
@@ -36,9 +38,15 @@ from mnist_pipeline.nn.train import Trainer
 from nn_bench import load_scaled, recipe, sgd_settings
 
 TOTALS: dict[str, float] = defaultdict(float)
+#: parts timed inside other parts (a layer's backward inside the model's, a job inside a step):
+#: printed, but not added up with the others
+NESTED: set[str] = set()
 
 
-def timed(name: str, function):
+def timed(name: str, function, nested: bool = False):
+    if nested:
+        NESTED.add(name)
+
     def wrapper(*args, **kwargs):
         start = time.perf_counter()
         try:
@@ -74,15 +82,20 @@ def main() -> None:
         if columns is None:
             for i, layer in enumerate(trainer.model.layers):
                 layer.forward = timed(f"{i:02d} {layer.kind} forward", layer.forward)
-                layer.backward = timed(f"{i:02d} {layer.kind} backward", layer.backward)
+                layer.backward = timed(f"{i:02d} {layer.kind} backward", layer.backward, nested=True)
                 if hasattr(layer, "backward_deferred"):
-                    layer.backward_deferred = timed(f"{i:02d} {layer.kind} backward (dx)", layer.backward_deferred)
+                    layer.backward_deferred = timed(f"{i:02d} {layer.kind} backward (dx)", layer.backward_deferred,
+                                                    nested=True)
         else:
-            # An MLP trained by columns (nn/columns.py): its forward, and each kind of job.
+            # An MLP trained by columns (nn/columns.py): its whole step (forward, loss, backward
+            # and update in one hand-off; with grad_clip its forward and backward), and each
+            # kind of job within, timed where it runs in this process (all of them at one thread).
+            trainer.model.train_step = timed("model train_step (forward, loss, backward, the optimiser's step)",
+                                             trainer.model.train_step)
             columns.forward = timed("columns forward (hidden groups' jobs, then the output layer)", columns.forward)
             run_kernel = trainer.workers.run_kernel
             trainer.workers.run_kernel = lambda kernel, n, *a, **k: timed(
-                f"job {kernel.__name__} ({n} tasks; within forward or backward)", run_kernel)(kernel, n, *a, **k)
+                f"job {kernel.__name__} ({n} tasks; within the step)", run_kernel, nested=True)(kernel, n, *a, **k)
         trainer.model.backward = timed("model backward (with the optimiser's step)", trainer.model.backward)
         if settings.grad_clip is not None:
             # Only a clipped step calls step(); otherwise the optimiser goes to the helper
@@ -98,13 +111,9 @@ def main() -> None:
             trainer.run_epoch(x, y, epoch)
             epoch_s = time.perf_counter() - start
             shared = trainer.workers.shared_seconds
-    whole = "model backward (with the optimiser's step)"
     for name, seconds in sorted(TOTALS.items()):
         print(json.dumps({"part": name, "seconds": round(seconds, 4), "share": round(seconds / epoch_s, 3)}))
-    # Layers' backward times and the jobs' lie inside the model's forward and backward: only those count towards the sum.
-    covered = sum(seconds for name, seconds in TOTALS.items() if "backward" not in name and not name.startswith("job"))
-    covered += TOTALS[whole]
-    rest = epoch_s - covered
+    rest = epoch_s - sum(seconds for name, seconds in TOTALS.items() if name not in NESTED)
     print(json.dumps({"part": "rest (loop, argmax, schedule)", "seconds": round(rest, 4), "share": round(rest / epoch_s, 3)}))
     if trainer.threads > 1:
         # Tasks run on the helper processes then, whose clocks the caller does not read.

@@ -165,6 +165,45 @@ def test_the_sgd_mlp_at_its_own_size_trains_the_same_bytes_on_one_and_two_worker
         assert trained_bytes(settings, 2, processes=True, shape=(128, 784, 10)) == one
 
 
+@pytest.mark.parametrize("settings", [
+    TrainSettings(hidden=[16, 8], dropout=0.3, optimizer="adamw", weight_decay=0.01, label_smoothing=0.1),
+    TrainSettings(hidden=[12], batch_norm=False, dropout=0.0, optimizer="nesterov", activation="leaky_relu"),
+], ids=["adamw", "nesterov"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_whole_step_in_one_hand_off_is_forward_loss_and_backward_in_turn(small_blocks, settings, workers):
+    x, y = batch()
+    outcomes = []
+    for whole in (True, False):
+        model = model_of(settings)
+        optimizer = make_optimizer(settings, model.n_decay)
+        seen = []
+        with Workers(workers, processes=True) as pool:
+            model.set_workers(pool)
+            optimizer.workers = pool
+            model.train_by_columns(seed=5)
+            for step in range(3):
+                xb = x * np.float32(1 + step / 10)
+                optimizer.begin(model.flat_params, model.flat_grads, 0.01 * (step + 1))
+                if whole:
+                    seen.append(model.train_step(xb, y, settings.label_smoothing, optimizer))
+                else:
+                    logits = model.forward(xb, train=True)
+                    hits = int(np.count_nonzero(logits.argmax(axis=1) == y))
+                    loss, dlogits = softmax_cross_entropy(logits, y, settings.label_smoothing)
+                    model.backward(dlogits, optimizer)
+                    seen.append((loss, hits))
+            outcomes.append((seen, model.flat_params.tobytes() + model.flat_buffers.tobytes() + model.flat_grads.tobytes()))
+    assert outcomes[0][0] == outcomes[1][0], "the losses and correct counts"
+    assert outcomes[0][1] == outcomes[1][1], "the parameters, buffers and gradients"
+
+
+def test_a_whole_step_needs_the_step_by_columns():
+    model = model_of(TrainSettings(hidden=[8]))
+    x, y = batch()
+    with pytest.raises(ValueError, match="does not train by columns"):
+        model.train_step(x, y, 0.0, make_optimizer(TrainSettings(), model.n_decay))
+
+
 @pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam", "adamw"])
 def test_the_weights_job_makes_the_optimisers_step_of_the_whole_vector(small_blocks, name):
     settings = TrainSettings(hidden=[16, 8], dropout=0.0, optimizer=name, weight_decay=0.01)

@@ -15,8 +15,9 @@ def test_profile_epoch_reports_the_share_of_the_epoch_on_one_thread(synthetic_di
                "--batch", "16", "--epochs", "1", "--threads", "1"]
     lines = [json.loads(line) for line in subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()]
     parts = {line["part"] for line in lines if "part" in line}
-    assert "model backward (with the optimiser's step)" in parts
-    # The MLP trains by columns (nn/columns.py): each kind of its jobs is a part.
+    # The MLP trains by columns (nn/columns.py), its whole step in one hand-off: the step, and
+    # each kind of its jobs, are parts.
+    assert "model train_step (forward, loss, backward, the optimiser's step)" in parts
     for kernel in ("_forward_block", "_backward_block", "_weights_block"):
         assert any(part.startswith(f"job {kernel} (") for part in parts), (kernel, parts)
     summary = lines[-1]

@@ -13,9 +13,10 @@ group's backward on those features), and a last job makes the dense layers' weig
 blocks of input rows, each followed at once by the optimiser's update of those rows.
 
 So a step is 2 jobs per hidden layer and one more, whatever the number of workers, and every
-piece of the step's work but the output layer's small product and the loss is in a task that
-any worker may run. The tasks run on helper processes (processes.py: no GIL between them) or,
-where those cannot start, on threads; with one worker, in the caller.
+piece of the step's work is in a task that any worker may run; a training step (step()) goes
+to the workers in one hand-off, the output layer and the loss a job of one task in the middle.
+The tasks run on helper processes (processes.py: no GIL between them) or, where those cannot
+start, on threads; with one worker, in the caller.
 
 The blocks are fixed by the layers' widths and the batch (column_cut), never by the
 workers, so the weights are the same bytes at any worker count. The arithmetic is the layers'
@@ -36,6 +37,7 @@ import numpy as np
 from mnist_pipeline.nn import optim
 from mnist_pipeline.nn.activations import PiecewiseLinear, find_slope
 from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout, Layer, draw_mask, sum_rows, update_running
+from mnist_pipeline.nn.losses import softmax_cross_entropy
 from mnist_pipeline.nn.optim import Optimizer
 from mnist_pipeline.nn.parallel import blocks, product_block, thread_scratch
 
@@ -101,7 +103,9 @@ class ColumnStep:
         (panel()), what only the block's own task reads: out (the dense output, then the
         activation), slope (the activation's, times dropout's mask) and, with batch norm,
         centred (the dense output less its batch mean); inv_std per feature. And, with the
-        top group's, `d_logits`: the gradient over the logits, copied where the jobs read it.
+        top group's, `d_logits`: the gradient over the logits, where the jobs read it; for a
+        whole step (step()), `logits`, `labels` (a copy of the batch's) and `outcome` (the
+        mean loss and the correct predictions).
 
         In panels, because NumPy runs element-wise work on a (128, 256) block of a (128, 1024)
         array about 5x slower than on a contiguous one (a loop over rows for each call)."""
@@ -116,21 +120,46 @@ class ColumnStep:
                     arrays["centred"] = self.workers.empty(n * width, dtype)
                     arrays["inv_std"] = self.workers.empty(width, dtype)
                 kept.append(arrays)
-            kept[-1]["d_logits"] = self.workers.empty((n, self.output.n_out), self.output.params["W"].dtype)
+            top, dtype = kept[-1], self.output.params["W"].dtype
+            top["d_logits"] = self.workers.empty((n, self.output.n_out), dtype)
+            top["logits"] = self.workers.empty((n, self.output.n_out), dtype)
+            top["labels"] = self.workers.empty(n, np.intp)
+            top["outcome"] = self.workers.empty(2, np.float64)
             self._buffers[n] = kept
         return kept
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The logits of a training step (the output layer's buffer); keeps what backward needs."""
-        n = len(x)
-        self.steps += 1
-        self._step[0] = self.steps
-        buffers = self._group_buffers(n)
-        self._inputs = [x, *(arrays["a"] for arrays in buffers)]
+        buffers = self._begin(x)
         # In one hand-off where the workers allow (Workers.run_kernels): each group's job starts
         # once the one below has written the whole of its output.
-        self.workers.run_kernels(self._prepared("forward", n, (), self._forward_jobs, buffers))
+        self.workers.run_kernels(self._prepared("forward", len(x), (), self._forward_jobs, buffers))
         return self.output.forward(self._inputs[-1], train=True)
+
+    def step(self, x: np.ndarray, labels: np.ndarray, label_smoothing: float, optimizer: Optimizer) -> tuple[float, int]:
+        """A whole training step in one hand-off: forward, the output layer and the loss
+        (losses.softmax_cross_entropy), backward, and the update of `optimizer` (begun).
+        Returns (the mean loss, the correct predictions among the logits).
+
+        The same bytes as forward(), the loss and backward() in turn, with one hand-off to the
+        helpers instead of two: the output layer and the loss become a job of one task between
+        the forward's jobs and the backward's. A loss that is not finite is known only after the
+        update, which the caller then discards with the run (Trainer.run_epoch)."""
+        buffers = self._begin(x)
+        top = buffers[-1]
+        top["labels"][...] = labels
+        held = (optimizer, *optimizer.flat_arguments(), *optimizer.state_vectors())
+        self.workers.run_kernels(self._prepared(("step", float(label_smoothing)), len(x), held, self._step_jobs,
+                                                buffers, float(label_smoothing), optimizer))
+        return float(top["outcome"][0]), int(top["outcome"][1])
+
+    def _begin(self, x: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Count the step (the dropout masks' key) and keep its input; the buffers for its batch."""
+        self.steps += 1
+        self._step[0] = self.steps
+        buffers = self._group_buffers(len(x))
+        self._inputs = [x, *(arrays["a"] for arrays in buffers)]
+        return buffers
 
     def backward(self, dlogits: np.ndarray, optimizer: Optimizer | None = None) -> None:
         """Fill the model's gradients from dlogits, and with `optimizer` (begun) make its step."""
@@ -142,7 +171,7 @@ class ColumnStep:
         held = () if optimizer is None else (optimizer, *optimizer.flat_arguments(), *optimizer.state_vectors())
         self.workers.run_kernels(self._prepared("backward", n, held, self._backward_jobs, buffers, optimizer))
 
-    def _prepared(self, kind: str, n: int, held: tuple, make, *args) -> list:
+    def _prepared(self, kind, n: int, held: tuple, make, *args) -> list:
         """make(n, *args), the jobs of a forward or backward of n rows, kept: made again only when
         the input array, where the parameters lie, or the arrays and objects `held` (the
         optimiser and its vectors) are not the same objects as last time. The same list of jobs
@@ -170,6 +199,14 @@ class ColumnStep:
                 arrays["slope"], arrays["out"], threshold, (self.seed, index), self._step, arrays["a"]),
                 _worth(n * dense.n_in * dense.n_out, n * dense.n_out, FORWARD_PASSES)))
         return jobs
+
+    def _step_jobs(self, n: int, buffers: list[dict[str, np.ndarray]], label_smoothing: float,
+                   optimizer: Optimizer) -> list:
+        top, output = buffers[-1], self.output
+        loss = (_loss_block, 1, (top["a"], output.params["W"], output.params["b"], top["labels"], label_smoothing,
+                                 top["logits"], top["d_logits"], output.grads["b"], top["outcome"]),
+                {"elements": top["logits"].size, "passes": 16})
+        return [*self._forward_jobs(n, buffers), loss, *self._backward_jobs(n, buffers, optimizer)]
 
     def _backward_jobs(self, n: int, buffers: list[dict[str, np.ndarray]], optimizer: Optimizer | None) -> list:
         # From the top: the gradient over a group's output comes down through the layer above
@@ -215,7 +252,7 @@ class ColumnStep:
 
 #: Fewest multiply-adds in a block of the step's products. Layer by layer a block is worth a
 #: hand-off of its own (parallel.MIN_PRODUCT, 16M: some 60-100 us there and back on a 2-vCPU VM,
-#: a sleeping helper woken each time). Here a step's jobs go to the workers in two chains, and a
+#: a sleeping helper woken each time). Here a step's jobs go to the workers in one chain, and a
 #: block's task costs no hand-off: the workers are awake for the chain, and a task only waits
 #: for the job before it to end (the board's count) and packs its operands again, a few
 #: microseconds, but with one worker each block costs BLAS a packing of its operands and the
@@ -335,6 +372,19 @@ def _backward_block(i: int, cut: tuple[int, int], d_above, W_above, dW_above, a,
         da *= np.multiply(gamma[c], inv, out=scale)
     sum_rows(da, db[c])
     dy[:, c] = da
+
+
+def _loss_block(i: int, a, W, b, labels, label_smoothing: float, logits, d_logits, db, outcome) -> None:
+    """The output layer's forward (as Dense.forward: a @ W, then + b), the correct predictions
+    and the loss, its gradient into d_logits and the output bias's into db, as the trainer and
+    ColumnStep.backward make them; outcome = (mean loss, correct predictions)."""
+    np.matmul(a, W, out=logits)
+    logits += b
+    # Overflow in a diverging run is reported by the trainer, from the loss.
+    with np.errstate(over="ignore", invalid="ignore"):
+        outcome[1] = np.count_nonzero(logits.argmax(axis=1) == labels)
+        outcome[0] = softmax_cross_entropy(logits, labels, label_smoothing, out=d_logits)[0]
+    sum_rows(d_logits, db)
 
 
 def _weights_block(i: int, plan: tuple, rule, w, g, tmp, numbers, n_states: int, *arrays) -> None:

@@ -232,6 +232,16 @@ class Model:
         rest = _runs([*self._rest, self._ranges[(id(output), "W")]])
         self._columns = ColumnStep(groups, output, weights, rest, self.workers, seed)
 
+    def train_step(self, x: np.ndarray, labels: np.ndarray, label_smoothing: float,
+                   optimizer: Optimizer) -> tuple[float, int]:
+        """A whole training step by columns (train_by_columns on, `optimizer` begun): forward,
+        softmax cross-entropy against `labels`, backward and the update, in one hand-off to the
+        helpers (ColumnStep.step). Returns (the mean loss, the correct predictions); the weights
+        are the same bytes as forward, the loss and backward in turn."""
+        if self._columns is None:
+            raise ValueError("train_step: the model does not train by columns (train_by_columns)")
+        return self._columns.step(x, labels, label_smoothing, optimizer)
+
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits (n, n_classes), a new array; x is left as it was.
 

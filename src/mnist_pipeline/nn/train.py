@@ -125,12 +125,20 @@ class Trainer:
             np.take(y, index, out=yb, mode="clip")
             augment_batch(xb, self.image_shape, self.augmentation, self.augment_rng, self._blank)
             lr = self.schedule.rate(self.step)
+            whole = clip is None and model.column_step is not None
             # Overflow in a diverging run is reported below, with where and what to change.
             with np.errstate(over="ignore", invalid="ignore"):
-                logits = model.forward(xb, train=True)
-                correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-                # The gradient over the logits: they are this step's own, and not needed again.
-                loss, dlogits = softmax_cross_entropy(logits, yb, smoothing, out=logits)
+                if whole:
+                    # Forward, loss, backward and the update in one hand-off (ColumnStep.step): a
+                    # loss that is not finite is then seen after the update, and ends the run.
+                    optimizer.begin(model.flat_params, model.flat_grads, lr)
+                    loss, hits = model.train_step(xb, yb, smoothing, optimizer)
+                else:
+                    logits = model.forward(xb, train=True)
+                    hits = int(np.count_nonzero(logits.argmax(axis=1) == yb))
+                    # The gradient over the logits: they are this step's own, and not needed again.
+                    loss, dlogits = softmax_cross_entropy(logits, yb, smoothing, out=logits)
+            correct += hits
             if not math.isfinite(loss):
                 raise TrainingDivergedError(
                     f"training diverged: the loss is {loss} at epoch {epoch}, batch {batch + 1} of "
@@ -138,7 +146,9 @@ class Trainer:
                     f"set grad_clip (e.g. 1.0) or add warmup_epochs"
                 )
             total_loss += loss * len(index)
-            if clip is None:
+            if whole:
+                pass  # made above
+            elif clip is None:
                 # The step is made layer by layer as the gradients come (Model.backward).
                 optimizer.begin(model.flat_params, model.flat_grads, lr)
                 model.backward(dlogits, optimizer)
