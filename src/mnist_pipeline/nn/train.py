@@ -107,7 +107,9 @@ class Trainer:
         Raises TrainingDivergedError at the first batch whose loss is nan or inf.
         """
         model, optimizer, n = self.model, self.optimizer, len(x)
-        smoothing, clip = self.settings.label_smoothing, self.settings.grad_clip
+        smoothing = self.settings.label_smoothing
+        # A step by columns goes to the workers whole unless clipping needs every gradient first.
+        whole = self.settings.grad_clip is None and model.column_step is not None
         order = self.shuffle_rng.permutation(n)
         if self.augmentation.active and self._blank is None:
             # A blank pixel of the normalized data (pixel 0, the smallest value there is): what a
@@ -125,7 +127,6 @@ class Trainer:
             np.take(y, index, out=yb, mode="clip")
             augment_batch(xb, self.image_shape, self.augmentation, self.augment_rng, self._blank)
             lr = self.schedule.rate(self.step)
-            whole = clip is None and model.column_step is not None
             # Overflow in a diverging run is reported below, with where and what to change.
             with np.errstate(over="ignore", invalid="ignore"):
                 if whole:
@@ -146,19 +147,23 @@ class Trainer:
                     f"set grad_clip (e.g. 1.0) or add warmup_epochs"
                 )
             total_loss += loss * len(index)
-            if whole:
-                pass  # made above
-            elif clip is None:
-                # The step is made layer by layer as the gradients come (Model.backward).
-                optimizer.begin(model.flat_params, model.flat_grads, lr)
-                model.backward(dlogits, optimizer)
-            else:
-                # Clipping needs every gradient before the first update.
-                model.backward(dlogits)
-                clip_grad_norm(model.flat_grads, clip)
-                optimizer.step(model.flat_params, model.flat_grads, lr)
+            if not whole:
+                self._backward_and_update(dlogits, lr)
             self.step += 1
         return {"train_loss": total_loss / n, "train_accuracy": correct / n, "learning_rate": lr}
+
+    def _backward_and_update(self, dlogits: np.ndarray, lr: float) -> None:
+        """The gradients from dlogits, and the optimiser's step at rate lr."""
+        model, optimizer, clip = self.model, self.optimizer, self.settings.grad_clip
+        if clip is None:
+            # The step is made layer by layer as the gradients come (Model.backward).
+            optimizer.begin(model.flat_params, model.flat_grads, lr)
+            model.backward(dlogits, optimizer)
+        else:
+            # Clipping needs every gradient before the first update.
+            model.backward(dlogits)
+            clip_grad_norm(model.flat_grads, clip)
+            optimizer.step(model.flat_params, model.flat_grads, lr)
 
 
 def fit(
