@@ -148,9 +148,8 @@ class ColumnStep:
         buffers = self._begin(x)
         top = buffers[-1]
         top["labels"][...] = labels
-        held = (optimizer, *optimizer.flat_arguments(), *optimizer.state_vectors())
-        self.workers.run_kernels(self._prepared(("step", float(label_smoothing)), len(x), held, self._step_jobs,
-                                                buffers, float(label_smoothing), optimizer))
+        self.workers.run_kernels(self._prepared(("step", float(label_smoothing)), len(x), _held(optimizer),
+                                                self._step_jobs, buffers, float(label_smoothing), optimizer))
         return float(top["outcome"][0]), int(top["outcome"][1])
 
     def _begin(self, x: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -168,8 +167,8 @@ class ColumnStep:
         d_logits = buffers[-1]["d_logits"]
         d_logits[...] = dlogits
         sum_rows(d_logits, self.output.grads["b"])
-        held = () if optimizer is None else (optimizer, *optimizer.flat_arguments(), *optimizer.state_vectors())
-        self.workers.run_kernels(self._prepared("backward", n, held, self._backward_jobs, buffers, optimizer))
+        self.workers.run_kernels(self._prepared("backward", n, _held(optimizer), self._backward_jobs, buffers,
+                                                optimizer))
 
     def _prepared(self, kind, n: int, held: tuple, make, *args) -> list:
         """make(n, *args), the jobs of a forward or backward of n rows, kept: made again only when
@@ -238,9 +237,9 @@ class ColumnStep:
 
     def _plan(self, n: int, optimizer: Optimizer | None) -> tuple:
         """The weights job's tasks: each hidden dense layer's weight gradient by blocks of input
-        rows (Dense.weight_blocks at the step's floor), each with the update of its rows; then, under an optimizer,
-        the update of everything else in the flat vectors (the output layer, biases, batch-norm
-        scales) in pieces of its block."""
+        rows (Dense.weight_blocks at the step's floor), each with the update of its rows; then,
+        under an optimizer, the update of everything else in the flat vectors (the output layer,
+        biases, batch-norm scales) in pieces of its block."""
         tasks = [(k, r.start, r.stop, self.weights[id(group.dense)].start)
                  for k, group in enumerate(self.groups) for r in group.dense.weight_blocks(n, CHAINED_PRODUCT)]
         if optimizer is not None:
@@ -248,6 +247,14 @@ class ColumnStep:
                 tasks += [(-1, run.start + piece.start, run.start + piece.stop, 0)
                           for piece in blocks(run.stop - run.start, optim.STEP_BLOCK)]
         return tuple(tasks)
+
+
+def _held(optimizer: Optimizer | None) -> tuple:
+    """What a step's jobs hold of `optimizer` (ColumnStep._prepared): the optimiser, its step's
+    vectors and numbers, its state vectors; nothing without one."""
+    if optimizer is None:
+        return ()
+    return (optimizer, *optimizer.flat_arguments(), *optimizer.state_vectors())
 
 
 #: Fewest multiply-adds in a block of the step's products. Layer by layer a block is worth a
