@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mnist_pipeline.nn.gradcheck import numerical_gradient, relative_error
-from mnist_pipeline.nn.losses import cross_entropy, softmax, softmax_cross_entropy
+from mnist_pipeline.nn.losses import cross_entropy, softmax, softmax_cross_entropy, training_loss
 
 
 def reference_loss(logits, labels, smoothing):
@@ -47,6 +47,17 @@ def test_the_logits_are_left_alone_unless_given_as_out_and_out_gives_the_same_by
     assert loss_in_place == loss
     np.testing.assert_array_equal(grad_in_place, grad)
     np.testing.assert_array_equal(softmax(before.copy(), out=before), p)
+
+
+def test_a_training_step_counts_the_correct_rows_before_the_gradient_overwrites_the_logits():
+    logits = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 5.0], [1.0, 4.0, 2.0], [0.5, 0.0, 0.2]], np.float32)
+    labels = np.array([0, 2, 0, 1])  # the first two rows right, the others wrong
+    loss, grad = softmax_cross_entropy(logits, labels, 0.1)
+
+    counted = training_loss(logits, labels, 0.1, out=logits)
+    assert counted[0] == loss and counted[2] == 2
+    assert counted[1] is logits
+    np.testing.assert_array_equal(counted[1], grad)
 
 
 def test_huge_logits_stay_finite():

@@ -37,7 +37,7 @@ import numpy as np
 from mnist_pipeline.nn import optim
 from mnist_pipeline.nn.activations import PiecewiseLinear, find_slope
 from mnist_pipeline.nn.layers import BatchNorm, Dense, Dropout, Layer, draw_mask, sum_rows, update_running
-from mnist_pipeline.nn.losses import softmax_cross_entropy
+from mnist_pipeline.nn.losses import training_loss
 from mnist_pipeline.nn.optim import Optimizer
 from mnist_pipeline.nn.parallel import blocks, product_block, thread_scratch
 
@@ -138,7 +138,7 @@ class ColumnStep:
 
     def step(self, x: np.ndarray, labels: np.ndarray, label_smoothing: float, optimizer: Optimizer) -> tuple[float, int]:
         """A whole training step in one hand-off: forward, the output layer and the loss
-        (losses.softmax_cross_entropy), backward, and the update of `optimizer` (begun).
+        (losses.training_loss), backward, and the update of `optimizer` (begun).
         Returns (the mean loss, the correct predictions among the logits).
 
         The same bytes as forward(), the loss and backward() in turn, with one hand-off to the
@@ -389,8 +389,7 @@ def _loss_block(i: int, a, W, b, labels, label_smoothing: float, logits, d_logit
     logits += b
     # Overflow in a diverging run is reported by the trainer, from the loss.
     with np.errstate(over="ignore", invalid="ignore"):
-        outcome[1] = np.count_nonzero(logits.argmax(axis=1) == labels)
-        outcome[0] = softmax_cross_entropy(logits, labels, label_smoothing, out=d_logits)[0]
+        outcome[0], _, outcome[1] = training_loss(logits, labels, label_smoothing, out=d_logits)
     sum_rows(d_logits, db)
 
 

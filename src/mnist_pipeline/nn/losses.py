@@ -29,6 +29,17 @@ def softmax_cross_entropy(
     return loss, z
 
 
+def training_loss(
+    logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0, *, out: np.ndarray | None = None
+) -> tuple[float, np.ndarray, int]:
+    """What a training step takes from its logits: (mean loss, its gradient in `out`, the
+    correct predictions), softmax_cross_entropy's two and the count of rows whose largest logit
+    is the label's. The count is made first, so `out` may be the logits themselves."""
+    correct = int(np.count_nonzero(logits.argmax(axis=1) == labels))
+    loss, gradient = softmax_cross_entropy(logits, labels, label_smoothing, out=out)
+    return loss, gradient, correct
+
+
 def cross_entropy(logits: np.ndarray, labels: np.ndarray, *, out: np.ndarray | None = None) -> float:
     """The mean loss alone (no smoothing), `out` holding the softmax probabilities afterwards."""
     return _loss_and_probabilities(logits, labels, 0.0, out)[0]

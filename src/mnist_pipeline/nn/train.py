@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from mnist_pipeline.errors import TrainingDivergedError
 from mnist_pipeline.nn.augment import augment_batch
-from mnist_pipeline.nn.losses import softmax_cross_entropy
+from mnist_pipeline.nn.losses import training_loss
 from mnist_pipeline.nn.model import Model, architecture
 from mnist_pipeline.nn.optim import clip_grad_norm, make_optimizer
 from mnist_pipeline.nn.parallel import Workers, available_cores
@@ -136,9 +136,8 @@ class Trainer:
                     loss, hits = model.train_step(xb, yb, smoothing, optimizer)
                 else:
                     logits = model.forward(xb, train=True)
-                    hits = int(np.count_nonzero(logits.argmax(axis=1) == yb))
                     # The gradient over the logits: they are this step's own, and not needed again.
-                    loss, dlogits = softmax_cross_entropy(logits, yb, smoothing, out=logits)
+                    loss, dlogits, hits = training_loss(logits, yb, smoothing, out=logits)
             correct += hits
             if not math.isfinite(loss):
                 raise TrainingDivergedError(
