@@ -101,7 +101,7 @@ def main() -> None:
             # Only a clipped step calls step(); otherwise the optimiser goes to the helper
             # processes with the weights job, and a timer's closure on it could not be pickled.
             trainer.optimizer.step = timed("optimizer step (grad_clip only)", trainer.optimizer.step)
-        train_module.softmax_cross_entropy = timed("softmax cross-entropy", train_module.softmax_cross_entropy)
+        train_module.training_loss = timed("loss (softmax cross-entropy, correct predictions)", train_module.training_loss)
         # Only the trainer calls np.take in this process, so timing it globally times the gathering.
         np.take = timed("gather batch (np.take)", np.take)
         for epoch in range(1, args.epochs + 1):
